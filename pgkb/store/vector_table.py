@@ -1,0 +1,363 @@
+"""The vector table in Bedrock's Aurora layout: create it, validate an existing one, write and delete rows.
+
+Layout (contract §4.2): `id uuid PRIMARY KEY, embedding vector(n), chunks text, metadata json,
+custom_metadata jsonb` with an HNSW cosine index on the vector, a GIN full-text index on
+`to_tsvector('simple', chunks)` and a GIN index on `custom_metadata`. Column names come from the
+knowledge base's field mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from pgkb.errors import ValidationError
+
+_COLUMN = re.compile(r"^[a-zA-Z0-9_\-]{1,63}$")
+_TABLE = re.compile(r"^[a-zA-Z0-9_\.\-]{1,63}$")
+
+DEFAULT_SCHEMA = "bedrock_integration"
+# Namespace for chunk ids: uuid5(namespace, "<data source id>/<document uri>#<position>").
+CHUNK_NAMESPACE = uuid.UUID("4f1d9a52-5b1c-4a55-9d63-7a0c2b8f6e11")
+
+
+def chunk_id(ds_id: str, uri: str, position: int) -> uuid.UUID:
+    return uuid.uuid5(CHUNK_NAMESPACE, f"{ds_id}/{uri}#{position}")
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """Bedrock's `rdsConfiguration.fieldMapping`, with the guide's default names."""
+
+    primary_key: str = "id"
+    vector: str = "embedding"
+    text: str = "chunks"
+    metadata: str = "metadata"
+    custom_metadata: str | None = "custom_metadata"
+
+    @classmethod
+    def from_bedrock(cls, fm: dict[str, Any] | None) -> FieldMapping:
+        fm = fm or {}
+        m = cls(
+            primary_key=fm.get("primaryKeyField", "id"),
+            vector=fm.get("vectorField", "embedding"),
+            text=fm.get("textField", "chunks"),
+            metadata=fm.get("metadataField", "metadata"),
+            custom_metadata=fm.get("customMetadataField") if fm else "custom_metadata",
+        )
+        for name, value in m.columns().items():
+            if not _COLUMN.match(value):
+                raise ValidationError(
+                    f"fieldMapping.{name}: {value!r} is not a valid column name ([a-zA-Z0-9_-], at most 63 characters)"
+                )
+        return m
+
+    def to_bedrock(self) -> dict[str, str]:
+        out = {
+            "primaryKeyField": self.primary_key,
+            "vectorField": self.vector,
+            "textField": self.text,
+            "metadataField": self.metadata,
+        }
+        if self.custom_metadata:
+            out["customMetadataField"] = self.custom_metadata
+        return out
+
+    def columns(self) -> dict[str, str]:
+        out = {
+            "primaryKeyField": self.primary_key,
+            "vectorField": self.vector,
+            "textField": self.text,
+            "metadataField": self.metadata,
+        }
+        if self.custom_metadata:
+            out["customMetadataField"] = self.custom_metadata
+        return out
+
+
+@dataclass(frozen=True)
+class TableRef:
+    schema: str
+    name: str
+
+    @classmethod
+    def parse(cls, table_name: str) -> TableRef:
+        if not _TABLE.match(table_name or ""):
+            raise ValidationError(
+                f"tableName {table_name!r} must match [a-zA-Z0-9_.-]{{1,63}} (optionally schema-qualified)"
+            )
+        if "." in table_name:
+            schema, _, name = table_name.partition(".")
+            if not schema or not name or "." in name:
+                raise ValidationError(f"tableName {table_name!r} must be 'table' or 'schema.table'")
+            return cls(schema, name)
+        return cls(DEFAULT_SCHEMA, table_name)
+
+    @property
+    def ident(self) -> sql.Composed:
+        return sql.Identifier(self.schema, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass
+class Problem:
+    """One thing wrong with an existing table, with the SQL that would fix it."""
+
+    column: str | None
+    expected: str
+    found: str
+    fix: str
+
+    def message(self, table: TableRef) -> str:
+        where = f"column {self.column!r} of {table}" if self.column else f"table {table}"
+        return f"{where}: expected {self.expected}, found {self.found}. Fix: {self.fix}"
+
+
+@dataclass
+class TableInfo:
+    exists: bool
+    columns: dict[str, str] = field(default_factory=dict)  # name -> formatted type
+    indexes: list[str] = field(default_factory=list)  # index definitions
+    primary_key: list[str] = field(default_factory=list)
+
+
+def _q(name: str) -> str:
+    """Identifier quoted for display in a suggested fix."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def inspect_table(conn: psycopg.Connection, table: TableRef) -> TableInfo:
+    row = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        (table.schema, table.name),
+    ).fetchone()
+    if not row:
+        return TableInfo(exists=False)
+    oid = row[0]
+    cols = {
+        name: typ
+        for name, typ in conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+            (oid,),
+        )
+    }
+    idx = [
+        r[0]
+        for r in conn.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s", (oid,)
+        )
+    ]
+    pk = [
+        r[0]
+        for r in conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary",
+            (oid,),
+        )
+    ]
+    return TableInfo(exists=True, columns=cols, indexes=idx, primary_key=pk)
+
+
+def index_statements(table: TableRef, mapping: FieldMapping, *, ef_construction: int = 64) -> list[str]:
+    """The CREATE INDEX statements a knowledge-base table needs, as display text (identifiers quoted)."""
+    t = f"{_q(table.schema)}.{_q(table.name)}"
+    out = [
+        f"CREATE INDEX ON {t} USING hnsw ({_q(mapping.vector)} vector_cosine_ops)"
+        + (f" WITH (ef_construction = {int(ef_construction)})" if ef_construction != 64 else ""),
+        f"CREATE INDEX ON {t} USING gin (to_tsvector('simple', {_q(mapping.text)}))",
+    ]
+    if mapping.custom_metadata:
+        out.append(f"CREATE INDEX ON {t} USING gin ({_q(mapping.custom_metadata)})")
+    return out
+
+
+def create_statements(table: TableRef, mapping: FieldMapping, dimensions: int) -> list[str]:
+    """DDL for a new table in Bedrock's layout (the guide's SQL, with names from the mapping)."""
+    t = f"{_q(table.schema)}.{_q(table.name)}"
+    cols = [
+        f"{_q(mapping.primary_key)} uuid PRIMARY KEY",
+        f"{_q(mapping.vector)} vector({int(dimensions)})",
+        f"{_q(mapping.text)} text",
+        f"{_q(mapping.metadata)} json",
+    ]
+    if mapping.custom_metadata:
+        cols.append(f"{_q(mapping.custom_metadata)} jsonb")
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {_q(table.schema)}",
+        f"CREATE TABLE {t} ({', '.join(cols)})",
+        # Keep vectors inline: long chunk text must not push them out of line (pgvector #240).
+        f"ALTER TABLE {t} ALTER COLUMN {_q(mapping.vector)} SET STORAGE PLAIN",
+        *index_statements(table, mapping),
+    ]
+
+
+def create_table(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int) -> None:
+    """Create the table and its indexes (one transaction; the caller commits)."""
+    for stmt in create_statements(table, mapping, dimensions):
+        conn.execute(stmt)  # type: ignore[arg-type]  # identifiers quoted by _q, no values
+
+
+def _has_index(indexes: Iterable[str], method: str, needle: str) -> bool:
+    return any(f"USING {method} " in d and needle in d for d in indexes)
+
+
+def validate_table(
+    conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int
+) -> list[Problem]:
+    """Check an existing table against the knowledge base's mapping and model. Empty list = usable."""
+    info = inspect_table(conn, table)
+    if not info.exists:
+        return [Problem(None, "an existing table", "none", "; ".join(create_statements(table, mapping, dimensions)))]
+    t = f"{_q(table.schema)}.{_q(table.name)}"
+    problems: list[Problem] = []
+
+    def col(name: str, expected: Sequence[str], ddl_type: str) -> None:
+        found = info.columns.get(name)
+        if found is None:
+            problems.append(Problem(name, ddl_type, "no such column", f"ALTER TABLE {t} ADD COLUMN {_q(name)} {ddl_type};"))
+        elif not any(found == e or (e.endswith("(") and found.startswith(e)) for e in expected):
+            problems.append(
+                Problem(name, ddl_type, found, f"ALTER TABLE {t} ALTER COLUMN {_q(name)} TYPE {ddl_type} USING {_q(name)}::{ddl_type};")
+            )
+
+    col(mapping.primary_key, ["uuid"], "uuid")
+    col(mapping.vector, [f"vector({dimensions})"], f"vector({dimensions})")
+    col(mapping.text, ["text", "character varying"], "text")
+    col(mapping.metadata, ["json", "jsonb"], "json")
+    if mapping.custom_metadata:
+        col(mapping.custom_metadata, ["jsonb"], "jsonb")
+    if mapping.primary_key in info.columns and info.primary_key != [mapping.primary_key]:
+        problems.append(
+            Problem(mapping.primary_key, "the primary key", f"primary key {info.primary_key or 'none'}",
+                    f"ALTER TABLE {t} ADD PRIMARY KEY ({_q(mapping.primary_key)});")
+        )
+    stmts = index_statements(table, mapping)
+    vec = _q(mapping.vector) if not mapping.vector.isidentifier() or mapping.vector.lower() != mapping.vector else mapping.vector
+    txt = _q(mapping.text) if not mapping.text.isidentifier() or mapping.text.lower() != mapping.text else mapping.text
+    if not _has_index(info.indexes, "hnsw", f"({vec} vector_cosine_ops)"):
+        other = [d for d in info.indexes if "USING hnsw " in d and vec in d]
+        found = f"HNSW index with another operator class ({other[0]})" if other else "no HNSW cosine index"
+        problems.append(Problem(mapping.vector, "an HNSW index with vector_cosine_ops", found, stmts[0] + ";"))
+    if not _has_index(info.indexes, "gin", f"to_tsvector('simple'::regconfig, {txt})"):
+        problems.append(
+            Problem(mapping.text, "a GIN full-text index (the chunks column must be indexed)", "none", stmts[1] + ";")
+        )
+    if mapping.custom_metadata:
+        cm = _q(mapping.custom_metadata) if mapping.custom_metadata.lower() != mapping.custom_metadata or not mapping.custom_metadata.isidentifier() else mapping.custom_metadata
+        if not _has_index(info.indexes, "gin", f"({cm})") and not _has_index(info.indexes, "gin", f"({cm} jsonb_path_ops)"):
+            problems.append(Problem(mapping.custom_metadata, "a GIN index on the custom metadata", "none", stmts[2] + ";"))
+    return problems
+
+
+def ensure_table(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int) -> bool:
+    """Create the table if it does not exist, else validate it. Returns True when created.
+
+    Raises ValidationError naming the table, each problem and the SQL that fixes it.
+    """
+    if not inspect_table(conn, table).exists:
+        create_table(conn, table, mapping, dimensions)
+        return True
+    problems = validate_table(conn, table, mapping, dimensions)
+    if problems:
+        detail = " | ".join(p.message(table) for p in problems)
+        raise ValidationError(f"The knowledge base storage configuration provided is invalid... {detail}")
+    return False
+
+
+def attribute_columns(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> dict[str, str]:
+    """Per-attribute metadata columns (every column not in the mapping), name -> type."""
+    info = inspect_table(conn, table)
+    mapped = set(mapping.columns().values())
+    return {c: t for c, t in info.columns.items() if c not in mapped}
+
+
+@dataclass
+class ChunkRow:
+    id: uuid.UUID
+    text: str
+    embedding: np.ndarray | None
+    metadata: dict[str, Any]
+    custom_metadata: dict[str, Any]
+
+
+def write_rows(
+    conn: psycopg.Connection,
+    table: TableRef,
+    mapping: FieldMapping,
+    rows: Sequence[ChunkRow],
+    *,
+    attribute_cols: dict[str, str] | None = None,
+) -> None:
+    """Insert rows with binary COPY into a temp table, then upsert: one round trip per batch, idempotent."""
+    if not rows:
+        return
+    attribute_cols = attribute_cols or {}
+    extra = list(attribute_cols) if not mapping.custom_metadata else []
+    cols = [mapping.primary_key, mapping.vector, mapping.text, mapping.metadata]
+    if mapping.custom_metadata:
+        cols.append(mapping.custom_metadata)
+    cols += extra
+    stage = sql.Identifier("pgkb_stage")
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+            stage, table.ident
+        )
+    )
+    col_ids = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    types = ["uuid", "vector", "text", "json"] + (["jsonb"] if mapping.custom_metadata else [])
+    types += [attribute_cols[c] for c in extra]
+    with conn.cursor() as cur:
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(stage, col_ids)) as copy:
+            copy.set_types(types)
+            for r in rows:
+                # json/jsonb columns: set_types makes psycopg serialise the dicts itself.
+                values: list[Any] = [r.id, r.embedding, r.text, r.metadata]
+                if mapping.custom_metadata:
+                    values.append(r.custom_metadata)
+                for c in extra:
+                    values.append(_attribute_value(r.custom_metadata.get(c), attribute_cols[c]))
+                copy.write_row(values)
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in cols[1:]
+        )
+        cur.execute(
+            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT ({pk}) DO UPDATE SET {u}").format(
+                t=table.ident, c=col_ids, s=stage, pk=sql.Identifier(mapping.primary_key), u=updates
+            )
+        )
+        cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+
+
+def _attribute_value(value: Any, pg_type: str) -> Any:
+    """A metadata value for a per-attribute column; lists become JSON text unless the column is an array."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return value if pg_type.endswith("[]") else json.dumps(value)
+    if pg_type in ("json", "jsonb"):
+        return value
+    if pg_type in ("text", "character varying"):
+        return str(value)
+    return value
+
+
+def delete_rows(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, ids: Sequence[uuid.UUID]) -> int:
+    if not ids:
+        return 0
+    cur = conn.execute(
+        sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(table.ident, sql.Identifier(mapping.primary_key)),
+        (list(ids),),
+    )
+    return cur.rowcount
