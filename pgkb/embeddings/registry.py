@@ -1,0 +1,161 @@
+"""Model registry: which embedding models exist, their limits, and one loaded instance per process."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pgkb.embeddings.base import EmbeddingModel
+from pgkb.errors import ModelNotAvailableError, ValidationError
+
+Provider = Literal["local", "bedrock", "openai"]
+
+DEFAULT_MODEL_ID = "sentence-transformers.all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    provider: Provider
+    dimensions: int
+    allowed_dimensions: tuple[int, ...] = ()
+    max_input_tokens: int = 512
+    normalize: bool = True
+    description: str = ""
+    #: provider-specific settings (backend for local models, endpoint for OpenAI-compatible ones).
+    options: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def dimension_choices(self) -> tuple[int, ...]:
+        return self.allowed_dimensions or (self.dimensions,)
+
+
+_BUILTIN: dict[str, ModelSpec] = {
+    s.id: s
+    for s in (
+        ModelSpec(
+            DEFAULT_MODEL_ID, "local", 384, (384,), 256, True,
+            "all-MiniLM-L6-v2 on sentence-transformers/torch (the reference local backend)",
+            {"backend": "torch"},
+        ),
+        ModelSpec(
+            "sentence-transformers.all-minilm-l6-v2-onnx", "local", 384, (384,), 256, True,
+            "all-MiniLM-L6-v2 exported to ONNX, fp32, on ONNX Runtime",
+            {"backend": "onnx", "variant": "fp32"},
+        ),
+        ModelSpec(
+            "sentence-transformers.all-minilm-l6-v2-onnx-int8", "local", 384, (384,), 256, True,
+            "all-MiniLM-L6-v2 exported to ONNX, int8 dynamic quantization, on ONNX Runtime",
+            {"backend": "onnx", "variant": "int8"},
+        ),
+        ModelSpec("amazon.titan-embed-text-v1", "bedrock", 1536, (1536,), 8192, True,
+                  "Amazon Titan Text Embeddings G1 (Bedrock)"),
+        ModelSpec("amazon.titan-embed-text-v2:0", "bedrock", 1024, (256, 512, 1024), 8192, True,
+                  "Amazon Titan Text Embeddings V2 (Bedrock)"),
+        ModelSpec("cohere.embed-english-v3", "bedrock", 1024, (1024,), 512, True,
+                  "Cohere Embed English v3 (Bedrock)"),
+        ModelSpec("cohere.embed-multilingual-v3", "bedrock", 1024, (1024,), 512, True,
+                  "Cohere Embed Multilingual v3 (Bedrock)"),
+    )
+}
+
+_ARN = re.compile(r"^arn:aws[\w-]*:bedrock:([\w-]*):(\d{12})?:foundation-model/(.+)$")
+
+
+def model_id_from_arn(model_id_or_arn: str) -> str:
+    """`arn:aws:bedrock:<region>::foundation-model/<id>` → `<id>`; a bare id is returned as is."""
+    s = (model_id_or_arn or "").strip()
+    if s.startswith("arn:"):
+        m = _ARN.match(s)
+        if not m or not m.group(3):
+            raise ValidationError(
+                f"Invalid model ARN '{s}': expected arn:aws:bedrock:<region>::foundation-model/<model id>"
+            )
+        return m.group(3)
+    return s
+
+
+def model_arn(model_id: str, region: str) -> str:
+    return f"arn:aws:bedrock:{region}::foundation-model/{model_id_from_arn(model_id)}"
+
+
+def _all_specs() -> dict[str, ModelSpec]:
+    from pgkb.embeddings.openai import configured_specs  # configuration may change between calls
+
+    specs = dict(_BUILTIN)
+    for s in configured_specs():
+        specs[s.id] = s
+    return specs
+
+
+def list_specs() -> list[ModelSpec]:
+    return sorted(_all_specs().values(), key=lambda s: s.id)
+
+
+def get_spec(model_id_or_arn: str) -> ModelSpec:
+    model_id = model_id_from_arn(model_id_or_arn)
+    specs = _all_specs()
+    spec = specs.get(model_id)
+    if spec is None:
+        raise ModelNotAvailableError(
+            f"The embedding model '{model_id}' is not available. Known models: {', '.join(sorted(specs))}"
+        )
+    return spec
+
+
+_cache: dict[tuple[str, int], EmbeddingModel] = {}
+_lock = threading.Lock()
+
+
+def _loader(spec: ModelSpec) -> Callable[[ModelSpec, int], EmbeddingModel]:
+    if spec.provider == "local":
+        if spec.options.get("backend") == "onnx":
+            from pgkb.embeddings.onnx import load_onnx_model
+
+            return load_onnx_model
+        from pgkb.embeddings.local import load_local_model
+
+        return load_local_model
+    if spec.provider == "bedrock":
+        from pgkb.embeddings.bedrock import load_bedrock_model
+
+        return load_bedrock_model
+    from pgkb.embeddings.openai import load_openai_model
+
+    return load_openai_model
+
+
+def resolve_dimensions(spec: ModelSpec, dimensions: int | None) -> int:
+    if dimensions is None:
+        return spec.dimensions
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions not in spec.dimension_choices:
+        raise ValidationError(
+            f"Model {spec.id} supports dimensions {', '.join(map(str, spec.dimension_choices))}, "
+            f"not {dimensions!r}"
+        )
+    return dimensions
+
+
+def get_model(model_id: str, dimensions: int | None = None) -> EmbeddingModel:
+    """The loaded model (once per process per id and dimensions). Thread-safe."""
+    spec = get_spec(model_id)
+    dims = resolve_dimensions(spec, dimensions)
+    key = (spec.id, dims)
+    model = _cache.get(key)
+    if model is not None:
+        return model
+    with _lock:
+        model = _cache.get(key)
+        if model is None:
+            model = _loader(spec)(spec, dims)
+            _cache[key] = model
+    return model
+
+
+def clear_cache() -> None:
+    """Forget loaded models (tests; after changing provider configuration)."""
+    with _lock:
+        _cache.clear()
