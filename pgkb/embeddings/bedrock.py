@@ -23,7 +23,7 @@ COHERE_BATCH = 96  # Cohere's per-request limit on Bedrock
 TITAN_CONCURRENCY = 8  # Titan takes one text per request: overlap the round trips
 
 
-def _client() -> Any:
+def _client(model_id: str) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -36,7 +36,7 @@ def _client() -> Any:
     if session.get_credentials() is None:
         if not endpoint:
             raise ModelNotAvailableError(
-                "Bedrock embedding models require AWS credentials; configure them (AWS_PROFILE, "
+                f"Model {model_id} runs on Amazon Bedrock and requires AWS credentials; configure them (AWS_PROFILE, "
                 f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an instance role) or set {ENDPOINT_ENV}, "
                 f"or use {DEFAULT_MODEL_ID}"
             )
@@ -51,7 +51,7 @@ class BedrockModel:
         self.spec = spec
         self.dimensions = dimensions
         self.tokenizer = approximate_tokenizer()
-        self._client = _client()
+        self._client = _client(spec.id)
         self._cohere = spec.id.startswith("cohere.")
 
     def _invoke(self, body: dict[str, Any]) -> dict[str, Any]:
