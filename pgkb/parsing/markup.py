@@ -1,0 +1,176 @@
+"""Markdown and HTML → readable plain text.
+
+Markdown: we render to plain text rather than keep the raw source. Headings, list items, table cells
+and code stay (they carry meaning and headings give chunks context), while emphasis markers, link
+URLs, image URLs and raw HTML go (they are noise for an embedding model and for lexical search).
+Each block ends on its own line, so headings and list items become sentence units for the chunker.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+_MD = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+
+_BLOCK_CLOSE = {
+    "paragraph_close",
+    "heading_close",
+    "blockquote_close",
+    "bullet_list_close",
+    "ordered_list_close",
+    "table_close",
+}
+
+
+def markdown_to_text(source: str) -> str:
+    out: list[str] = []
+    row: list[str] = []
+    in_cell = False
+    for tok in _MD.parse(source):
+        t = tok.type
+        if t == "inline":
+            text = _inline_text(tok.children or [])
+            if in_cell:
+                row.append(text)
+            else:
+                out.append(text)
+        elif t == "list_item_open":
+            out.append("- " if tok.markup in "-*+" else f"{tok.info or ''}{tok.markup} ".lstrip())
+        elif t in ("fence", "code_block"):
+            out.append(tok.content.rstrip("\n") + "\n\n")
+        elif t in ("th_open", "td_open"):
+            in_cell = True
+        elif t in ("th_close", "td_close"):
+            in_cell = False
+        elif t == "tr_close":
+            out.append(" | ".join(cell for cell in row) + "\n")
+            row = []
+        elif t == "html_block":
+            out.append(html_fragment_text(tok.content) + "\n\n")
+        elif t in ("paragraph_close", "heading_close") and tok.hidden:
+            out.append("\n")  # tight list items
+        elif t in _BLOCK_CLOSE:
+            out.append("\n\n")
+    return _tidy("".join(out))
+
+
+def _inline_text(children: list[Token]) -> str:
+    parts: list[str] = []
+    for child in children:
+        t = child.type
+        if t in ("text", "code_inline"):
+            parts.append(child.content)
+        elif t == "softbreak":
+            parts.append(" ")
+        elif t == "hardbreak":
+            parts.append("\n")
+        elif t == "image":
+            parts.append(_inline_text(child.children or []))
+        # link/emphasis open/close markers and inline HTML carry no text
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- HTML
+
+_DROP = ("script", "style", "nav", "noscript", "template", "svg", "iframe", "head", "form", "button")
+_BLOCKS = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "body",
+        "caption",
+        "dd",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "html",
+        "li",
+        "main",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "tfoot",
+        "thead",
+        "tr",
+        "ul",
+    ]
+)
+
+_LINES = frozenset(["li", "tr", "dt", "dd"])
+
+
+def html_to_text(data: bytes | str) -> str:
+    soup = BeautifulSoup(data, _html_parser())
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    body = _soup_text(soup)
+    if title and not body.startswith(title):
+        body = f"{title}\n\n{body}" if body else title
+    return body
+
+
+def html_fragment_text(fragment: str) -> str:
+    return _soup_text(BeautifulSoup(fragment, _html_parser()))
+
+
+def _soup_text(soup: BeautifulSoup) -> str:
+    for tag in soup.find_all(_DROP):
+        tag.decompose()
+    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
+        comment.extract()
+    for tag in soup.find_all(True):
+        if not isinstance(tag, Tag):
+            continue
+        if tag.name == "br":
+            tag.replace_with(NavigableString("\n"))
+        elif tag.name in ("td", "th"):
+            tag.append(NavigableString(" | "))
+        elif tag.name in _LINES:
+            tag.insert_before(NavigableString("\n"))
+        elif tag.name in _BLOCKS:
+            tag.insert_before(NavigableString("\n\n"))
+            tag.append(NavigableString("\n\n"))
+    text = soup.get_text()
+    lines = [_SPACES.sub(" ", line).strip().removesuffix(" |") for line in text.split("\n")]
+    return _tidy("\n".join(lines))
+
+
+def _html_parser() -> str:
+    try:
+        import lxml  # noqa: F401
+
+        return "lxml"
+    except ImportError:  # pragma: no cover
+        return "html.parser"
+
+
+_SPACES = re.compile(r"[ \t\f\v\u00a0]+")
+_BLANKS = re.compile(r"\n{3,}")
+
+
+def _tidy(text: str) -> str:
+    """Strip line ends and keep at most one blank line between blocks."""
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return _BLANKS.sub("\n\n", text).strip()
