@@ -1,0 +1,246 @@
+"""The ASGI application: one bare ASGI callable serving the three Bedrock services.
+
+A bare callable (no framework) keeps the per-request overhead of the Retrieve hot path to routing,
+one signature check, one JSON parse and one JSON dump. The service is synchronous, so its calls
+run in a thread pool; concurrent Retrieve calls meet in the query-embedding micro-batcher there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qs
+
+from pgkb.errors import PgkbError
+from pgkb.server import eventstream
+from pgkb.server.auth import SigV4Verifier
+from pgkb.server.model import Operation, Router
+from pgkb.server.protocol import (
+    Response,
+    WireError,
+    error_response,
+    new_request_id,
+    parse_input,
+    serialize_output,
+    validation_error,
+)
+from pgkb.server.validate import Validator
+
+log = logging.getLogger("pgkb.server")
+
+DEFAULT_MAX_BODY = 80 * 1024 * 1024  # 10 documents of 5 MiB, base64-encoded, plus JSON
+InvokeFn = Callable[[str, bytes, str | None, str | None], tuple[bytes, str]]
+
+
+def _default_invoke(
+    model_id: str, body: bytes, content_type: str | None, accept: str | None
+) -> tuple[bytes, str]:
+    from pgkb.embeddings.invoke import invoke
+
+    return invoke(model_id, body, content_type, accept)
+
+
+class BedrockApp:
+    """`service` is a KnowledgeBaseService (or anything with the same method names)."""
+
+    def __init__(
+        self,
+        service: Any,
+        *,
+        auth: SigV4Verifier | None,
+        invoke: InvokeFn | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+        workers: int = 64,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.auth = auth
+        self.invoke = invoke or _default_invoke
+        self.max_body = max_body_bytes
+        self.router = Router()
+        self.validators: dict[str, Validator] = {}
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgkb-req")
+        self.on_shutdown = on_shutdown
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.on_shutdown is not None:
+            try:
+                self.on_shutdown()
+            except Exception:  # shutting down: report, never raise
+                log.exception("error while closing the service")
+
+    async def _http(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        request_id = new_request_id()
+        op: Operation | None = None
+        try:
+            body = await self._read_body(scope, receive)
+            method: str = scope["method"]
+            raw_path = (scope.get("raw_path") or scope["path"].encode("utf-8")).decode("latin-1")
+            raw_path = raw_path.split("?", 1)[0]
+            query_string = scope.get("query_string", b"").decode("latin-1")
+            header_list = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+            if self.auth is not None:
+                self.auth.verify(method, raw_path, query_string, header_list, body)
+            query = parse_qs(query_string, keep_blank_values=True)
+            match = self.router.match(method, raw_path, query)
+            if match is None:
+                raise WireError(
+                    "UnknownOperationException",
+                    f"No operation matches {method} {raw_path}"
+                    if not self.router.path_exists(raw_path)
+                    else f"Method {method} is not allowed on {raw_path}",
+                    status=404,
+                )
+            op = match.operation
+            if not op.served:
+                raise validation_error(f"{op.name} ({op.service.name}) is not supported by pgkb")
+            headers: dict[str, str] = {}
+            for k, v in header_list:
+                headers[k.lower()] = f"{headers[k.lower()]},{v}" if k.lower() in headers else v
+            kwargs = parse_input(op, self._validator(op), match.labels, query, headers, body)
+            if op.name == "RetrieveAndGenerateStream":
+                await self._stream(op, kwargs, request_id, send)
+                return
+            result = await self._run(self._dispatch, op, kwargs)
+            response = serialize_output(op, result, request_id)
+        except (WireError, PgkbError) as err:
+            response = error_response(err, op, request_id)
+        except Exception:
+            log.exception("unexpected error (request %s)", request_id)
+            response = error_response(
+                WireError(
+                    "InternalServerException", f"Internal server error (request id {request_id})", status=500
+                ),
+                op,
+                request_id,
+            )
+        await self._send(send, response)
+
+    async def _read_body(self, scope: dict[str, Any], receive: Callable) -> bytes:
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    raise validation_error("Content-Length is not a number") from None
+                if declared > self.max_body:
+                    raise validation_error(f"Request body exceeds the limit of {self.max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise validation_error(f"Request body exceeds the limit of {self.max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _send(send: Callable, response: Response) -> None:
+        headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    def _validator(self, op: Operation) -> Validator:
+        v = self.validators.get(op.service.name)
+        if v is None:
+            v = self.validators[op.service.name] = Validator(op.service)
+        return v
+
+    async def _run(self, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- dispatch --------------------------------------------------------------------------
+    def _dispatch(self, op: Operation, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if op.name == "InvokeModel":
+            body, content_type = self.invoke(
+                kwargs["modelId"], kwargs.get("body") or b"", kwargs.get("contentType"), kwargs.get("accept")
+            )
+            return {"body": body, "contentType": content_type}
+        method = getattr(self.service, op.python_name, None)
+        if method is None:
+            raise validation_error(f"{op.name} is not available in this pgkb build yet")
+        return method(**kwargs)
+
+    async def _stream(self, op: Operation, kwargs: dict[str, Any], request_id: str, send: Callable) -> None:
+        """RetrieveAndGenerateStream: errors before the first event are ordinary error responses;
+        errors after it become in-stream exception frames."""
+        method = getattr(self.service, "retrieve_and_generate_stream", None)
+        if method is None:
+            raise validation_error("RetrieveAndGenerateStream is not available in this pgkb build yet")
+        result: dict[str, Any] = await self._run(lambda: method(**kwargs))
+        events: Iterator[dict[str, Any]] = iter(result.get("stream") or ())
+        headers = [
+            (b"content-type", eventstream.CONTENT_TYPE.encode()),
+            (b"x-amzn-requestid", request_id.encode()),
+        ]
+        if result.get("sessionId"):
+            headers.append((b"x-amzn-bedrock-knowledge-base-session-id", str(result["sessionId"]).encode()))
+        await send({"type": "http.response.start", "status": op.success_status, "headers": headers})
+        done = object()
+        while True:
+            try:
+                item = await self._run(next, events, done)
+            except PgkbError as err:
+                frame = eventstream.exception(eventstream.exception_member(err.code), err.message)
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                break
+            except Exception:
+                log.exception("unexpected error in stream (request %s)", request_id)
+                frame = eventstream.exception(
+                    "internalServerException", f"Internal server error (request id {request_id})"
+                )
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                break
+            if item is done:
+                break
+            for event_type, payload in item.items():
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": eventstream.event(event_type, payload),
+                        "more_body": True,
+                    }
+                )
+        await send({"type": "http.response.body", "body": b""})
+
+
+def create_app(
+    service: Any,
+    auth: SigV4Verifier | None = None,
+    *,
+    invoke: InvokeFn | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    on_shutdown: Callable[[], None] | None = None,
+) -> BedrockApp:
+    """The ASGI app. `auth=None` serves unsigned requests (only `serve(..., no_auth=True)` on loopback)."""
+    return BedrockApp(
+        service, auth=auth, invoke=invoke, max_body_bytes=max_body_bytes, on_shutdown=on_shutdown
+    )
