@@ -1,0 +1,124 @@
+"""`pgkb serve`: the service, the key store and the ASGI app under uvicorn.
+
+uvicorn handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests, then runs the
+lifespan shutdown, where the app closes the service's pool and the key store. The embedded
+PostgreSQL keeps running, as it does for the CLI (it is shared by every pgkb process on the data dir).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from typing import Any
+
+from pgkb.config import Settings
+from pgkb.errors import ValidationError
+
+log = logging.getLogger("pgkb.server")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8400
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` resolves to is a loopback address."""
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def build_app(settings: Settings, *, no_auth: bool = False, service: Any = None) -> Any:
+    """The app over a new KnowledgeBaseService (or `service`), verifying SigV4 unless `no_auth`."""
+    from pgkb.db import open_database
+    from pgkb.server.app import create_app
+    from pgkb.server.auth import SigV4Verifier
+    from pgkb.server.keys import KeyStore
+
+    if service is None:
+        from pgkb.service import KnowledgeBaseService
+
+        service = KnowledgeBaseService(settings)
+    key_db = None
+    auth = None
+    if not no_auth:
+        from dataclasses import replace
+
+        key_db = open_database(replace(settings, pool_max_size=2))
+        auth = SigV4Verifier(KeyStore(key_db, settings.data_dir).secret_for)
+
+    def shutdown() -> None:
+        close = getattr(service, "close", None)
+        if callable(close):
+            close()
+        if key_db is not None:
+            key_db.close()
+
+    return create_app(service, auth, on_shutdown=shutdown)
+
+
+def serve(
+    settings: Settings,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    no_auth: bool = False,
+    *,
+    log_level: str = "info",
+) -> None:
+    """Run the server until SIGTERM/SIGINT. Refuses `no_auth` on a non-loopback host."""
+    if no_auth and not is_loopback(host):
+        raise ValidationError(f"--no-auth is only allowed on a loopback host, not {host!r}")
+    import uvicorn
+
+    app = build_app(settings, no_auth=no_auth)
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    log.info(
+        "pgkb serving bedrock-agent, bedrock-agent-runtime, bedrock-runtime on http://%s:%d%s",
+        host,
+        port,
+        " (no auth)" if no_auth else "",
+    )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,  # request lines may carry ids users consider private; errors are logged
+        timeout_keep_alive=75,
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+def main() -> None:  # `python -m pgkb.server.run` for environments without the CLI wired yet
+    import argparse
+
+    p = argparse.ArgumentParser(prog="pgkb-serve")
+    p.add_argument("--host", default=DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--data-dir")
+    p.add_argument("--database-url")
+    p.add_argument("--no-auth", action="store_true")
+    p.add_argument("--log-level", default="info")
+    a = p.parse_args()
+    settings = Settings().with_overrides(data_dir=a.data_dir, database_url=a.database_url)
+    try:
+        serve(settings, a.host, a.port, a.no_auth, log_level=a.log_level)
+    except ValidationError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
