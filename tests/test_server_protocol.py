@@ -487,3 +487,24 @@ def test_operation_not_yet_in_service_is_modelled(server: tuple[str, Recorder]) 
     agent = client(url, "bedrock-agent")
     with pytest.raises(agent.exceptions.ValidationException, match="not available"):
         agent.delete_knowledge_base(knowledgeBaseId="ABCDEFGHIJ")
+
+
+def test_members_the_service_does_not_take_are_refused_by_name() -> None:
+    class Narrow:
+        def get_knowledge_base(self, *, knowledgeBaseId: str) -> dict[str, Any]:
+            return Recorder().get_knowledge_base(knowledgeBaseId=knowledgeBaseId)
+
+        def retrieve(self, *, knowledgeBaseId: str, retrievalQuery: dict[str, Any]) -> dict[str, Any]:
+            return {"retrievalResults": []}
+
+    with running(create_app(Narrow(), None)) as url:
+        rt = client(url, "bedrock-agent-runtime")
+        assert (
+            rt.retrieve(knowledgeBaseId="ABCDEFGHIJ", retrievalQuery={"text": "q"})["retrievalResults"] == []
+        )
+        with pytest.raises(rt.exceptions.ValidationException, match="guardrailConfiguration"):
+            rt.retrieve(
+                knowledgeBaseId="ABCDEFGHIJ",
+                retrievalQuery={"text": "q"},
+                guardrailConfiguration={"guardrailId": "abc", "guardrailVersion": "DRAFT"},
+            )

@@ -8,6 +8,7 @@ run in a thread pool; concurrent Retrieve calls meet in the query-embedding micr
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,7 @@ class BedrockApp:
         self.validators: dict[str, Validator] = {}
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgkb-req")
         self.on_shutdown = on_shutdown
+        self._params: dict[str, frozenset[str]] = {}
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -187,7 +189,24 @@ class BedrockApp:
         method = getattr(self.service, op.python_name, None)
         if method is None:
             raise validation_error(f"{op.name} is not available in this pgkb build yet")
-        return method(**kwargs)
+        return method(**self._accepted(op.python_name, method, kwargs))
+
+    def _accepted(self, name: str, method: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Refuse modelled members the service does not implement (e.g. `guardrailConfiguration`)
+        with a ValidationException that names them, instead of a TypeError inside the service."""
+        params = self._params.get(name)
+        if params is None:
+            sig = inspect.signature(method)
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+                params = self._params[name] = frozenset({"*"})
+            else:
+                params = self._params[name] = frozenset(sig.parameters)
+        if "*" in params:
+            return kwargs
+        unsupported = sorted(k for k in kwargs if k not in params)
+        if unsupported:
+            raise validation_error(f"pgkb does not support {', '.join(unsupported)} in {name} yet")
+        return kwargs
 
     async def _stream(self, op: Operation, kwargs: dict[str, Any], request_id: str, send: Callable) -> None:
         """RetrieveAndGenerateStream: errors before the first event are ordinary error responses;
@@ -195,6 +214,7 @@ class BedrockApp:
         method = getattr(self.service, "retrieve_and_generate_stream", None)
         if method is None:
             raise validation_error("RetrieveAndGenerateStream is not available in this pgkb build yet")
+        kwargs = self._accepted("retrieve_and_generate_stream", method, kwargs)
         result: dict[str, Any] = await self._run(lambda: method(**kwargs))
         events: Iterator[dict[str, Any]] = iter(result.get("stream") or ())
         headers = [
