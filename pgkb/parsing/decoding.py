@@ -1,8 +1,10 @@
 """Bytes → str for text formats, with a fixed, documented order of attempts.
 
 Rule: a byte-order mark wins (UTF-8/16/32); otherwise strict UTF-8; otherwise a charset declared by
-the caller (e.g. `text/plain; charset=...`); otherwise charset-normalizer's best guess. Whatever the
-encoding, text with NUL bytes or mostly control characters is binary and refused.
+the caller (e.g. `text/plain; charset=...`); otherwise charset-normalizer's best guess, except that
+among the Latin-script single-byte code pages (which no detector tells apart reliably from a few
+accented letters) Windows-1252, by far the most common of them, wins whenever it decodes the bytes.
+Whatever the encoding, text with NUL bytes or mostly control characters is binary and refused.
 """
 
 from __future__ import annotations
@@ -17,6 +19,33 @@ _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_LATIN_SINGLE_BYTE = frozenset(
+    [
+        "cp1250",
+        "cp1252",
+        "cp1254",
+        "cp1257",
+        "cp1258",
+        "latin_1",
+        "iso8859_1",
+        "iso8859_2",
+        "iso8859_3",
+        "iso8859_4",
+        "iso8859_9",
+        "iso8859_10",
+        "iso8859_13",
+        "iso8859_14",
+        "iso8859_15",
+        "iso8859_16",
+        "mac_roman",
+        "mac_latin2",
+        "mac_iceland",
+        "mac_turkish",
+        "cp437",
+        "cp850",
+        "cp858",
+    ]
 )
 # Control characters other than tab, newline, carriage return and form feed.
 _CONTROL = frozenset(chr(c) for c in range(32) if c not in (9, 10, 12, 13)) | {"\x7f"}
@@ -51,6 +80,11 @@ def _decode(data: bytes, declared_charset: str | None) -> str:
     if from_bytes is not None:
         best = from_bytes(data).best()
         if best is not None:
+            if best.encoding.replace("-", "_").lower() in _LATIN_SINGLE_BYTE:
+                try:
+                    return data.decode("cp1252")
+                except UnicodeDecodeError:
+                    pass
             return str(best)
     raise ParseError("undecodable text: not UTF-8 and no other character set fits")
 

@@ -84,15 +84,24 @@ def _docx_table(table: object) -> str:
 def csv_text(text: str, delimiter: str | None = None) -> str:
     """Each row as `header: value` lines (empty values left out), rows separated by a blank line."""
     if delimiter is None:
-        try:
-            delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
-        except csv.Error:
-            delimiter = ","
+        delimiter = _guess_delimiter(text)
     try:
         rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     except csv.Error as exc:
         raise ParseError(f"corrupt CSV: {exc}") from exc
     return records_text(rows)
+
+
+def _guess_delimiter(text: str) -> str:
+    """The candidate that splits the header row into the most fields (ties: comma first).
+    csv.Sniffer guesses wrong on rows of uneven length, common in exported sheets."""
+    header = text.split("\n", 1)[0]
+    best, fields = ",", 1
+    for candidate in ",;\t|":
+        n = len(next(csv.reader([header], delimiter=candidate), []))
+        if n > fields:
+            best, fields = candidate, n
+    return best
 
 
 def records_text(rows: Iterable[Sequence[object]]) -> str:
