@@ -1,0 +1,425 @@
+"""`pgkb`: a thin command line over pgkb.service.KnowledgeBaseService.
+
+Every command that touches the database accepts `--database-url` and `--data-dir` after its own
+name. Errors are one line on stderr with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pgkb.config import Settings
+from pgkb.errors import PgkbError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Amazon Bedrock Knowledge Bases on PostgreSQL.")
+kb_app = typer.Typer(no_args_is_help=True, help="Knowledge bases.")
+ds_app = typer.Typer(no_args_is_help=True, help="Data sources.")
+db_app = typer.Typer(no_args_is_help=True, help="The database pgkb runs on.")
+app.add_typer(kb_app, name="kb")
+app.add_typer(ds_app, name="ds")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="PGKB_DATABASE_URL", help="PostgreSQL URL (default: the embedded server)."),
+]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", envvar="PGKB_DATA_DIR", help="Where pgkb keeps its data.")
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def settings_for(database_url: str | None, data_dir: Path | None) -> Settings:
+    return Settings().with_overrides(data_dir=data_dir, database_url=database_url)
+
+
+@contextmanager
+def service(database_url: str | None, data_dir: Path | None) -> Iterator[Any]:
+    from pgkb.service import KnowledgeBaseService
+
+    svc = KnowledgeBaseService(settings_for(database_url, data_dir))
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+def print_json(value: Any) -> None:
+    out.print_json(json.dumps(value, default=str))
+
+
+def _kb_id(svc: Any, kb: str) -> str:
+    return str(svc.get_knowledge_base(knowledgeBaseId=kb)["knowledgeBase"]["knowledgeBaseId"])
+
+
+def _ds_id(svc: Any, kb_id: str, ds: str) -> str:
+    return str(svc.get_data_source(knowledgeBaseId=kb_id, dataSourceId=ds)["dataSource"]["dataSourceId"])
+
+
+# ---------------------------------------------------------------------------------------- knowledge bases
+
+
+def _chunking(strategy: str, max_tokens: int | None, overlap: int | None,
+              parent_tokens: int | None, buffer_size: int | None, threshold: int | None) -> dict[str, Any] | None:
+    s = strategy.upper().replace("-", "_")
+    if s in ("DEFAULT", ""):
+        return None
+    if s in ("FIXED", "FIXED_SIZE"):
+        return {"chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {
+            "maxTokens": max_tokens or 300, "overlapPercentage": overlap or 20}}
+    if s == "NONE":
+        return {"chunkingStrategy": "NONE"}
+    if s == "HIERARCHICAL":
+        return {"chunkingStrategy": "HIERARCHICAL", "hierarchicalChunkingConfiguration": {
+            "levelConfigurations": [{"maxTokens": parent_tokens or 1500}, {"maxTokens": max_tokens or 300}],
+            "overlapTokens": overlap or 60}}
+    if s == "SEMANTIC":
+        return {"chunkingStrategy": "SEMANTIC", "semanticChunkingConfiguration": {
+            "maxTokens": max_tokens or 300, "bufferSize": 0 if buffer_size is None else buffer_size,
+            "breakpointPercentileThreshold": threshold or 95}}
+    raise PgkbError(f"unknown chunking strategy {strategy!r}: use fixed, none, hierarchical or semantic")
+
+
+@kb_app.command("create")
+def kb_create(
+    name: str,
+    model: Annotated[str, typer.Option(help="Embedding model id or ARN.")] = "sentence-transformers.all-minilm-l6-v2",
+    dimensions: Annotated[int | None, typer.Option(help="Vector dimensions, for models that offer several.")] = None,
+    table: Annotated[str | None, typer.Option(help="schema.table for the vectors (default bedrock_integration.<name>).")] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Create a knowledge base and its vector table (or validate an existing table)."""
+    from pgkb.embeddings import get_spec, model_arn
+    from pgkb.service.control import default_table_name
+    from pgkb.store.vector_table import FieldMapping
+
+    with service(database_url, data_dir) as svc:
+        spec = get_spec(model)
+        vec: dict[str, Any] = {"embeddingModelArn": model_arn(spec.id, svc.region)}
+        if dimensions:
+            vec["embeddingModelConfiguration"] = {"bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}}
+        storage = {"type": "RDS", "rdsConfiguration": {**{k: v for k, v in svc.db_info().items() if k != "url"},
+                   "tableName": table or default_table_name(name), "fieldMapping": FieldMapping().to_bedrock()}}
+        kb = svc.create_knowledge_base(
+            name=name, description=description, storageConfiguration=storage,
+            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": vec},
+        )["knowledgeBase"]
+    if as_json:
+        print_json(kb)
+    else:
+        out.print(f"created knowledge base [bold]{kb['name']}[/] ({kb['knowledgeBaseId']}) "
+                  f"in {kb['storageConfiguration']['rdsConfiguration']['tableName']} with {spec.id}")
+
+
+@kb_app.command("list")
+def kb_list(database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """List knowledge bases."""
+    with service(database_url, data_dir) as svc:
+        rows = svc.list_knowledge_bases(maxResults=1000)["knowledgeBaseSummaries"]
+    if as_json:
+        return print_json(rows)
+    t = Table("id", "name", "status", "updated")
+    for r in rows:
+        t.add_row(r["knowledgeBaseId"], r["name"], r["status"], str(r["updatedAt"])[:19])
+    out.print(t)
+
+
+@kb_app.command("show")
+def kb_show(kb: str, database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """Show a knowledge base as Bedrock's GetKnowledgeBase returns it."""
+    with service(database_url, data_dir) as svc:
+        print_json(svc.get_knowledge_base(knowledgeBaseId=kb)["knowledgeBase"])
+
+
+@kb_app.command("delete")
+def kb_delete(kb: str, database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """Delete a knowledge base (and the vectors of its data sources whose deletion policy is DELETE)."""
+    with service(database_url, data_dir) as svc:
+        svc.delete_knowledge_base(knowledgeBaseId=_kb_id(svc, kb))
+    out.print(f"deleted knowledge base {kb}")
+
+
+# ---------------------------------------------------------------------------------------- data sources
+
+
+@ds_app.command("create")
+def ds_create(
+    kb: str,
+    name: str,
+    path: Annotated[Path | None, typer.Option(help="A local folder (read recursively).")] = None,
+    s3: Annotated[str | None, typer.Option(help="s3://bucket/prefix")] = None,
+    custom: Annotated[bool, typer.Option(help="Documents arrive by direct ingestion.")] = False,
+    chunking: Annotated[str, typer.Option(help="default | fixed | none | hierarchical | semantic")] = "default",
+    max_tokens: Annotated[int | None, typer.Option(help="Chunk (or child chunk) size in tokens.")] = None,
+    overlap: Annotated[int | None, typer.Option(help="Overlap: percent (fixed) or tokens (hierarchical).")] = None,
+    parent_tokens: Annotated[int | None, typer.Option(help="Parent chunk size (hierarchical).")] = None,
+    buffer_size: Annotated[int | None, typer.Option(help="Semantic: neighbouring sentences per group.")] = None,
+    breakpoint: Annotated[int | None, typer.Option(help="Semantic: breakpoint percentile threshold.")] = None,
+    retain: Annotated[bool, typer.Option(help="Keep vectors when the data source is deleted.")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a data source: a local folder, an S3 prefix, or a CUSTOM source for direct ingestion."""
+    if sum(bool(x) for x in (path, s3, custom)) != 1:
+        raise PgkbError("give exactly one of --path, --s3 or --custom")
+    if path:
+        cfg: dict[str, Any] = {"type": "LOCAL", "localConfiguration": {"path": str(Path(path).expanduser().resolve())}}
+    elif s3:
+        from pgkb.ingestion.sources import split_s3_uri
+
+        bucket, _, prefix = s3.removeprefix("s3://").partition("/")
+        if not bucket:
+            split_s3_uri(s3)
+        cfg = {"type": "S3", "s3Configuration": {"bucketArn": f"arn:aws:s3:::{bucket}",
+                                                 **({"inclusionPrefixes": [prefix]} if prefix else {})}}
+    else:
+        cfg = {"type": "CUSTOM"}
+    ingestion = {}
+    chunk_cfg = _chunking(chunking, max_tokens, overlap, parent_tokens, buffer_size, breakpoint)
+    if chunk_cfg:
+        ingestion["chunkingConfiguration"] = chunk_cfg
+    with service(database_url, data_dir) as svc:
+        ds = svc.create_data_source(
+            knowledgeBaseId=_kb_id(svc, kb), name=name, dataSourceConfiguration=cfg,
+            vectorIngestionConfiguration=ingestion or None, dataDeletionPolicy="RETAIN" if retain else "DELETE",
+        )["dataSource"]
+    out.print(f"created data source [bold]{ds['name']}[/] ({ds['dataSourceId']}) in {kb}")
+
+
+@ds_app.command("list")
+def ds_list(kb: str, database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """List a knowledge base's data sources."""
+    with service(database_url, data_dir) as svc:
+        kb_id = _kb_id(svc, kb)
+        rows = [svc.get_data_source(knowledgeBaseId=kb_id, dataSourceId=r["dataSourceId"])["dataSource"]
+                for r in svc.list_data_sources(knowledgeBaseId=kb_id, maxResults=1000)["dataSourceSummaries"]]
+    if as_json:
+        return print_json(rows)
+    t = Table("id", "name", "type", "status")
+    for r in rows:
+        t.add_row(r["dataSourceId"], r["name"], r["dataSourceConfiguration"]["type"], r["status"])
+    out.print(t)
+
+
+@ds_app.command("delete")
+def ds_delete(kb: str, ds: str, database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """Delete a data source (its vectors too, unless its deletion policy is RETAIN)."""
+    with service(database_url, data_dir) as svc:
+        kb_id = _kb_id(svc, kb)
+        svc.delete_data_source(knowledgeBaseId=kb_id, dataSourceId=_ds_id(svc, kb_id, ds))
+    out.print(f"deleted data source {ds}")
+
+
+# ---------------------------------------------------------------------------------------- ingestion
+
+
+@app.command()
+def sync(
+    kb: str,
+    ds: str,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Run an ingestion job: index new and changed documents, remove deleted ones."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with service(database_url, data_dir) as svc:
+        kb_id = _kb_id(svc, kb)
+        ds_id = _ds_id(svc, kb_id, ds)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"),
+                      TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal and "PGKB_PROGRESS" not in os.environ) as bar:
+            task = bar.add_task(f"sync {kb}/{ds}", total=None, chunks=0)
+
+            def on_progress(p: Any) -> None:
+                bar.update(task, total=p.to_index or None, completed=p.indexed, chunks=p.chunks)
+
+            job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, on_progress=on_progress)["ingestionJob"]
+    if as_json:
+        return print_json(job)
+    _print_job(job)
+    if job["status"] != "COMPLETE":
+        raise typer.Exit(1)
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    st = job["statistics"]
+    out.print(
+        f"job {job['ingestionJobId']} [bold]{job['status']}[/]: scanned {st['numberOfDocumentsScanned']}, "
+        f"new {st['numberOfNewDocumentsIndexed']}, modified {st['numberOfModifiedDocumentsIndexed']}, "
+        f"metadata-only {st['numberOfMetadataDocumentsModified']}, deleted {st['numberOfDocumentsDeleted']}, "
+        f"failed {st['numberOfDocumentsFailed']}, skipped {st['numberOfDocumentsSkipped']}"
+    )
+    for reason in job.get("failureReasons", []):
+        out.print(f"  [red]-[/] {reason}", highlight=False)
+
+
+@app.command()
+def jobs(kb: str, ds: str, database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Ingestion job history with Bedrock's statistics."""
+    with service(database_url, data_dir) as svc:
+        kb_id = _kb_id(svc, kb)
+        ds_id = _ds_id(svc, kb_id, ds)
+        rows = svc.list_ingestion_jobs(knowledgeBaseId=kb_id, dataSourceId=ds_id, maxResults=100)["ingestionJobSummaries"]
+        rows = [svc.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=r["ingestionJobId"])["ingestionJob"]
+                for r in rows]
+    if as_json:
+        return print_json(rows)
+    t = Table("job", "status", "started", "scanned", "new", "modified", "deleted", "failed", "skipped")
+    for r in rows:
+        s = r["statistics"]
+        t.add_row(r["ingestionJobId"], r["status"], str(r["startedAt"])[:19], str(s["numberOfDocumentsScanned"]),
+                  str(s["numberOfNewDocumentsIndexed"]), str(s["numberOfModifiedDocumentsIndexed"]),
+                  str(s["numberOfDocumentsDeleted"]), str(s["numberOfDocumentsFailed"]), str(s["numberOfDocumentsSkipped"]))
+    out.print(t)
+
+
+@app.command()
+def documents(kb: str, ds: str, database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """A data source's documents with their status and, for failures, the reason."""
+    with service(database_url, data_dir) as svc:
+        kb_id = _kb_id(svc, kb)
+        rows = svc.list_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=_ds_id(svc, kb_id, ds),
+                                                 maxResults=1000)["documentDetails"]
+    if as_json:
+        return print_json(rows)
+    t = Table("document", "status", "reason")
+    for r in rows:
+        ident = r["identifier"]
+        t.add_row(ident.get("s3", {}).get("uri") or ident.get("custom", {}).get("id"), r["status"], r.get("statusReason", ""))
+    out.print(t)
+
+
+# ---------------------------------------------------------------------------------------- retrieval
+
+
+@app.command()
+def retrieve(
+    kb: str,
+    query: str,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of results (1-100).")] = 5,
+    filter: Annotated[str | None, typer.Option(help="A Bedrock RetrievalFilter as JSON.")] = None,
+    hybrid: Annotated[bool, typer.Option(help="Hybrid (lexical + semantic) search.")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Ranked chunks for a query, with score, source and metadata."""
+    vsc: dict[str, Any] = {"numberOfResults": k}
+    if filter:
+        try:
+            vsc["filter"] = json.loads(filter)
+        except json.JSONDecodeError as exc:
+            raise PgkbError(f"--filter is not valid JSON: {exc.msg}") from None
+    if hybrid:
+        vsc["overrideSearchType"] = "HYBRID"
+    with service(database_url, data_dir) as svc:
+        res = svc.retrieve(knowledgeBaseId=_kb_id(svc, kb), retrievalQuery={"text": query},
+                           retrievalConfiguration={"vectorSearchConfiguration": vsc})["retrievalResults"]
+    if as_json:
+        return print_json(res)
+    if not res:
+        out.print("no results")
+    for i, r in enumerate(res, 1):
+        md = r.get("metadata", {})
+        src = md.get("x-amz-bedrock-kb-source-uri", "")
+        out.print(f"[bold]{i}.[/] score {r['score']:.4f}  [cyan]{src}[/]", highlight=False)
+        extra = {k2: v for k2, v in md.items() if not k2.startswith(("x-amz-bedrock-kb-", "x-pgkb-"))}
+        if extra:
+            out.print(f"   metadata: {json.dumps(extra)}", highlight=False)
+        text = " ".join(r["content"]["text"].split())
+        out.print(f"   {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------- database, models
+
+
+@db_app.command("info")
+def db_info(database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """The resourceArn, credentialsSecretArn and databaseName to put in rdsConfiguration."""
+    with service(database_url, data_dir) as svc:
+        info = svc.db_info()
+    if as_json:
+        return print_json(info)
+    for k2, v in info.items():
+        out.print(f"{k2}: {v}", highlight=False)
+
+
+@db_app.command("stop")
+def db_stop(data_dir: DataDir = None) -> None:
+    """Stop the embedded PostgreSQL server."""
+    from pgkb.db.embedded import stop_embedded
+
+    s = settings_for(None, data_dir)
+    out.print("stopped" if stop_embedded(s.data_dir) else "not running")
+
+
+@app.command()
+def models(as_json: JsonOut = False) -> None:
+    """Embedding models in the registry."""
+    from pgkb.embeddings import list_specs
+
+    specs = list_specs()
+    if as_json:
+        return print_json([{"id": s.id, "provider": s.provider, "dimensions": s.dimension_choices,
+                            "maxInputTokens": s.max_input_tokens} for s in specs])
+    t = Table("id", "provider", "dimensions", "max tokens", "description")
+    for s in specs:
+        t.add_row(s.id, s.provider, "/".join(map(str, s.dimension_choices)), str(s.max_input_tokens), s.description)
+    out.print(t)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except PgkbError as exc:
+        err.print(f"error: {exc.message}", highlight=False, markup=False)
+        sys.exit(2 if exc.status == 400 else 1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors and anything unexpected: one line, no traceback
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if os.environ.get("PGKB_DEBUG"):
+            raise
+        from pgkb.db import redact_url
+
+        err.print(f"error: {redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}",
+                  highlight=False, markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""An ingestion job: scan a source, classify each document, index what changed, remove what went away.
+
+Parsing and chunking run in a reader thread, the model in the calling thread, database writes in a
+writer thread, so the model (the bottleneck) never waits for either.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pgkb.db import Database
+from pgkb.errors import PgkbError
+from pgkb.ingestion.documents import PreparedDocument, prepare_document, read_sidecar
+from pgkb.ingestion.sources import MAX_FILE_BYTES, Source, SourceDocument
+from pgkb.ingestion.writer import DocumentWriter
+from pgkb.kb import KnowledgeBase
+from pgkb.store import catalog
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH = 256  # rows per model call; large enough to amortise, small enough to keep progress fluid
+MAX_FAILURE_REASONS = 50
+
+STAT_NAMES = (
+    "numberOfDocumentsScanned",
+    "numberOfMetadataDocumentsScanned",
+    "numberOfNewDocumentsIndexed",
+    "numberOfModifiedDocumentsIndexed",
+    "numberOfMetadataDocumentsModified",
+    "numberOfDocumentsDeleted",
+    "numberOfDocumentsFailed",
+    "numberOfDocumentsSkipped",
+)
+
+
+class Stopped(Exception):
+    """The job was asked to stop."""
+
+
+@dataclass
+class JobProgress:
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_NAMES, 0))
+    failures: list[str] = field(default_factory=list)
+    to_index: int = 0  # documents that need parsing and embedding
+    indexed: int = 0
+    chunks: int = 0
+
+    def fail(self, uri: str, reason: str) -> None:
+        self.stats["numberOfDocumentsFailed"] += 1
+        if len(self.failures) < MAX_FAILURE_REASONS:
+            self.failures.append(f"{uri}: {reason}")
+
+
+@dataclass
+class _Work:
+    doc: SourceDocument
+    kind: str  # "new" | "modified"
+
+
+def _supported(name: str) -> bool:
+    from pgkb import parsing
+
+    return bool(parsing.is_supported(name))
+
+
+def classify(
+    scanned: list[SourceDocument], known: dict[str, dict[str, Any]], progress: JobProgress
+) -> tuple[list[_Work], list[tuple[SourceDocument, dict[str, Any]]], list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Split a scan into (to index, metadata-only changes, deleted uris, failures, skips)."""
+    work: list[_Work] = []
+    meta_only: list[tuple[SourceDocument, dict[str, Any]]] = []
+    failures: list[tuple[str, str]] = []
+    skips: list[tuple[str, str]] = []
+    seen = set()
+    for d in scanned:
+        seen.add(d.uri)
+        progress.stats["numberOfDocumentsScanned"] += 1
+        if d.sidecar is not None:
+            progress.stats["numberOfMetadataDocumentsScanned"] += 1
+        prev = known.get(d.uri)
+        if not _supported(d.name):
+            skips.append((d.uri, "unsupported file type"))
+            continue
+        if d.fingerprint is None or d.size > MAX_FILE_BYTES:
+            failures.append((d.uri, f"file is larger than the 50 MB limit ({d.size} bytes)"))
+            continue
+        if prev is None or prev["status"] not in ("INDEXED",) or prev["content_hash"] is None:
+            work.append(_Work(d, "modified" if prev and prev["content_hash"] else "new"))
+        elif prev["content_hash"] != d.fingerprint:
+            work.append(_Work(d, "modified"))
+        elif prev["metadata_hash"] != d.sidecar_hash:
+            meta_only.append((d, prev))
+    deleted = [u for u in known if u not in seen]
+    return work, meta_only, deleted, failures, skips
+
+
+class IngestionRun:
+    """Runs one ingestion job to the end; `should_stop()` is polled between batches."""
+
+    def __init__(
+        self,
+        catalog_db: Database,
+        kb: KnowledgeBase,
+        ds_row: dict[str, Any],
+        job_id: str,
+        source: Source,
+        *,
+        on_progress: Callable[[JobProgress], None] | None = None,
+    ) -> None:
+        self.catalog_db = catalog_db
+        self.kb = kb
+        self.ds = ds_row
+        self.job_id = job_id
+        self.source = source
+        self.on_progress = on_progress
+        self.progress = JobProgress()
+        self.writer = DocumentWriter(catalog_db, kb, ds_row["id"])
+        self.chunking = (ds_row.get("ingestion") or {}).get("chunkingConfiguration")
+        self._last_flush = 0.0
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _save(self, *, force: bool = False, **fields: Any) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_flush < 0.5:
+            return
+        self._last_flush = now
+        with self.catalog_db.connection() as conn:
+            catalog.update_job(
+                conn, self.job_id, statistics=self.progress.stats, failure_reasons=self.progress.failures, **fields
+            )
+
+    def _tick(self) -> None:
+        if self.on_progress:
+            self.on_progress(self.progress)
+        self._save()
+
+    def _check_stop(self) -> None:
+        with self.catalog_db.connection() as conn:
+            if catalog.job_status(conn, self.job_id) == "STOPPING":
+                raise Stopped()
+
+    # ------------------------------------------------------------------ the job
+
+    def run(self) -> dict[str, Any]:
+        """Returns the final job row."""
+        self._save(force=True, status="IN_PROGRESS")
+        try:
+            self._run()
+        except Stopped:
+            return self._finish("STOPPED")
+        except PgkbError as exc:
+            self.progress.failures.insert(0, exc.message)
+            return self._finish("FAILED")
+        except Exception as exc:  # keep the job record truthful whatever happened
+            log.exception("ingestion job %s failed", self.job_id)
+            self.progress.failures.insert(0, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
+            return self._finish("FAILED")
+        return self._finish("COMPLETE")
+
+    def _finish(self, status: str) -> dict[str, Any]:
+        with self.catalog_db.connection() as conn:
+            row = catalog.update_job(
+                conn,
+                self.job_id,
+                status=status,
+                statistics=self.progress.stats,
+                failure_reasons=self.progress.failures[:MAX_FAILURE_REASONS],
+                ended_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+        if self.on_progress:
+            self.on_progress(self.progress)
+        assert row is not None
+        return row
+
+    def _run(self) -> None:
+        ds_id = self.ds["id"]
+        scanned = list(self.source.scan())
+        with self.catalog_db.connection() as conn:
+            known = catalog.documents_of(conn, ds_id)
+        work, meta_only, deleted, failures, skips = classify(scanned, known, self.progress)
+        if not getattr(self.source, "deletes_missing", True):
+            deleted = []
+        self.progress.to_index = len(work)
+        with self.catalog_db.connection() as conn:
+            catalog.mark_documents_failed(conn, self.kb.id, ds_id, failures)
+            catalog.mark_documents_failed(conn, self.kb.id, ds_id, skips, status="IGNORED")
+        for uri, reason in failures:
+            self.progress.fail(uri, reason)
+        self.progress.stats["numberOfDocumentsSkipped"] += len(skips)
+        self._tick()
+
+        # Deletions first: cheap, and they free the names of documents that moved.
+        for i in range(0, len(deleted), 500):
+            self.writer.delete(deleted[i : i + 500], known)
+            self.progress.stats["numberOfDocumentsDeleted"] += len(deleted[i : i + 500])
+        self._metadata_only(meta_only)
+        self._check_stop()
+        self._index(work)
+
+    def _metadata_only(self, items: list[tuple[SourceDocument, dict[str, Any]]]) -> None:
+        in_place: list[tuple[str, dict[str, Any], str | None, int]] = []
+        for d, prev in items:
+            try:
+                sidecar = read_sidecar(d.sidecar)
+            except PgkbError as exc:
+                self._record_failure(d.uri, f"metadata file: {exc.message}")
+                continue
+            if sidecar.embed_keys or not self.kb.mapping.custom_metadata:
+                continue  # handled by full re-indexing below
+            in_place.append((d.uri, sidecar.attributes, d.sidecar_hash, prev["chunk_count"]))
+        self.writer.update_metadata(in_place)
+        self.progress.stats["numberOfMetadataDocumentsModified"] += len(in_place)
+
+    def _record_failure(self, uri: str, reason: str) -> None:
+        self.progress.fail(uri, reason)
+        with self.catalog_db.connection() as conn:
+            catalog.mark_documents_failed(conn, self.kb.id, self.ds["id"], [(uri, reason)])
+
+    def _prepared(self, work: list[_Work]) -> Iterator[tuple[_Work, PreparedDocument | str]]:
+        model = self.kb.model()
+        for w in work:
+            d = w.doc
+            try:
+                sidecar = read_sidecar(d.sidecar)
+            except PgkbError as exc:
+                yield w, f"metadata file: {exc.message}"
+                continue
+            try:
+                data = d.read()
+                yield w, prepare_document(
+                    ds_id=self.ds["id"], uri=d.uri, name=d.name, data=data, sidecar=sidecar,
+                    chunking=self.chunking, model=model, fingerprint=d.fingerprint,
+                    sidecar_hash=d.sidecar_hash, location=d.location,
+                )
+            except PgkbError as exc:
+                yield w, exc.message
+            except Exception as exc:  # a parser library choking on a corrupt file
+                yield w, f"cannot parse: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+    def _index(self, work: list[_Work]) -> None:
+        if not work:
+            return
+        model = self.kb.model()
+        prepared_q: queue.Queue[Any] = queue.Queue(maxsize=64)
+        write_q: queue.Queue[Any] = queue.Queue(maxsize=2)
+        errors: list[BaseException] = []
+        done = object()
+
+        def reader() -> None:
+            try:
+                for item in self._prepared(work):
+                    prepared_q.put(item)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                prepared_q.put(done)
+
+        def writer() -> None:
+            while True:
+                item = write_q.get()
+                if item is done:
+                    return
+                if errors:
+                    continue  # drain after a failure elsewhere
+                batch, vectors = item
+                try:
+                    self.writer.write([d for _, d in batch], vectors)
+                    for w, d in batch:
+                        key = "numberOfNewDocumentsIndexed" if w.kind == "new" else "numberOfModifiedDocumentsIndexed"
+                        self.progress.stats[key] += 1
+                        self.progress.indexed += 1
+                        self.progress.chunks += d.n_rows
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
+        for t in threads:
+            t.start()
+        batch: list[tuple[_Work, PreparedDocument]] = []
+        pending = 0
+        try:
+            while True:
+                item = prepared_q.get()
+                if item is done:
+                    break
+                if errors:
+                    raise errors[0]
+                w, d = item
+                if isinstance(d, str):
+                    self._record_failure(w.doc.uri, d)
+                    self._tick()
+                    continue
+                batch.append((w, d))
+                pending += d.n_to_embed
+                if pending >= EMBED_BATCH:
+                    self._flush(model, batch, write_q)
+                    batch, pending = [], 0
+                    self._check_stop()
+                    self._tick()
+            if batch:
+                self._flush(model, batch, write_q)
+        finally:
+            write_q.put(done)
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+        self._tick()
+
+    @staticmethod
+    def _flush(model: Any, batch: list[tuple[_Work, PreparedDocument]], write_q: queue.Queue[Any]) -> None:
+        texts = [t for _, d in batch for t in d.embed_texts if t is not None]
+        vectors = model.embed_documents(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        write_q.put((batch, vectors))

@@ -1,0 +1,121 @@
+"""Crash-safe batched writes of documents' rows, and deletions.
+
+Each batch takes three short transactions:
+  1. catalog: raise every document's chunk high-water mark to cover the rows about to be written;
+  2. vector table: delete the rows of every earlier version (ids below the high-water mark), then
+     upsert the new rows with binary COPY (ids are deterministic, so a re-run overwrites, never duplicates);
+  3. catalog: record the documents as INDEXED with their hashes and chunk counts.
+A process killed anywhere leaves at worst documents marked PENDING with the right high-water mark,
+which the next sync re-processes and cleans up. The catalog and the vector table may live in
+different databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+
+from pgkb.db import Database
+from pgkb.ingestion.documents import PreparedDocument
+from pgkb.kb import KnowledgeBase
+from pgkb.store import catalog
+from pgkb.store.vector_table import ChunkRow, chunk_id, delete_rows, write_rows
+
+
+def _ids(ds_id: str, uri: str, n: int) -> list[Any]:
+    return [chunk_id(ds_id, uri, i) for i in range(n)]
+
+
+def _split_attributes(kb: KnowledgeBase, attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(custom metadata / per-attribute column values, attributes with nowhere else to go → metadata json)."""
+    if kb.mapping.custom_metadata:
+        return attributes, {}
+    cols = kb.attribute_cols
+    return {k: v for k, v in attributes.items() if k in cols}, {k: v for k, v in attributes.items() if k not in cols}
+
+
+class DocumentWriter:
+    def __init__(self, catalog_db: Database, kb: KnowledgeBase, ds_id: str) -> None:
+        self.catalog_db = catalog_db
+        self.kb = kb
+        self.ds_id = ds_id
+
+    def write(self, docs: Sequence[PreparedDocument], embeddings: np.ndarray) -> None:
+        """Write documents whose rows to embed were embedded, in order, into `embeddings`."""
+        if not docs:
+            return
+        with self.catalog_db.connection() as conn:
+            high_water = catalog.get_documents(conn, self.ds_id, [d.uri for d in docs])
+            catalog.mark_documents_pending(conn, self.kb.id, self.ds_id, [(d.uri, d.n_rows) for d in docs])
+        stale: list[Any] = []
+        rows: list[ChunkRow] = []
+        k = 0
+        for d in docs:
+            previous = high_water.get(d.uri)
+            old_n = max(previous["chunk_high_water"], previous["chunk_count"]) if previous else 0
+            new_ids = _ids(self.ds_id, d.uri, d.n_rows)
+            stale += [i for i in _ids(self.ds_id, d.uri, old_n)[d.n_rows:]]
+            custom, extra = _split_attributes(self.kb, d.attributes)
+            for i in range(d.n_rows):
+                vec = None
+                if d.embed_texts[i] is not None:
+                    vec = embeddings[k]
+                    k += 1
+                rows.append(ChunkRow(new_ids[i], d.texts[i], vec, {**extra, **d.metadata[i]}, custom))
+        with self.kb.database.connection() as conn:
+            delete_rows(conn, self.kb.table, self.kb.mapping, stale)
+            write_rows(conn, self.kb.table, self.kb.mapping, rows, attribute_cols=self.kb.attribute_cols)
+        with self.catalog_db.connection() as conn:
+            catalog.mark_documents_indexed(
+                conn, self.ds_id, [(d.uri, d.fingerprint, d.sidecar_hash, d.n_rows) for d in docs]
+            )
+
+    def update_metadata(self, items: Sequence[tuple[str, dict[str, Any], str | None, int]]) -> None:
+        """Metadata-only changes: rewrite custom metadata in place, no re-embedding. (uri, attrs, hash, n)."""
+        if not items or not self.kb.mapping.custom_metadata:
+            return
+        ids: list[Any] = []
+        values: list[str] = []
+        import json
+
+        for uri, attrs, _, n in items:
+            for i in _ids(self.ds_id, uri, n):
+                ids.append(i)
+                values.append(json.dumps(attrs))
+        with self.kb.database.connection() as conn:
+            conn.execute(
+                sql.SQL("UPDATE {t} SET {c} = v.m FROM unnest(%s::uuid[], %s::jsonb[]) AS v(id, m) WHERE {t}.{pk} = v.id").format(
+                    t=self.kb.table.ident,
+                    c=sql.Identifier(self.kb.mapping.custom_metadata),
+                    pk=sql.Identifier(self.kb.mapping.primary_key),
+                ),
+                (ids, values),
+            )
+        with self.catalog_db.connection() as conn:
+            conn.execute(
+                "UPDATE pgkb.documents d SET metadata_hash = t.m, updated_at = now()"
+                " FROM unnest(%s::text[], %s::text[]) AS t(u, m) WHERE d.ds_id = %s AND d.uri = t.u",
+                ([i[0] for i in items], [i[2] for i in items], self.ds_id),
+            )
+
+    def delete(self, uris: Sequence[str], known: dict[str, dict[str, Any]]) -> None:
+        """Remove documents' rows, then their catalog entries."""
+        if not uris:
+            return
+        ids: list[Any] = []
+        for uri in uris:
+            d = known.get(uri)
+            n = max(d["chunk_high_water"], d["chunk_count"]) if d else 0
+            ids += _ids(self.ds_id, uri, n)
+        with self.catalog_db.connection() as conn:
+            conn.execute(
+                "UPDATE pgkb.documents SET status = 'DELETING', updated_at = now() WHERE ds_id = %s AND uri = ANY(%s)",
+                (self.ds_id, list(uris)),
+            )
+        with self.kb.database.connection() as conn:
+            delete_rows(conn, self.kb.table, self.kb.mapping, ids)
+        with self.catalog_db.connection() as conn:
+            catalog.delete_documents(conn, self.ds_id, uris)

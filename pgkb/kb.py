@@ -1,0 +1,35 @@
+"""A knowledge base resolved for work: its catalog row, vector table, field mapping, model and database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgkb.db import Database
+from pgkb.store.vector_table import FieldMapping, TableRef
+
+
+@dataclass
+class KnowledgeBase:
+    row: dict[str, Any]
+    table: TableRef
+    mapping: FieldMapping
+    database: Database  # where the vector table lives
+    attribute_cols: dict[str, str] = field(default_factory=dict)  # per-attribute metadata columns
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def model_id(self) -> str:
+        return str(self.row["model_id"])
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.row["dimensions"])
+
+    def model(self) -> Any:
+        from pgkb.embeddings import get_model
+
+        return get_model(self.model_id, self.dimensions)

@@ -1,0 +1,19 @@
+"""The Python API: one object with the operations of bedrock-agent and bedrock-agent-runtime.
+
+Methods are boto3's operation names in snake_case with the wire's camelCase keyword arguments, and
+return the dicts boto3 returns, so code moves between pgkb in-process, pgkb over HTTP and Bedrock.
+"""
+
+from __future__ import annotations
+
+from pgkb.service.control import ControlPlane
+from pgkb.service.documents import DocumentOps
+from pgkb.service.jobs import JobControl
+from pgkb.service.retrieve import RetrieveOps
+
+
+class KnowledgeBaseService(ControlPlane, JobControl, DocumentOps, RetrieveOps):
+    """`KnowledgeBaseService(Settings())` opens (or starts) the database; use it as a context manager."""
+
+
+__all__ = ["KnowledgeBaseService"]

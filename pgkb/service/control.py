@@ -1,0 +1,353 @@
+"""bedrock-agent's knowledge-base and data-source operations."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pgkb.errors import ModelNotAvailableError, ValidationError
+from pgkb.service import shapes
+from pgkb.service.base import ServiceBase
+from pgkb.store import catalog
+from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
+
+_NAME = re.compile(r"^([0-9a-zA-Z][_-]?){1,100}$")
+DEFAULT_ROLE_ARN = "arn:aws:iam::000000000000:role/pgkb"
+
+
+def check_name(name: Any, field: str = "name") -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValidationError(f"{field} {name!r} must match ([0-9a-zA-Z][_-]?){{1,100}}")
+    return name
+
+
+def check_description(description: Any) -> str | None:
+    if description is None:
+        return None
+    if not isinstance(description, str) or not 1 <= len(description) <= 200:
+        raise ValidationError("description must be 1 to 200 characters")
+    return description
+
+
+def default_table_name(kb_name: str) -> str:
+    return "bedrock_integration." + re.sub(r"[^a-z0-9_]", "_", kb_name.lower())[:60]
+
+
+class ControlPlane(ServiceBase):
+    # ------------------------------------------------------------------ knowledge bases
+
+    def _embedding(self, kb_config: dict[str, Any]) -> tuple[str, int]:
+        from pgkb.embeddings import get_spec
+        from pgkb.embeddings.registry import resolve_dimensions
+
+        if not isinstance(kb_config, dict) or kb_config.get("type", "VECTOR") != "VECTOR":
+            raise ValidationError("knowledgeBaseConfiguration.type must be VECTOR")
+        vec = kb_config.get("vectorKnowledgeBaseConfiguration")
+        if not isinstance(vec, dict) or not vec.get("embeddingModelArn"):
+            raise ValidationError(
+                "knowledgeBaseConfiguration.vectorKnowledgeBaseConfiguration.embeddingModelArn is required"
+            )
+        try:
+            spec = get_spec(vec["embeddingModelArn"])
+        except ModelNotAvailableError as exc:
+            raise ValidationError(f"embeddingModelArn: {exc.message}") from None
+        dims = (
+            ((vec.get("embeddingModelConfiguration") or {}).get("bedrockEmbeddingModelConfiguration") or {}).get(
+                "dimensions"
+            )
+        )
+        return spec.id, resolve_dimensions(spec, dims)
+
+    def create_knowledge_base(
+        self,
+        *,
+        name: str,
+        knowledgeBaseConfiguration: dict[str, Any],
+        roleArn: str = DEFAULT_ROLE_ARN,
+        storageConfiguration: dict[str, Any] | None = None,
+        description: str | None = None,
+        clientToken: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        with self.db.connection() as conn:
+            existing = catalog.find_by_client_token(conn, "knowledge_bases", clientToken)
+        if existing:
+            return {"knowledgeBase": shapes.knowledge_base(existing, self.region, self.account)}
+        check_name(name)
+        check_description(description)
+        model_id, dims = self._embedding(knowledgeBaseConfiguration)
+        self._check_model_available(model_id)
+        if storageConfiguration is None:
+            storageConfiguration = {
+                "type": "RDS",
+                "rdsConfiguration": {
+                    "resourceArn": self.cluster_arn,
+                    "credentialsSecretArn": self.secret_arn,
+                    "databaseName": self.database_name,
+                    "tableName": default_table_name(name),
+                    "fieldMapping": FieldMapping().to_bedrock(),
+                },
+            }
+        if not isinstance(storageConfiguration, dict) or storageConfiguration.get("type") != "RDS":
+            raise ValidationError("storageConfiguration.type must be RDS (PostgreSQL) for pgkb")
+        rds = storageConfiguration.get("rdsConfiguration")
+        if not isinstance(rds, dict):
+            raise ValidationError("storageConfiguration.rdsConfiguration is required")
+        for key in ("resourceArn", "credentialsSecretArn", "databaseName", "tableName", "fieldMapping"):
+            if not rds.get(key):
+                raise ValidationError(f"storageConfiguration.rdsConfiguration.{key} is required")
+        database = self.database_for(rds)
+        table = TableRef.parse(rds["tableName"])
+        mapping = FieldMapping.from_bedrock(rds["fieldMapping"])
+        with database.connection() as conn:
+            ensure_table(conn, table, mapping, dims)
+            self._install_lexical(conn, table, mapping)
+        with self.db.connection() as conn:
+            row = catalog.insert_knowledge_base(
+                conn,
+                {
+                    "id": catalog.new_id(),
+                    "name": name,
+                    "description": description,
+                    "role_arn": roleArn,
+                    "model_id": model_id,
+                    "dimensions": dims,
+                    "kb_config": knowledgeBaseConfiguration,
+                    "storage": storageConfiguration,
+                    "status": "ACTIVE",
+                    "client_token": clientToken,
+                },
+            )
+        return {"knowledgeBase": shapes.knowledge_base(row, self.region, self.account)}
+
+    @staticmethod
+    def _check_model_available(model_id: str) -> None:
+        """A model whose provider is not configured is refused now, not at the first sync."""
+        from pgkb.embeddings import get_spec
+
+        if get_spec(model_id).provider != "local":
+            from pgkb.embeddings import get_model
+
+            try:
+                get_model(model_id)
+            except ModelNotAvailableError as exc:
+                raise ValidationError(exc.message) from None
+
+    @staticmethod
+    def _install_lexical(conn: Any, table: TableRef, mapping: FieldMapping) -> None:
+        """BM25 statistics for hybrid search, when the retrieval layer provides them."""
+        try:
+            from pgkb.retrieval.bm25 import install_bm25
+        except ImportError:
+            return
+        install_bm25(conn, table, mapping)
+
+    def get_knowledge_base(self, *, knowledgeBaseId: str) -> dict[str, Any]:
+        with self.db.connection() as conn:
+            row = catalog.get_knowledge_base(conn, knowledgeBaseId)
+        return {"knowledgeBase": shapes.knowledge_base(row, self.region, self.account)}
+
+    def list_knowledge_bases(self, *, maxResults: int | None = None, nextToken: str | None = None) -> dict[str, Any]:
+        offset, limit = shapes.decode_token(nextToken), shapes.page_limit(maxResults)
+        with self.db.connection() as conn:
+            rows = catalog.list_knowledge_bases(conn, offset, limit + 1)
+        rows, token = shapes.paged(rows, offset, limit)
+        out: dict[str, Any] = {"knowledgeBaseSummaries": [shapes.knowledge_base_summary(r) for r in rows]}
+        if token:
+            out["nextToken"] = token
+        return out
+
+    def update_knowledge_base(
+        self,
+        *,
+        knowledgeBaseId: str,
+        name: str,
+        knowledgeBaseConfiguration: dict[str, Any],
+        roleArn: str = DEFAULT_ROLE_ARN,
+        storageConfiguration: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        check_name(name)
+        check_description(description)
+        with self.db.connection() as conn:
+            row = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            if self._embedding(knowledgeBaseConfiguration) != (row["model_id"], row["dimensions"]):
+                raise ValidationError(
+                    "knowledgeBaseConfiguration cannot change: the embedding model and dimensions are fixed"
+                )
+            if storageConfiguration is not None and storageConfiguration != row["storage"]:
+                raise ValidationError("storageConfiguration cannot change after creation")
+            row = catalog.update_knowledge_base(
+                conn, row["id"], name=name, description=description, role_arn=roleArn,
+                kb_config=knowledgeBaseConfiguration,
+            )
+        self.forget(row["id"])
+        return {"knowledgeBase": shapes.knowledge_base(row, self.region, self.account)}
+
+    def delete_knowledge_base(self, *, knowledgeBaseId: str) -> dict[str, Any]:
+        kb = self.resolve(knowledgeBaseId)
+        with self.db.connection() as conn:
+            sources = catalog.list_data_sources(conn, kb.id, 0, 100000)
+        for ds in sources:
+            self._delete_source_rows(kb.id, ds)
+        with self.db.connection() as conn:
+            catalog.delete_knowledge_base(conn, kb.id)
+        self.forget(kb.id)
+        return {"knowledgeBaseId": kb.id, "status": "DELETING"}
+
+    # ------------------------------------------------------------------ data sources
+
+    @staticmethod
+    def _source_type(cfg: dict[str, Any]) -> str:
+        from pgkb.ingestion.sources import parse_bucket_arn
+
+        if not isinstance(cfg, dict):
+            raise ValidationError("dataSourceConfiguration is required")
+        kind = cfg.get("type")
+        if kind == "S3":
+            s3 = cfg.get("s3Configuration")
+            if not isinstance(s3, dict) or not s3.get("bucketArn"):
+                raise ValidationError("dataSourceConfiguration.s3Configuration.bucketArn is required")
+            parse_bucket_arn(s3["bucketArn"])
+            prefixes = s3.get("inclusionPrefixes")
+            if prefixes is not None and (not isinstance(prefixes, list) or len(prefixes) != 1):
+                raise ValidationError("s3Configuration.inclusionPrefixes must hold exactly one prefix")
+        elif kind == "LOCAL":
+            local = cfg.get("localConfiguration")
+            if not isinstance(local, dict) or not local.get("path"):
+                raise ValidationError("dataSourceConfiguration.localConfiguration.path is required")
+        elif kind != "CUSTOM":
+            raise ValidationError(
+                f"dataSourceConfiguration.type {kind!r} is not supported by pgkb (S3, CUSTOM, or LOCAL)"
+            )
+        return str(kind)
+
+    @staticmethod
+    def _check_ingestion(cfg: dict[str, Any] | None) -> dict[str, Any]:
+        from pgkb.chunking import validate_chunking_configuration
+
+        cfg = cfg or {}
+        if not isinstance(cfg, dict):
+            raise ValidationError("vectorIngestionConfiguration must be an object")
+        validate_chunking_configuration(cfg.get("chunkingConfiguration"))
+        for unsupported in ("customTransformationConfiguration", "contextEnrichmentConfiguration"):
+            if cfg.get(unsupported):
+                raise ValidationError(f"vectorIngestionConfiguration.{unsupported} is not supported by pgkb")
+        return cfg
+
+    def create_data_source(
+        self,
+        *,
+        knowledgeBaseId: str,
+        name: str,
+        dataSourceConfiguration: dict[str, Any],
+        description: str | None = None,
+        dataDeletionPolicy: str = "DELETE",
+        vectorIngestionConfiguration: dict[str, Any] | None = None,
+        serverSideEncryptionConfiguration: dict[str, Any] | None = None,
+        clientToken: str | None = None,
+    ) -> dict[str, Any]:
+        with self.db.connection() as conn:
+            existing = catalog.find_by_client_token(conn, "data_sources", clientToken)
+            if existing:
+                return {"dataSource": shapes.data_source(existing)}
+            kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
+        check_name(name)
+        check_description(description)
+        kind = self._source_type(dataSourceConfiguration)
+        ingestion = self._check_ingestion(vectorIngestionConfiguration)
+        if dataDeletionPolicy not in ("DELETE", "RETAIN"):
+            raise ValidationError("dataDeletionPolicy must be DELETE or RETAIN")
+        with self.db.connection() as conn:
+            row = catalog.insert_data_source(
+                conn,
+                {
+                    "id": catalog.new_id(),
+                    "kb_id": kb["id"],
+                    "name": name,
+                    "description": description,
+                    "source_type": kind,
+                    "ds_config": dataSourceConfiguration,
+                    "ingestion": ingestion,
+                    "data_deletion_policy": dataDeletionPolicy,
+                    "status": "AVAILABLE",
+                    "client_token": clientToken,
+                },
+            )
+        return {"dataSource": shapes.data_source(row)}
+
+    def get_data_source(self, *, knowledgeBaseId: str, dataSourceId: str) -> dict[str, Any]:
+        with self.db.connection() as conn:
+            kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            row = catalog.get_data_source(conn, kb["id"], dataSourceId)
+        return {"dataSource": shapes.data_source(row)}
+
+    def list_data_sources(
+        self, *, knowledgeBaseId: str, maxResults: int | None = None, nextToken: str | None = None
+    ) -> dict[str, Any]:
+        offset, limit = shapes.decode_token(nextToken), shapes.page_limit(maxResults)
+        with self.db.connection() as conn:
+            kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            rows = catalog.list_data_sources(conn, kb["id"], offset, limit + 1)
+        rows, token = shapes.paged(rows, offset, limit)
+        out: dict[str, Any] = {"dataSourceSummaries": [shapes.data_source_summary(r) for r in rows]}
+        if token:
+            out["nextToken"] = token
+        return out
+
+    def update_data_source(
+        self,
+        *,
+        knowledgeBaseId: str,
+        dataSourceId: str,
+        name: str,
+        dataSourceConfiguration: dict[str, Any],
+        description: str | None = None,
+        dataDeletionPolicy: str | None = None,
+        vectorIngestionConfiguration: dict[str, Any] | None = None,
+        serverSideEncryptionConfiguration: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        check_name(name)
+        check_description(description)
+        with self.db.connection() as conn:
+            kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            row = catalog.get_data_source(conn, kb["id"], dataSourceId)
+        kind = self._source_type(dataSourceConfiguration)
+        if kind != row["source_type"]:
+            raise ValidationError("dataSourceConfiguration.type cannot change")
+        fields: dict[str, Any] = {"name": name, "description": description, "ds_config": dataSourceConfiguration}
+        if vectorIngestionConfiguration is not None:
+            ingestion = self._check_ingestion(vectorIngestionConfiguration)
+            if ingestion.get("chunkingConfiguration") != row["ingestion"].get("chunkingConfiguration"):
+                raise ValidationError("vectorIngestionConfiguration.chunkingConfiguration cannot change")
+            fields["ingestion"] = ingestion
+        if dataDeletionPolicy is not None:
+            if dataDeletionPolicy not in ("DELETE", "RETAIN"):
+                raise ValidationError("dataDeletionPolicy must be DELETE or RETAIN")
+            fields["data_deletion_policy"] = dataDeletionPolicy
+        with self.db.connection() as conn:
+            row = catalog.update_data_source(conn, row["id"], **fields)
+        return {"dataSource": shapes.data_source(row)}
+
+    def _delete_source_rows(self, kb_id: str, ds: dict[str, Any]) -> None:
+        """Remove a data source's vectors when its deletion policy says so."""
+        if ds["data_deletion_policy"] != "DELETE":
+            return
+        from pgkb.ingestion.writer import DocumentWriter
+
+        kb = self.resolve(kb_id)
+        with self.db.connection() as conn:
+            known = catalog.documents_of(conn, ds["id"])
+        uris = list(known)
+        writer = DocumentWriter(self.db, kb, ds["id"])
+        for i in range(0, len(uris), 1000):
+            writer.delete(uris[i : i + 1000], known)
+
+    def delete_data_source(self, *, knowledgeBaseId: str, dataSourceId: str) -> dict[str, Any]:
+        with self.db.connection() as conn:
+            kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            ds = catalog.get_data_source(conn, kb["id"], dataSourceId)
+        self._delete_source_rows(kb["id"], ds)
+        with self.db.connection() as conn:
+            catalog.delete_data_source(conn, ds["id"])
+        return {"knowledgeBaseId": kb["id"], "dataSourceId": ds["id"], "status": "DELETING"}

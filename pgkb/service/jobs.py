@@ -1,0 +1,219 @@
+"""bedrock-agent's ingestion-job operations.
+
+One job per data source at a time: the process running a job holds a session-level advisory lock on
+the data source for the whole job. PostgreSQL releases it when that process dies, however it dies,
+so a job whose lock is free while its row says it is running was interrupted; it is marked FAILED
+the next time anyone looks at it or starts another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from pgkb.errors import ConflictError, ValidationError
+from pgkb.ingestion.sources import LocalFolderSource, S3Source, Source, parse_bucket_arn
+from pgkb.ingestion.sync import IngestionRun, JobProgress
+from pgkb.service import shapes
+from pgkb.service.base import ServiceBase
+from pgkb.store import catalog
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "Interrupted: the process running this ingestion job stopped before it finished; start the job again"
+
+
+def _lock_key(ds_id: str) -> str:
+    return "pgkb-ingestion:" + ds_id
+
+
+class JobControl(ServiceBase):
+    _threads: list[threading.Thread]
+
+    def _job_threads(self) -> list[threading.Thread]:
+        if not hasattr(self, "_threads"):
+            self._threads = []
+        return self._threads
+
+    def wait_for_jobs(self, timeout: float | None = None) -> None:
+        for t in list(self._job_threads()):
+            t.join(timeout)
+
+    # ------------------------------------------------------------------ locking and orphans
+
+    def _take_lock(self, ds_id: str) -> psycopg.Connection:
+        """A dedicated connection holding the data source's job lock, or ConflictError."""
+        conn = psycopg.connect(self.db.url, autocommit=True)
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(ds_id),)).fetchone()
+        if not got or not got[0]:
+            conn.close()
+            raise ConflictError(
+                f"an ingestion job is already running for data source {ds_id}; wait for it to finish or stop it"
+            )
+        return conn
+
+    def _reap_orphans(self, ds_id: str) -> None:
+        """Mark jobs that say they run, but whose runner no longer holds the lock, as interrupted."""
+        with self.db.connection() as conn:
+            if not catalog.active_jobs(conn, ds_id):
+                return
+            with conn.transaction():
+                free = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (_lock_key(ds_id),)).fetchone()
+                if free and free[0]:
+                    for job in catalog.active_jobs(conn, ds_id):
+                        catalog.update_job(
+                            conn, job["id"], status="FAILED",
+                            failure_reasons=[INTERRUPTED, *job["failure_reasons"]], ended_at="now",
+                        )
+
+    # ------------------------------------------------------------------ sources
+
+    def source_for(self, ds: dict[str, Any]) -> Source:
+        cfg = ds["ds_config"]
+        if ds["source_type"] == "LOCAL":
+            return LocalFolderSource(cfg["localConfiguration"]["path"])
+        if ds["source_type"] == "S3":
+            s3 = cfg["s3Configuration"]
+            prefixes = s3.get("inclusionPrefixes") or [""]
+            return S3Source(parse_bucket_arn(s3["bucketArn"]), prefixes[0])
+        return _EmptySource()
+
+    # ------------------------------------------------------------------ operations
+
+    def _begin(self, kb_id: str, ds_id: str, description: str | None, client_token: str | None) -> tuple[Any, ...]:
+        if description is not None and (not isinstance(description, str) or not 1 <= len(description) <= 200):
+            raise ValidationError("description must be 1 to 200 characters")
+        with self.db.connection() as conn:
+            existing = catalog.find_by_client_token(conn, "ingestion_jobs", client_token)
+            if existing:
+                return existing, None, None, None
+            kb_row = catalog.get_knowledge_base(conn, kb_id)
+            ds = catalog.get_data_source(conn, kb_row["id"], ds_id)
+        kb = self.resolve(kb_row["id"])
+        lock = self._take_lock(ds["id"])
+        try:
+            self._reap_orphans_locked(lock, ds["id"])
+            with self.db.connection() as conn:
+                job = catalog.insert_job(
+                    conn,
+                    {"id": catalog.new_id(), "kb_id": kb.id, "ds_id": ds["id"], "description": description,
+                     "status": "STARTING", "client_token": client_token},
+                )
+        except BaseException:
+            lock.close()
+            raise
+        return job, kb, ds, lock
+
+    @staticmethod
+    def _reap_orphans_locked(lock: psycopg.Connection, ds_id: str) -> None:
+        """We hold the lock, so any job still marked active was left behind by a dead process."""
+        rows = lock.execute(
+            "UPDATE pgkb.ingestion_jobs SET status = 'FAILED', updated_at = now(), ended_at = now(),"
+            " failure_reasons = jsonb_build_array(%s::text) || failure_reasons"
+            " WHERE ds_id = %s AND status IN ('STARTING', 'IN_PROGRESS', 'STOPPING') RETURNING id",
+            (INTERRUPTED, ds_id),
+        ).fetchall()
+        if rows:
+            log.warning("marked %d interrupted ingestion job(s) of data source %s as FAILED", len(rows), ds_id)
+
+    def _run(self, job: dict[str, Any], kb: Any, ds: dict[str, Any], lock: psycopg.Connection,
+             on_progress: Callable[[JobProgress], None] | None) -> dict[str, Any]:
+        try:
+            run = IngestionRun(self.db, kb, ds, job["id"], self.source_for(ds), on_progress=on_progress)
+            return run.run()
+        finally:
+            lock.close()
+
+    def run_ingestion_job(
+        self,
+        *,
+        knowledgeBaseId: str,
+        dataSourceId: str,
+        description: str | None = None,
+        on_progress: Callable[[JobProgress], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run a job in the calling thread (the CLI); returns {"ingestionJob": ...} when it ends."""
+        job, kb, ds, lock = self._begin(knowledgeBaseId, dataSourceId, description, None)
+        return {"ingestionJob": shapes.ingestion_job(self._run(job, kb, ds, lock, on_progress))}
+
+    def start_ingestion_job(
+        self,
+        *,
+        knowledgeBaseId: str,
+        dataSourceId: str,
+        clientToken: str | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a job in the background and return at once (StartIngestionJob)."""
+        job, kb, ds, lock = self._begin(knowledgeBaseId, dataSourceId, description, clientToken)
+        if lock is not None:
+            t = threading.Thread(target=self._run, args=(job, kb, ds, lock, None), daemon=True,
+                                 name=f"ingestion-{job['id']}")
+            self._job_threads().append(t)
+            t.start()
+        return {"ingestionJob": shapes.ingestion_job(job)}
+
+    def get_ingestion_job(self, *, knowledgeBaseId: str, dataSourceId: str, ingestionJobId: str) -> dict[str, Any]:
+        with self.db.connection() as conn:
+            kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            ds = catalog.get_data_source(conn, kb["id"], dataSourceId)
+        self._reap_orphans(ds["id"])
+        with self.db.connection() as conn:
+            job = catalog.get_job(conn, kb["id"], ds["id"], ingestionJobId)
+        return {"ingestionJob": shapes.ingestion_job(job)}
+
+    def list_ingestion_jobs(
+        self,
+        *,
+        knowledgeBaseId: str,
+        dataSourceId: str,
+        filters: list[dict[str, Any]] | None = None,
+        sortBy: dict[str, Any] | None = None,
+        maxResults: int | None = None,
+        nextToken: str | None = None,
+    ) -> dict[str, Any]:
+        offset, limit = shapes.decode_token(nextToken), shapes.page_limit(maxResults)
+        statuses = None
+        if filters:
+            if len(filters) != 1 or filters[0].get("attribute") != "STATUS" or filters[0].get("operator") != "EQ":
+                raise ValidationError("filters must hold one filter on attribute STATUS with operator EQ")
+            statuses = list(filters[0].get("values") or [])
+        sort_attr = (sortBy or {}).get("attribute", "STARTED_AT")
+        descending = (sortBy or {}).get("order", "DESCENDING") == "DESCENDING"
+        with self.db.connection() as conn:
+            kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            ds = catalog.get_data_source(conn, kb["id"], dataSourceId)
+        self._reap_orphans(ds["id"])
+        with self.db.connection() as conn:
+            rows = catalog.list_jobs(conn, ds["id"], offset, limit + 1, statuses=statuses, sort_by=sort_attr,
+                                     descending=descending)
+        rows, token = shapes.paged(rows, offset, limit)
+        out: dict[str, Any] = {"ingestionJobSummaries": [shapes.ingestion_job_summary(r) for r in rows]}
+        if token:
+            out["nextToken"] = token
+        return out
+
+    def stop_ingestion_job(self, *, knowledgeBaseId: str, dataSourceId: str, ingestionJobId: str) -> dict[str, Any]:
+        with self.db.connection() as conn:
+            kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            ds = catalog.get_data_source(conn, kb["id"], dataSourceId)
+            job = catalog.get_job(conn, kb["id"], ds["id"], ingestionJobId)
+            if job["status"] not in ("STARTING", "IN_PROGRESS", "STOPPING"):
+                raise ConflictError(f"ingestion job {job['id']} is {job['status']}; only a running job can be stopped")
+            job = catalog.update_job(conn, job["id"], status="STOPPING")
+        self._reap_orphans(ds["id"])
+        assert job is not None
+        return {"ingestionJob": shapes.ingestion_job(job)}
+
+
+class _EmptySource:
+    """CUSTOM data sources receive documents directly; a sync has nothing to scan and deletes nothing."""
+
+    deletes_missing = False
+
+    def scan(self) -> Any:
+        return iter(())
