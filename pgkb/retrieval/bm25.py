@@ -1,0 +1,304 @@
+"""BM25 statistics kept inside PostgreSQL, next to a knowledge-base table, by set-based triggers.
+
+`install_bm25(conn, table, mapping)` (idempotent; the integrator calls it when a KB table is created or
+adopted) creates, in the `pgkb_bm25` schema:
+- `<base>_postings (term, doc, tf, dl)`: one row per (lexeme, searchable chunk), with the lexeme's
+  frequency in the chunk and the chunk's length in lexemes; primary key (term, doc) so that scoring
+  a query reads only the postings of its terms (document frequencies are counted in the same pass);
+- `<base>_stats (n, total)`: append-only deltas of the number of searchable chunks and their total
+  length (no hot row for concurrent writers to queue on; re-installing compacts them);
+- statement-level AFTER INSERT / UPDATE / DELETE triggers with transition tables (set-based: one
+  tokenising statement per written batch, never per row) and an AFTER TRUNCATE trigger.
+Only chunks with an embedding are indexed: HIERARCHICAL parent rows (NULL embedding) are never searched.
+
+Tokens are `to_tsvector(<config>, text)` lexemes (default config `english`: stemmed, stop words
+removed); the query side tokenises with the same function, see `query_terms`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from pgkb.store.vector_table import FieldMapping, TableRef
+
+SCHEMA = "pgkb_bm25"
+DEFAULT_CONFIG = "english"
+DEFAULT_K1 = 1.2
+DEFAULT_B = 0.75
+
+
+@dataclass(frozen=True)
+class Bm25Index:
+    """Where a table's BM25 statistics live and how they were tokenised."""
+
+    base: str
+    config: str
+    k1: float = DEFAULT_K1
+    b: float = DEFAULT_B
+
+    @property
+    def postings(self) -> sql.Composed:
+        return sql.Identifier(SCHEMA, f"{self.base}_postings")
+
+    @property
+    def stats(self) -> sql.Composed:
+        return sql.Identifier(SCHEMA, f"{self.base}_stats")
+
+
+def base_name(table: TableRef) -> str:
+    """Side-table prefix: a hash, so any (schema, table) of up to 63 characters each fits."""
+    return "t_" + hashlib.sha1(f"{table.schema}\x00{table.name}".encode()).hexdigest()[:20]
+
+
+_REGISTRY_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+CREATE TABLE IF NOT EXISTS {SCHEMA}.tables (
+    schema_name text NOT NULL,
+    table_name text NOT NULL,
+    base text NOT NULL,
+    text_column text NOT NULL,
+    key_column text NOT NULL,
+    vector_column text NOT NULL,
+    config regconfig NOT NULL,
+    k1 float8 NOT NULL,
+    b float8 NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schema_name, table_name)
+);
+"""
+
+
+def _tokens(rows: sql.Composable, m: FieldMapping, config: str) -> sql.Composed:
+    """(doc, term, tf) of the searchable rows of `rows` (a FROM item: a transition table or a subquery)."""
+    return sql.SQL(
+        "SELECT r.{pk} AS doc, u.lexeme AS term, cardinality(u.positions) AS tf"
+        " FROM {rows} AS r, unnest(to_tsvector({cfg}::regconfig, r.{txt})) AS u"
+        " WHERE r.{vec} IS NOT NULL AND r.{txt} IS NOT NULL"
+    ).format(
+        pk=sql.Identifier(m.primary_key), rows=rows, cfg=sql.Literal(config),
+        txt=sql.Identifier(m.text), vec=sql.Identifier(m.vector),
+    )
+
+
+def _add_sql(rows: sql.Composable, m: FieldMapping, ix: Bm25Index) -> sql.Composed:
+    """Index the searchable rows of `rows`: postings plus one stats delta."""
+    return sql.SQL(
+        "WITH tok AS MATERIALIZED ({tok}),"
+        " d AS (SELECT doc, sum(tf)::int AS dl FROM tok GROUP BY doc),"
+        " ins AS (INSERT INTO {postings} (term, doc, tf, dl)"
+        "   SELECT tok.term, tok.doc, tok.tf, d.dl FROM tok JOIN d USING (doc) ORDER BY 1, 2"
+        "   ON CONFLICT (term, doc) DO UPDATE SET tf = EXCLUDED.tf, dl = EXCLUDED.dl)"
+        " INSERT INTO {stats} (n, total)"
+        " SELECT count(*), coalesce(sum(d.dl), 0) FROM {rows} AS r LEFT JOIN d ON d.doc = r.{pk}"
+        " WHERE r.{vec} IS NOT NULL AND r.{txt} IS NOT NULL HAVING count(*) > 0"
+    ).format(
+        tok=_tokens(rows, m, ix.config), postings=ix.postings, stats=ix.stats, rows=rows,
+        pk=sql.Identifier(m.primary_key), vec=sql.Identifier(m.vector), txt=sql.Identifier(m.text),
+    )
+
+
+def _remove_sql(rows: sql.Composable, m: FieldMapping, ix: Bm25Index) -> sql.Composed:
+    """Un-index the rows of `rows` (re-tokenised: to_tsvector is deterministic), minus one stats delta."""
+    return sql.SQL(
+        "WITH tok AS MATERIALIZED ({tok}),"
+        " d AS (SELECT doc, sum(tf)::int AS dl FROM tok GROUP BY doc),"
+        " del AS (DELETE FROM {postings} AS p USING tok WHERE p.term = tok.term AND p.doc = tok.doc)"
+        " INSERT INTO {stats} (n, total)"
+        " SELECT -count(*), -coalesce(sum(d.dl), 0) FROM {rows} AS r LEFT JOIN d ON d.doc = r.{pk}"
+        " WHERE r.{vec} IS NOT NULL AND r.{txt} IS NOT NULL HAVING count(*) > 0"
+    ).format(
+        tok=_tokens(rows, m, ix.config), postings=ix.postings, stats=ix.stats, rows=rows,
+        pk=sql.Identifier(m.primary_key), vec=sql.Identifier(m.vector), txt=sql.Identifier(m.text),
+    )
+
+
+def _changed(a: str, b: str, m: FieldMapping) -> sql.Composed:
+    """Rows of transition table `a` without an identical (key, text, searchable) row in `b`, as a FROM item."""
+    return sql.SQL(
+        "(SELECT x.* FROM {a} AS x WHERE NOT EXISTS (SELECT 1 FROM {b} AS y WHERE y.{pk} = x.{pk}"
+        " AND y.{txt} IS NOT DISTINCT FROM x.{txt} AND (y.{vec} IS NULL) = (x.{vec} IS NULL)))"
+    ).format(
+        a=sql.Identifier(a), b=sql.Identifier(b), pk=sql.Identifier(m.primary_key),
+        txt=sql.Identifier(m.text), vec=sql.Identifier(m.vector),
+    )
+
+
+def _function(conn: psycopg.Connection, name: str, body: list[sql.Composable]) -> sql.Composed:
+    text = ";\n".join(s.as_string(conn) for s in body)
+    if "$pgkb$" in text:  # identifiers are restricted to [a-zA-Z0-9_.-]; belt and braces
+        raise ValueError("unexpected dollar-quote tag in generated SQL")
+    return sql.SQL(
+        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $pgkb$ BEGIN\n"
+        + text.replace("{", "{{").replace("}", "}}")
+        + ";\nRETURN NULL; END $pgkb$"
+    ).format(fn=sql.Identifier(SCHEMA, name))
+
+
+def lookup(conn: psycopg.Connection, table: TableRef) -> Bm25Index | None:
+    """The table's BM25 index, or None when it is not installed."""
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.tables",)
+    ).fetchone()
+    if not row or not row[0]:
+        return None
+    row = conn.execute(
+        sql.SQL("SELECT base, config::text, k1, b FROM {} WHERE schema_name = %s AND table_name = %s").format(
+            sql.Identifier(SCHEMA, "tables")
+        ),
+        (table.schema, table.name),
+    ).fetchone()
+    return Bm25Index(row[0], row[1], row[2], row[3]) if row else None
+
+
+def install_bm25(
+    conn: psycopg.Connection,
+    table: TableRef,
+    mapping: FieldMapping,
+    *,
+    config: str = DEFAULT_CONFIG,
+    k1: float = DEFAULT_K1,
+    b: float = DEFAULT_B,
+) -> bool:
+    """Create (or refresh) the BM25 statistics and triggers of a knowledge-base table. Idempotent.
+
+    Atomic (a transaction, or a savepoint inside the caller's); takes a SHARE ROW EXCLUSIVE lock on
+    the table so that no write slips between the backfill and the triggers. Returns True when it
+    (re)built the statistics, False when they were already installed with these settings (then it
+    only compacts the stats deltas).
+    """
+    with conn.transaction():
+        return _install(conn, table, mapping, config, float(k1), float(b))
+
+
+def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, config: str, k1: float, b: float) -> bool:
+    conn.execute(_REGISTRY_DDL)  # type: ignore[arg-type]  # constant DDL, no values
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.ident))
+    ix = Bm25Index(base_name(table), config, float(k1), float(b))
+    existing = conn.execute(
+        sql.SQL(
+            "SELECT base, text_column, key_column, vector_column, config::text, k1, b FROM {}"
+            " WHERE schema_name = %s AND table_name = %s"
+        ).format(sql.Identifier(SCHEMA, "tables")),
+        (table.schema, table.name),
+    ).fetchone()
+    triggers = conn.execute(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname LIKE 'pgkb_bm25_%%'",
+        (str(table.ident.as_string(conn)),),
+    ).fetchone()[0]
+    wanted = (ix.base, mapping.text, mapping.primary_key, mapping.vector, config, float(k1), float(b))
+    if existing and tuple(existing) == wanted and triggers == 4:
+        _compact(conn, ix)
+        return False
+
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(ix.postings, ix.stats))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {} (term text NOT NULL, doc uuid NOT NULL, tf int NOT NULL, dl int NOT NULL,"
+            " PRIMARY KEY (term, doc) INCLUDE (tf, dl))"
+        ).format(ix.postings)
+    )
+    conn.execute(sql.SQL("CREATE TABLE {} (n bigint NOT NULL, total bigint NOT NULL)").format(ix.stats))
+    # Backfill: the same statement the insert trigger runs, over the whole table.
+    conn.execute(_add_sql(table.ident, mapping, ix))
+
+    t = table.ident
+    fns = {
+        "ins": [_add_sql(sql.Identifier("new_rows"), mapping, ix)],
+        "del": [_remove_sql(sql.Identifier("old_rows"), mapping, ix)],
+        # An upsert that rewrites a chunk with the same text changes nothing here.
+        "upd": [
+            _remove_sql(_changed("old_rows", "new_rows", mapping), mapping, ix),
+            _add_sql(_changed("new_rows", "old_rows", mapping), mapping, ix),
+        ],
+        "trunc": [sql.SQL("TRUNCATE {}, {}").format(ix.postings, ix.stats)],
+    }
+    for kind, body in fns.items():
+        conn.execute(_function(conn, f"{ix.base}_{kind}", body))
+    for kind in fns:
+        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(f"pgkb_bm25_{kind}"), t))
+    fn = {k: sql.Identifier(SCHEMA, f"{ix.base}_{k}") for k in fns}
+    conn.execute(
+        sql.SQL(
+            "CREATE TRIGGER pgkb_bm25_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {f}()"
+        ).format(t=t, f=fn["ins"])
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TRIGGER pgkb_bm25_del AFTER DELETE ON {t} REFERENCING OLD TABLE AS old_rows"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {f}()"
+        ).format(t=t, f=fn["del"])
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TRIGGER pgkb_bm25_upd AFTER UPDATE ON {t} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {f}()"
+        ).format(t=t, f=fn["upd"])
+    )
+    conn.execute(
+        sql.SQL("CREATE TRIGGER pgkb_bm25_trunc AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {f}()").format(
+            t=t, f=fn["trunc"]
+        )
+    )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (schema_name, table_name, base, text_column, key_column, vector_column, config, k1, b)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s::regconfig, %s, %s)"
+            " ON CONFLICT (schema_name, table_name) DO UPDATE SET base = EXCLUDED.base,"
+            " text_column = EXCLUDED.text_column, key_column = EXCLUDED.key_column,"
+            " vector_column = EXCLUDED.vector_column, config = EXCLUDED.config, k1 = EXCLUDED.k1,"
+            " b = EXCLUDED.b, installed_at = now()"
+        ).format(sql.Identifier(SCHEMA, "tables")),
+        (table.schema, table.name, *wanted[:4], config, float(k1), float(b)),
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(ix.postings))
+    return True
+
+
+def _compact(conn: psycopg.Connection, ix: Bm25Index) -> None:
+    """Fold the stats deltas into one row."""
+    conn.execute(
+        sql.SQL(
+            "WITH gone AS (DELETE FROM {s} RETURNING n, total)"
+            " INSERT INTO {s} (n, total) SELECT coalesce(sum(n), 0), coalesce(sum(total), 0) FROM gone"
+        ).format(s=ix.stats)
+    )
+
+
+def uninstall_bm25(conn: psycopg.Connection, table: TableRef) -> None:
+    """Drop the triggers, functions and side tables (e.g. when a knowledge base is deleted)."""
+    with conn.transaction():
+        _uninstall(conn, table)
+
+
+def _uninstall(conn: psycopg.Connection, table: TableRef) -> None:
+    ix = lookup(conn, table)
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.ident.as_string(conn),)).fetchone()[0]
+    if exists:
+        for kind in ("ins", "del", "upd", "trunc"):
+            conn.execute(
+                sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(f"pgkb_bm25_{kind}"), table.ident)
+            )
+    if ix is None:
+        return
+    for kind in ("ins", "del", "upd", "trunc"):
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(SCHEMA, f"{ix.base}_{kind}")))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(ix.postings, ix.stats))
+    conn.execute(
+        sql.SQL("DELETE FROM {} WHERE schema_name = %s AND table_name = %s").format(sql.Identifier(SCHEMA, "tables")),
+        (table.schema, table.name),
+    )
+
+
+def query_terms(conn: psycopg.Connection, config: str, text: str) -> list[tuple[str, int]]:
+    """(lexeme, count) of a query as the index tokenises it (for tests and the bench's reference)."""
+    return [
+        (r[0], r[1])
+        for r in conn.execute(
+            "SELECT lexeme, cardinality(positions) FROM unnest(to_tsvector(%s::regconfig, %s))", (config, text)
+        )
+    ]

@@ -1,0 +1,336 @@
+"""Semantic and hybrid search over a knowledge-base table: one SQL statement per query.
+
+Scores are in [0, 1], higher is better:
+- SEMANTIC: `1 - cosine_distance / 2` = `(1 + cos) / 2` (pgvector's `<=>` distance is in [0, 2]);
+- HYBRID: reciprocal rank fusion (k = 60) of the dense and BM25 rankings, divided by its maximum
+  `2 / 61`, so a chunk ranked first by both scores 1.0.
+
+HIERARCHICAL knowledge bases: children (rows whose metadata has `x-pgkb-parent-id`) are searched, and
+each is replaced by its parent row; children of one parent collapse to one result, at the best child's
+rank (Bedrock: "the number of results returned might be less than the requested amount").
+
+Filtered searches let pgvector's HNSW scan continue until k rows pass the filter
+(`hnsw.iterative_scan = relaxed_order`, re-sorted afterwards) and cap the scan with
+`hnsw.max_scan_tuples`, so a filter that matches nothing returns quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from pgkb.errors import ValidationError
+from pgkb.retrieval import bm25
+from pgkb.retrieval.filters import SYSTEM_PREFIXES, compile_filter
+from pgkb.store.vector_table import FieldMapping, TableRef
+
+log = logging.getLogger(__name__)
+
+#: LEXICAL (BM25 alone, score s / (1 + s)) is a pgkb extension for evaluation; Retrieve accepts the other two.
+SearchType = Literal["SEMANTIC", "HYBRID", "LEXICAL"]
+MAX_QUERY_CHARS = 20_000
+MAX_K = 100
+RRF_K = 60
+#: Candidates taken from each ranking before fusion (per query, at least 2k).
+HYBRID_CANDIDATES = 100
+EF_SEARCH = 64
+#: With a filter: how many index tuples an iterative scan may visit before giving up.
+MAX_SCAN_TUPLES = 20_000
+
+SOURCE_URI = "x-amz-bedrock-kb-source-uri"
+DATA_SOURCE_ID = "x-amz-bedrock-kb-data-source-id"
+PAGE_NUMBER = "x-amz-bedrock-kb-document-page-number"
+CHUNK_ID = "x-amz-bedrock-kb-chunk-id"
+PARENT_ID = "x-pgkb-parent-id"
+
+
+@dataclass
+class SearchHit:
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source_uri: str | None = None
+    data_source_id: str | None = None
+    page: int | None = None
+
+
+# Which tables have BM25 statistics (positive answers only: an install is seen on the next query).
+_BM25: dict[tuple[str, str, str], bm25.Bm25Index] = {}
+
+
+def _conn_key(conn: psycopg.Connection, table: TableRef) -> tuple[str, str, str]:
+    info = conn.info
+    return (f"{info.host}:{info.port}/{info.dbname}", table.schema, table.name)
+
+
+def _bm25_index(conn: psycopg.Connection, table: TableRef) -> bm25.Bm25Index | None:
+    key = _conn_key(conn, table)
+    ix = _BM25.get(key)
+    if ix is None:
+        ix = bm25.lookup(conn, table)
+        if ix is not None:
+            _BM25[key] = ix
+    return ix
+
+
+def _attribute_columns(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> dict[str, str]:
+    mapped = set(mapping.columns().values())
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        (table.schema, table.name),
+    ).fetchall()
+    return {name: typ for name, typ in rows if name not in mapped}
+
+
+def validate_request(query_text: str | None, k: int, search_type: str) -> None:
+    if query_text is not None and len(query_text) > MAX_QUERY_CHARS:
+        raise ValidationError(
+            f"retrievalQuery.text: {len(query_text)} characters; a query must have at most {MAX_QUERY_CHARS}"
+        )
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ValidationError(
+            f"numberOfResults: {k!r} is out of range; it must be an integer from 1 to {MAX_K}"
+        )
+    if search_type not in ("SEMANTIC", "HYBRID"):
+        raise ValidationError(f"overrideSearchType: {search_type!r} must be SEMANTIC or HYBRID")
+
+
+def _vector_literal(v: Any) -> str:
+    arr = np.asarray(v, dtype=np.float32).reshape(-1)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ValidationError("query embedding must be a non-empty vector of finite numbers")
+    return "[" + ",".join(map(repr, arr.tolist())) + "]"
+
+
+def _parent_expr(alias: str, m: FieldMapping) -> sql.Composed:
+    md = sql.SQL("({}.{} ->> {})").format(sql.Identifier(alias), sql.Identifier(m.metadata), sql.Literal(PARENT_ID))
+    return sql.SQL("(CASE WHEN {md} ~ '^[0-9a-fA-F-]{{36}}$' THEN {md}::uuid END)").format(md=md)
+
+
+def _dense_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable, limit: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT c.{pk} AS id, c.{vec} <=> %(qvec)s::vector AS dist FROM {t} AS c"
+        " WHERE c.{vec} IS NOT NULL{where} ORDER BY dist LIMIT {limit}"
+    ).format(
+        pk=sql.Identifier(m.primary_key), vec=sql.Identifier(m.vector), t=t, where=where,
+        limit=sql.Placeholder(limit),
+    )
+
+
+def _bm25_sql(t: sql.Composable, m: FieldMapping, ix: bm25.Bm25Index, where: sql.Composable | None) -> sql.Composed:
+    """BM25 scores of the chunks matching the query terms: (doc, s), best first, top %(cand)s."""
+    scored = sql.SQL(
+        "SELECT pt.doc, sum(pt.qtf * ln(1 + (st.n - pt.df + 0.5) / (pt.df + 0.5))"
+        "   * pt.tf * ({k1} + 1) / (pt.tf + {k1} * (1 - {b} + {b} * pt.dl / st.avgdl))) AS s"
+        " FROM (SELECT p.doc, p.tf, p.dl, q.qtf, count(*) OVER (PARTITION BY p.term) AS df"
+        "       FROM {postings} AS p JOIN q ON p.term = q.term) AS pt,"
+        "      (SELECT greatest(sum(n), 1)::float8 AS n,"
+        "              greatest(sum(total)::float8 / greatest(sum(n), 1), 1) AS avgdl FROM {stats}) AS st"
+        " GROUP BY pt.doc"
+    ).format(
+        k1=sql.Literal(float(ix.k1)), b=sql.Literal(float(ix.b)), postings=ix.postings, stats=ix.stats,
+    )
+    if where is None:
+        return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC LIMIT %(cand)s").format(scored)
+    return sql.SQL(
+        "SELECT sc.doc, sc.s FROM ({scored}) AS sc JOIN {t} AS c ON c.{pk} = sc.doc"
+        " WHERE true{where} ORDER BY sc.s DESC LIMIT %(cand)s"
+    ).format(scored=scored, t=t, pk=sql.Identifier(m.primary_key), where=where)
+
+
+def _fts_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable | None) -> sql.Composed:
+    """Fallback for tables without BM25 statistics: the Bedrock layout's `to_tsvector('simple', text)`
+    GIN index, OR of the query's words, ranked by ts_rank with length normalisation."""
+    return sql.SQL(
+        "SELECT c.{pk} AS doc, ts_rank(to_tsvector('simple', c.{txt}), fq.q, 1) AS s"
+        " FROM {t} AS c, (SELECT nullif(replace(plainto_tsquery('simple', %(qtext)s)::text, ' & ', ' | '), '')::tsquery AS q) AS fq"
+        " WHERE to_tsvector('simple', c.{txt}) @@ fq.q AND c.{vec} IS NOT NULL{where}"
+        " ORDER BY s DESC LIMIT %(cand)s"
+    ).format(
+        pk=sql.Identifier(m.primary_key), txt=sql.Identifier(m.text), vec=sql.Identifier(m.vector), t=t,
+        where=where if where is not None else sql.SQL(""),
+    )
+
+
+def _result_sql(
+    t: sql.Composable, m: FieldMapping, ranked: sql.Composable, attribute_cols: dict[str, str] | None
+) -> sql.Composed:
+    """Swap children for parents, dedupe, and fetch what a hit needs. `ranked` yields (id, score, rank)."""
+    pk = sql.Identifier(m.primary_key)
+    if m.custom_metadata:
+        extra = sql.SQL("r.{}::jsonb").format(sql.Identifier(m.custom_metadata))
+    elif attribute_cols is not None:
+        extra = (
+            sql.SQL("jsonb_strip_nulls(jsonb_build_object({}))").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{}, r.{}").format(sql.Literal(c), sql.Identifier(c)) for c in attribute_cols
+                )
+            )
+            if attribute_cols
+            else sql.SQL("NULL::jsonb")
+        )
+    else:  # discover per-attribute columns: every column the mapping does not name
+        extra = sql.SQL("jsonb_strip_nulls(to_jsonb(r) - {}::text[])").format(
+            sql.Literal(list(m.columns().values()))
+        )
+    return sql.SQL(
+        "WITH ranked AS MATERIALIZED ({ranked}),"
+        " swapped AS (SELECT DISTINCT ON (coalesce(par.{pk}, c.{pk})) coalesce(par.{pk}, c.{pk}) AS rid,"
+        "   ranked.score, ranked.rank"
+        "   FROM ranked JOIN {t} AS c ON c.{pk} = ranked.id LEFT JOIN {t} AS par ON par.{pk} = {parent}"
+        "   ORDER BY coalesce(par.{pk}, c.{pk}), ranked.rank)"
+        " SELECT r.{pk}::text, r.{txt}, s.score, r.{md}::jsonb, {extra}"
+        " FROM swapped AS s JOIN {t} AS r ON r.{pk} = s.rid ORDER BY s.rank"
+    ).format(
+        ranked=ranked, pk=pk, t=t, parent=_parent_expr("c", m), txt=sql.Identifier(m.text),
+        md=sql.Identifier(m.metadata), extra=extra,
+    )
+
+
+def _hit(row: tuple[Any, ...]) -> SearchHit:
+    rid, text, score, md, extra = row
+    md = dict(md) if isinstance(md, dict) else {}
+    meta = {k: v for k, v in md.items() if not k.startswith("x-pgkb-")}
+    if isinstance(extra, dict):
+        for k, v in extra.items():
+            if not k.startswith(SYSTEM_PREFIXES):
+                meta[k] = v
+    meta[CHUNK_ID] = rid
+    page = md.get(PAGE_NUMBER)
+    return SearchHit(
+        id=rid,
+        text=text or "",
+        score=max(0.0, min(1.0, float(score))),
+        metadata=meta,
+        source_uri=md.get(SOURCE_URI),
+        data_source_id=md.get(DATA_SOURCE_ID),
+        page=int(page) if isinstance(page, int | float) and not isinstance(page, bool) else None,
+    )
+
+
+def build_query(
+    table: TableRef,
+    mapping: FieldMapping,
+    *,
+    k: int,
+    search_type: SearchType,
+    filter: dict[str, Any] | None,
+    attribute_cols: dict[str, str] | None,
+    bm25_index: bm25.Bm25Index | None,
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The one statement of a search, with its parameters except %(qvec)s and %(qtext)s."""
+    t = table.ident
+    params: dict[str, Any] = {"k": k}
+    where: sql.Composable = sql.SQL("")
+    lex_where: sql.Composable | None = None
+    if filter is not None:
+        pred, fparams = compile_filter(filter, mapping, attribute_cols, alias="c")
+        params.update(fparams)
+        where = sql.SQL(" AND {}").format(pred)
+        lex_where = where
+    if search_type == "SEMANTIC":
+        ranked = sql.SQL(
+            "SELECT id, 1 - dist / 2 AS score, row_number() OVER (ORDER BY dist) AS rank FROM ({}) AS d"
+        ).format(_dense_sql(t, mapping, where, "k"))
+    else:
+        params["cand"] = max(HYBRID_CANDIDATES, 2 * k) if search_type == "HYBRID" else k
+        if bm25_index is not None:
+            lexical = sql.SQL(
+                "WITH q AS (SELECT u.lexeme AS term, cardinality(u.positions) AS qtf"
+                " FROM unnest(to_tsvector({cfg}::regconfig, %(qtext)s)) AS u) {body}"
+            ).format(cfg=sql.Literal(bm25_index.config), body=_bm25_sql(t, mapping, bm25_index, lex_where))
+        else:
+            lexical = _fts_sql(t, mapping, lex_where)
+    if search_type == "LEXICAL":
+        ranked = sql.SQL(
+            "SELECT doc AS id, s / (1 + s) AS score, row_number() OVER (ORDER BY s DESC, doc) AS rank FROM ({}) AS l"
+        ).format(lexical)
+    elif search_type == "HYBRID":
+        ranked = sql.SQL(
+            "SELECT coalesce(dr.id, lr.id) AS id, coalesce(1.0 / ({rrf} + dr.r), 0) + coalesce(1.0 / ({rrf} + lr.r), 0)"
+            "   AS fused, NULL::float8 AS score, NULL::bigint AS rank"
+            " FROM (SELECT id, row_number() OVER (ORDER BY dist) AS r FROM ({dense}) AS d) AS dr"
+            " FULL JOIN (SELECT doc AS id, row_number() OVER (ORDER BY s DESC) AS r FROM ({lexical}) AS l) AS lr"
+            " ON dr.id = lr.id"
+        ).format(rrf=sql.Literal(RRF_K), dense=_dense_sql(t, mapping, where, "cand"), lexical=lexical)
+        ranked = sql.SQL(
+            "SELECT id, fused * {norm} AS score, row_number() OVER (ORDER BY fused DESC, id) AS rank"
+            " FROM ({}) AS f ORDER BY fused DESC, id LIMIT %(k)s"
+        ).format(ranked, norm=sql.Literal((RRF_K + 1) / 2))
+    return _result_sql(t, mapping, ranked, attribute_cols), params
+
+
+def search(
+    conn: psycopg.Connection,
+    table: TableRef,
+    mapping: FieldMapping,
+    *,
+    query_embedding: Any,
+    query_text: str | None,
+    k: int,
+    filter: dict[str, Any] | None = None,
+    search_type: SearchType = "SEMANTIC",
+    attribute_cols: dict[str, str] | None = None,
+    ef_search: int | None = None,
+) -> list[SearchHit]:
+    """Top-k chunks for a query. HYBRID also needs `query_text`.
+
+    `attribute_cols`: per-attribute metadata columns (from `vector_table.attribute_columns`) for
+    tables without a custom metadata column; None means "discover them from the row".
+    """
+    validate_request(query_text, k, "SEMANTIC" if search_type == "LEXICAL" else search_type)
+    qvec = _vector_literal(query_embedding) if search_type != "LEXICAL" else "[0]"
+    if filter is not None and attribute_cols is None and not mapping.custom_metadata:
+        attribute_cols = _attribute_columns(conn, table, mapping)  # one catalog query; pass them to skip it
+    for attempt in range(2):
+        ix = _bm25_index(conn, table) if search_type != "SEMANTIC" else None
+        try:
+            return _run(conn, table, mapping, qvec, query_text, k, filter, search_type, attribute_cols, ef_search, ix)
+        except psycopg.errors.UndefinedTable:
+            if ix is None or attempt:
+                raise
+            _BM25.pop(_conn_key(conn, table), None)  # statistics dropped since we looked: look again
+    raise AssertionError("unreachable")
+
+
+def _run(
+    conn: psycopg.Connection,
+    table: TableRef,
+    mapping: FieldMapping,
+    qvec: str,
+    query_text: str | None,
+    k: int,
+    filter: dict[str, Any] | None,
+    search_type: SearchType,
+    attribute_cols: dict[str, str] | None,
+    ef_search: int | None,
+    ix: bm25.Bm25Index | None,
+) -> list[SearchHit]:
+    stmt, params = build_query(
+        table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols, bm25_index=ix
+    )
+    params["qvec"] = qvec
+    params["qtext"] = query_text or ""
+    cand = params.get("cand", k)
+    ef = int(ef_search or max(EF_SEARCH, cand))
+    settings = [("hnsw.ef_search", str(min(ef, 1000)))]
+    if filter is not None:
+        settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES))]
+    set_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings)
+    set_params = [x for pair in settings for x in pair]
+    try:
+        with conn.transaction(), conn.pipeline():
+            conn.execute(set_sql, set_params)  # type: ignore[arg-type]  # constant text, values bound
+            cur = conn.execute(stmt, params)
+        rows = cur.fetchall()
+    except psycopg.errors.DataException as exc:
+        raise ValidationError(f"query could not be run against {table}: {str(exc).splitlines()[0]}") from None
+    return [_hit(r) for r in rows]

@@ -1,0 +1,205 @@
+"""Semantic, hybrid and lexical search against real tables on the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from pgkb.errors import ValidationError
+from pgkb.retrieval import bm25
+from pgkb.retrieval.search import search
+from pgkb.store.vector_table import ChunkRow, FieldMapping, TableRef, create_table, write_rows
+
+DIM = 8
+
+
+def unit(v) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float32)
+    return a / np.linalg.norm(a)
+
+
+def axis(i: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[i] = 1.0
+    if noise:
+        v += np.random.default_rng(seed).normal(scale=noise, size=DIM).astype(np.float32)
+    return unit(v)
+
+
+def md(name: str, **extra) -> dict:
+    return {"x-amz-bedrock-kb-source-uri": f"s3://b/{name}", "x-amz-bedrock-kb-data-source-id": "DS1", **extra}
+
+
+def write(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, rows: list[ChunkRow], cols=None) -> None:
+    with conn.transaction():
+        write_rows(conn, table, mapping, rows, attribute_cols=cols)
+    conn.execute("DROP TABLE IF EXISTS pg_temp.pgkb_stage")
+
+
+@pytest.fixture(scope="module")
+def conn(session_db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(session_db_url, autocommit=True) as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(c)
+        schema = "srch_" + uuid.uuid4().hex[:8]
+        c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        c.info_schema = schema  # type: ignore[attr-defined]
+        yield c
+        c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def new_table(conn, name: str, mapping: FieldMapping | None = None, dim: int = DIM) -> tuple[TableRef, FieldMapping]:
+    t, m = TableRef(conn.info_schema, name), mapping or FieldMapping()
+    create_table(conn, t, m, dim)
+    return t, m
+
+
+def test_semantic_ranks_by_cosine_with_scores_and_metadata(conn) -> None:
+    t, m = new_table(conn, "sem")
+    ids = [uuid.uuid4() for _ in range(4)]
+    rows = [
+        ChunkRow(ids[0], "zero", axis(0), md("a.txt", **{"x-amz-bedrock-kb-document-page-number": 3}), {"year": 2020}),
+        ChunkRow(ids[1], "near zero", unit([1, 0.3, 0, 0, 0, 0, 0, 0]), md("b.txt"), {"tags": ["x"]}),
+        ChunkRow(ids[2], "one", axis(1), md("c.txt"), {}),
+        ChunkRow(ids[3], "opposite", -axis(0), md("d.txt"), {}),
+    ]
+    write(conn, t, m, rows)
+    hits = search(conn, t, m, query_embedding=axis(0), query_text="zero", k=4)
+    assert [h.text for h in hits] == ["zero", "near zero", "one", "opposite"]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-6)
+    assert hits[2].score == pytest.approx(0.5, abs=1e-6)  # orthogonal: (1 + 0) / 2
+    assert hits[3].score == pytest.approx(0.0, abs=1e-6)
+    assert hits[1].score == pytest.approx((1 + 1 / math.sqrt(1.09)) / 2, abs=1e-5)
+    h = hits[0]
+    assert h.id == str(ids[0]) and h.source_uri == "s3://b/a.txt" and h.data_source_id == "DS1" and h.page == 3
+    assert h.metadata == {
+        "x-amz-bedrock-kb-source-uri": "s3://b/a.txt", "x-amz-bedrock-kb-data-source-id": "DS1",
+        "x-amz-bedrock-kb-document-page-number": 3, "year": 2020, "x-amz-bedrock-kb-chunk-id": str(ids[0]),
+    }
+    assert hits[1].metadata["tags"] == ["x"] and hits[1].page is None
+    assert [h.text for h in search(conn, t, m, query_embedding=axis(1), query_text=None, k=1)] == ["one"]
+
+
+@pytest.mark.parametrize("k", [0, 101, -1, True, 2.5])
+def test_k_out_of_range(conn, k) -> None:
+    t, m = TableRef(conn.info_schema, "sem"), FieldMapping()
+    with pytest.raises(ValidationError, match="numberOfResults"):
+        search(conn, t, m, query_embedding=axis(0), query_text="x", k=k)
+
+
+def test_bad_requests(conn) -> None:
+    t, m = TableRef(conn.info_schema, "sem"), FieldMapping()
+    with pytest.raises(ValidationError, match="20000"):
+        search(conn, t, m, query_embedding=axis(0), query_text="x" * 20_001, k=5)
+    assert len(search(conn, t, m, query_embedding=axis(0), query_text="x" * 20_000, k=5, search_type="HYBRID")) == 4
+    with pytest.raises(ValidationError, match="SEMANTIC or HYBRID"):
+        search(conn, t, m, query_embedding=axis(0), query_text="x", k=5, search_type="FUZZY")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="query could not be run"):
+        search(conn, t, m, query_embedding=np.ones(3), query_text="x", k=5)  # wrong dimension
+    with pytest.raises(ValidationError, match="unknown filter operator"):
+        search(conn, t, m, query_embedding=axis(0), query_text="x", k=5, filter={"nope": {"key": "a", "value": 1}})
+
+
+def test_hierarchical_children_are_searched_and_parents_returned(conn) -> None:
+    t, m = new_table(conn, "hier")
+    p1, p2 = uuid.uuid4(), uuid.uuid4()
+    rows = [
+        ChunkRow(p1, "PARENT ONE full text", None, md("a.txt", **{"x-amz-bedrock-kb-document-page-number": 1}), {"doc": "a"}),
+        ChunkRow(p2, "PARENT TWO full text", None, md("b.txt"), {"doc": "b"}),
+        ChunkRow(uuid.uuid4(), "child 1a", axis(0), md("a.txt", **{"x-pgkb-parent-id": str(p1)}), {"doc": "a"}),
+        ChunkRow(uuid.uuid4(), "child 1b", axis(0, 0.1, 1), md("a.txt", **{"x-pgkb-parent-id": str(p1)}), {"doc": "a"}),
+        ChunkRow(uuid.uuid4(), "child 2a", axis(0, 0.5, 2), md("b.txt", **{"x-pgkb-parent-id": str(p2)}), {"doc": "b"}),
+        ChunkRow(uuid.uuid4(), "flat", axis(1), md("c.txt"), {"doc": "c"}),
+    ]
+    write(conn, t, m, rows)
+    bm25.install_bm25(conn, t, m)
+    for st in ("SEMANTIC", "HYBRID"):
+        hits = search(conn, t, m, query_embedding=axis(0), query_text="1b", k=3, search_type=st)
+        texts = [h.text for h in hits]
+        # 3 children requested: 1a, 1b (same parent) and 2a → two parents.
+        assert texts == ["PARENT ONE full text", "PARENT TWO full text"], (st, texts)
+        assert hits[0].id == str(p1) and hits[0].metadata["x-amz-bedrock-kb-chunk-id"] == str(p1)
+        assert hits[0].page == 1 and "x-pgkb-parent-id" not in hits[0].metadata
+    # Parents (NULL embedding) are never hits by themselves.
+    hits = search(conn, t, m, query_embedding=axis(1), query_text="PARENT", k=10, search_type="HYBRID")
+    assert [h.text for h in hits][0] == "flat"
+    assert len(hits) == 3  # flat + two parents (via their children), never a parent row as such
+
+
+@pytest.fixture(scope="module")
+def big(conn) -> tuple[TableRef, FieldMapping, np.ndarray]:
+    """3,000 random chunks; attribute `rare` on 1% of them, `never` on none."""
+    t, m = new_table(conn, "big", dim=32)
+    rng = np.random.default_rng(7)
+    vecs = rng.normal(size=(3000, 32)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rows = [
+        ChunkRow(uuid.uuid4(), f"chunk {i}", vecs[i], md(f"{i}.txt"),
+                 {"rare": i % 100 == 0, "bucket": i % 10, "group": "g" + str(i % 3)})
+        for i in range(3000)
+    ]
+    write(conn, t, m, rows)
+    conn.execute(sql.SQL("ANALYZE {}").format(t.ident))
+    return t, m, vecs
+
+
+def test_selective_filter_still_returns_k(conn, big) -> None:
+    t, m, vecs = big
+    q = vecs[1]
+    f = {"equals": {"key": "rare", "value": True}}
+    hits = search(conn, t, m, query_embedding=q, query_text=None, k=10, filter=f)
+    assert len(hits) == 10 and all(h.metadata["rare"] is True for h in hits)
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    # Exactly the true top 10 of the 30 matching chunks.
+    matching = np.arange(0, 3000, 100)
+    exact = set(matching[np.argsort(-(vecs[matching] @ q))[:10]])
+    assert {int(h.text.split()[1]) for h in hits} == exact
+    # A range filter the GIN index cannot serve: still k rows.
+    hits = search(conn, t, m, query_embedding=q, query_text=None, k=25,
+                  filter={"andAll": [{"greaterThanOrEquals": {"key": "bucket", "value": 9}},
+                                     {"equals": {"key": "group", "value": "g0"}}]})
+    assert len(hits) == 25 and all(h.metadata["bucket"] == 9 and h.metadata["group"] == "g0" for h in hits)
+
+
+def test_filter_matching_nothing_returns_empty(conn, big) -> None:
+    t, m, vecs = big
+    for st in ("SEMANTIC", "HYBRID"):
+        f = {"equals": {"key": "never", "value": "x"}}
+        assert search(conn, t, m, query_embedding=vecs[0], query_text="chunk", k=10, filter=f, search_type=st) == []
+        f = {"greaterThan": {"key": "bucket", "value": 100}}
+        assert search(conn, t, m, query_embedding=vecs[0], query_text="chunk", k=10, filter=f, search_type=st) == []
+
+
+def test_attribute_columns_and_metadata_only_tables(conn) -> None:
+    t, m = new_table(conn, "cols", FieldMapping(custom_metadata=None))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN genre text, ADD COLUMN year integer").format(t.ident))
+    cols = {"genre": "text", "year": "integer"}
+    write(conn, t, m, [
+        ChunkRow(uuid.uuid4(), "a", axis(0), md("a"), {"genre": "jazz", "year": 1959}),
+        ChunkRow(uuid.uuid4(), "b", axis(0, 0.2), md("b"), {"genre": "rock"}),
+    ], cols)
+    for c in (cols, None):  # given, or discovered from the row
+        hits = search(conn, t, m, query_embedding=axis(0), query_text=None, k=5, attribute_cols=c,
+                      filter={"lessThan": {"key": "year", "value": 2000}})
+        assert [h.text for h in hits] == ["a"]
+        assert hits[0].metadata["genre"] == "jazz" and hits[0].metadata["year"] == 1959
+    hits = search(conn, t, m, query_embedding=axis(0), query_text=None, k=5, attribute_cols=cols)
+    assert "year" not in hits[1].metadata and hits[1].metadata["genre"] == "rock"
+
+    t2, m2 = new_table(conn, "metaonly", FieldMapping(custom_metadata=None, metadata="AMAZON_BEDROCK_METADATA",
+                                                       text="AMAZON_BEDROCK_TEXT", primary_key="pk"))
+    write(conn, t2, m2, [
+        ChunkRow(uuid.uuid4(), "x", axis(2), md("x", genre="jazz"), {}),
+        ChunkRow(uuid.uuid4(), "y", axis(2, 0.2), md("y", genre="pop"), {}),
+    ], {})
+    hits = search(conn, t2, m2, query_embedding=axis(2), query_text="x", k=5, search_type="HYBRID",
+                  filter={"equals": {"key": "genre", "value": "pop"}})
+    assert [(h.text, h.metadata["genre"]) for h in hits] == [("y", "pop")]
