@@ -60,7 +60,7 @@ def chunk_text(
     tokenizer: TokenizerLike,
     embed: EmbedFn | None = None,
 ) -> ChunkSet:
-    cfg = chunking_configuration or DEFAULT_CHUNKING
+    cfg = DEFAULT_CHUNKING if chunking_configuration is None else chunking_configuration
     validate_chunking_configuration(cfg)
     strategy = cfg["chunkingStrategy"]
     text = doc.text
@@ -122,13 +122,13 @@ def _hierarchical(tt: TokenizedText, sub: dict[str, Any], pages: _PageIndex) -> 
     parent_max = sub["levelConfigurations"][0]["maxTokens"]
     child_max = sub["levelConfigurations"][1]["maxTokens"]
     overlap = sub["overlapTokens"]
-    # An overlap as large as the chunk would step one token at a time (quadratic output):
-    # each layer repeats at most half of its chunk size.
-    parent_ranges = tt.pack(0, tt.n, parent_max, min(overlap, parent_max // 2))
+    # An overlap as large as the chunk would step a few tokens at a time (quadratic output):
+    # each layer repeats at most a quarter of its chunk size.
+    parent_ranges = tt.pack(0, tt.n, parent_max, min(overlap, max(1, parent_max // 4)))
     parents = _chunks(tt, parent_ranges, pages)
     children: list[Chunk] = []
     for parent_index, (lo, hi) in enumerate(parent_ranges):
-        ranges = tt.pack(lo, hi, child_max, min(overlap, child_max // 2))
+        ranges = tt.pack(lo, hi, child_max, min(overlap, max(1, child_max // 4)))
         children.extend(_chunks(tt, ranges, pages, parent_index, len(children)))
     return ChunkSet(children, parents)
 

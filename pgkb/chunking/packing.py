@@ -99,9 +99,10 @@ class TokenizedText:
         return e
 
     def pack(self, lo: int, hi: int, max_tokens: int, overlap: int) -> list[tuple[int, int]]:
-        """Token ranges over [lo, hi): whole sentences up to `max_tokens`, a sentence longer than
-        that cut at word starts; each range starts with the trailing whole sentences of the one
-        before that fit in `overlap` tokens, or with its last `overlap` tokens when none fit."""
+        """Token ranges over [lo, hi): whole sentences up to `max_tokens` (when that fills at least
+        half of it; otherwise, and for a sentence longer than `max_tokens`, the cut falls between
+        words); each range starts with the trailing whole sentences of the one before that fit in
+        `overlap` tokens, or with its last `overlap` tokens when none fit."""
         b = self.bounds
         out: list[tuple[int, int]] = []
         p = lo
@@ -111,14 +112,16 @@ class TokenizedText:
                 e = hi
             else:
                 e = b[bisect_right(b, limit) - 1]
-                if e <= p:
+                if e < p + max_tokens // 2:
+                    # ending at that sentence would leave a fragment: fill up to the limit instead
                     e = self.snap_back(limit, p)
             out.append((p, e))
             if e >= hi:
                 break
             q = e
             if overlap > 0:
-                target = max(e - overlap, p + 1)
+                # repeat at most 90% of the chunk just emitted, so every step moves forward
+                target = max(e - min(overlap, (e - p) * 9 // 10), p + 1)
                 k = bisect_left(b, target)
                 q = b[k] if k < len(b) and b[k] < e else self.snap_forward(target, e)
             p = q if q > p else e
