@@ -1,0 +1,234 @@
+"""BM25 statistics maintained by triggers: exact after inserts, upserts, deletes, truncates; exact scores."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from pgkb.retrieval import bm25
+from pgkb.retrieval.search import search
+from pgkb.store.vector_table import ChunkRow, FieldMapping, TableRef, create_table, write_rows
+
+DIM = 4
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog",
+    "Foxes are quick; dogs are lazy. Quick quick quick!",
+    "PostgreSQL stores postings of terms for ranking",
+    "Ranking with BM25 uses term frequencies and document lengths",
+    "",
+    "the and of",  # only stop words: a searchable chunk of length 0
+]
+
+
+def vec(i: int) -> np.ndarray:
+    v = np.random.default_rng(i).normal(size=DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture(scope="module")
+def conn(session_db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(session_db_url, autocommit=True) as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(c)
+        schema = "bm25_" + uuid.uuid4().hex[:8]
+        c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        c.info_schema = schema  # type: ignore[attr-defined]
+        yield c
+        c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def write(conn, t, m, rows) -> None:
+    with conn.transaction():
+        write_rows(conn, t, m, rows)
+    conn.execute("DROP TABLE IF EXISTS pg_temp.pgkb_stage")
+
+
+def postings(conn, ix: bm25.Bm25Index) -> set[tuple]:
+    return {tuple(r) for r in conn.execute(sql.SQL("SELECT term, doc, tf, dl FROM {}").format(ix.postings))}
+
+
+def expected_postings(conn, t: TableRef, m: FieldMapping, config: str = "english") -> set[tuple]:
+    rows = conn.execute(
+        sql.SQL(
+            "WITH tok AS (SELECT {pk} AS doc, u.lexeme AS term, cardinality(u.positions) AS tf FROM {t},"
+            " unnest(to_tsvector(%s::regconfig, {txt})) u WHERE {vec} IS NOT NULL)"
+            " SELECT term, doc, tf, sum(tf) OVER (PARTITION BY doc)::int FROM tok"
+        ).format(pk=sql.Identifier(m.primary_key), t=t.ident, txt=sql.Identifier(m.text), vec=sql.Identifier(m.vector)),
+        (config,),
+    )
+    return {tuple(r) for r in rows}
+
+
+def stats(conn, ix: bm25.Bm25Index) -> tuple[int, int]:
+    n, total = conn.execute(sql.SQL("SELECT coalesce(sum(n), 0), coalesce(sum(total), 0) FROM {}").format(ix.stats)).fetchone()
+    return int(n), int(total)
+
+
+def expected_stats(conn, t: TableRef, m: FieldMapping) -> tuple[int, int]:
+    n, total = conn.execute(
+        sql.SQL(
+            "SELECT count(*), coalesce(sum(length(to_tsvector('english', {txt}))), 0) FROM {t}"
+            " WHERE {vec} IS NOT NULL AND {txt} IS NOT NULL"
+        ).format(t=t.ident, txt=sql.Identifier(m.text), vec=sql.Identifier(m.vector))
+    ).fetchone()
+    # length(tsvector) counts lexemes, not occurrences: recompute occurrences.
+    occ = conn.execute(
+        sql.SQL(
+            "SELECT coalesce(sum(cardinality(u.positions)), 0) FROM {t}, unnest(to_tsvector('english', {txt})) u"
+            " WHERE {vec} IS NOT NULL"
+        ).format(t=t.ident, txt=sql.Identifier(m.text), vec=sql.Identifier(m.vector))
+    ).fetchone()[0]
+    assert total <= occ
+    return int(n), int(occ)
+
+
+def check(conn, t, m, ix) -> None:
+    assert postings(conn, ix) == expected_postings(conn, t, m)
+    assert stats(conn, ix) == expected_stats(conn, t, m)
+
+
+def test_statistics_follow_every_kind_of_write(conn) -> None:
+    m = FieldMapping(primary_key="Key", text="Body Text", vector="vec")  # odd names: quoted everywhere
+    t = TableRef(conn.info_schema, "kb-odd.name")
+    create_table(conn, t, m, DIM)
+    ids = [uuid.uuid4() for _ in TEXTS]
+    write(conn, t, m, [ChunkRow(ids[i], TEXTS[i], vec(i), {}, {}) for i in range(3)])
+    assert bm25.install_bm25(conn, t, m) is True  # backfill
+    ix = bm25.lookup(conn, t)
+    assert ix is not None and ix.config == "english"
+    check(conn, t, m, ix)
+    assert stats(conn, ix)[0] == 3
+
+    # Inserts (one statement: the trigger sees the whole batch), including empty and stop-word-only text
+    # and a parent row without an embedding (never searchable).
+    parent = uuid.uuid4()
+    write(conn, t, m, [ChunkRow(ids[i], TEXTS[i], vec(i), {}, {}) for i in range(3, 6)]
+          + [ChunkRow(parent, "parent text about foxes", None, {}, {})])
+    check(conn, t, m, ix)
+    assert stats(conn, ix)[0] == 6
+
+    # Upserts: one text changed, one unchanged, the parent gains an embedding, a child loses one.
+    write(conn, t, m, [
+        ChunkRow(ids[0], "a completely different fox story", vec(0), {}, {}),
+        ChunkRow(ids[1], TEXTS[1], vec(1), {}, {}),
+        ChunkRow(parent, "parent text about foxes", vec(9), {}, {}),
+        ChunkRow(ids[2], TEXTS[2], None, {}, {}),
+    ])
+    check(conn, t, m, ix)
+
+    # Plain UPDATE and DELETE statements.
+    conn.execute(sql.SQL("UPDATE {} SET {} = 'terms terms terms' WHERE {} = %s").format(
+        t.ident, sql.Identifier(m.text), sql.Identifier(m.primary_key)), (ids[3],))
+    check(conn, t, m, ix)
+    conn.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(t.ident, sql.Identifier(m.primary_key)),
+                 ([ids[0], ids[4], parent],))
+    check(conn, t, m, ix)
+
+    # Idempotent: a second install keeps everything (and compacts the stats deltas into one row).
+    before = postings(conn, ix)
+    assert bm25.install_bm25(conn, t, m) is False
+    assert postings(conn, ix) == before
+    assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ix.stats)).fetchone()[0] == 1
+    check(conn, t, m, ix)
+
+    conn.execute(sql.SQL("TRUNCATE {}").format(t.ident))
+    assert postings(conn, ix) == set() and stats(conn, ix) == (0, 0)
+
+    bm25.uninstall_bm25(conn, t)
+    assert bm25.lookup(conn, t) is None
+    write(conn, t, m, [ChunkRow(ids[0], TEXTS[0], vec(0), {}, {})])  # no trigger left behind
+    assert conn.execute("SELECT to_regclass(%s)", (ix.postings.as_string(conn),)).fetchone()[0] is None
+
+
+def test_a_failed_write_leaves_statistics_untouched(conn) -> None:
+    t, m = TableRef(conn.info_schema, "rollback"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    bm25.install_bm25(conn, t, m)
+    ix = bm25.lookup(conn, t)
+    with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+        write_rows(conn, t, m, [ChunkRow(uuid.uuid4(), "fox", vec(1), {}, {})])
+        conn.execute("SELECT 1/0")
+    conn.execute("DROP TABLE IF EXISTS pg_temp.pgkb_stage")
+    assert postings(conn, ix) == set() and stats(conn, ix) == (0, 0)
+
+
+def _python_bm25(docs: dict[str, list[str]], query: list[str], k1: float, b: float) -> dict[str, float]:
+    n = len(docs)
+    avgdl = max(sum(len(d) for d in docs.values()) / max(n, 1), 1)
+    df = Counter(term for d in docs.values() for term in set(d))
+    out = {}
+    for doc, toks in docs.items():
+        tf = Counter(toks)
+        s = 0.0
+        for q in query:
+            if tf[q]:
+                idf = math.log(1 + (n - df[q] + 0.5) / (df[q] + 0.5))
+                s += idf * tf[q] * (k1 + 1) / (tf[q] + k1 * (1 - b + b * len(toks) / avgdl))
+        if s > 0:
+            out[doc] = s
+    return out
+
+
+def test_lexical_scores_are_bm25(conn) -> None:
+    t, m = TableRef(conn.info_schema, "scores"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    corpus = TEXTS[:4] + [
+        "fox fox fox fox fox and a dog", "a dog story", "lazy afternoons", "Quick ranking of foxes and dogs",
+    ]
+    ids = [uuid.uuid4() for _ in corpus]
+    write(conn, t, m, [ChunkRow(ids[i], corpus[i], vec(i), {}, {}) for i in range(len(corpus))])
+    bm25.install_bm25(conn, t, m, k1=1.5, b=0.75)
+    ix = bm25.lookup(conn, t)
+    assert (ix.k1, ix.b) == (1.5, 0.75)
+    docs = {
+        str(i): [lex for lex, n in bm25.query_terms(conn, "english", text) for _ in range(n)]
+        for i, text in zip(ids, corpus, strict=True)
+    }
+    query = "quick fox, lazy dogs and the foxes"
+    qtok = [lex for lex, n in bm25.query_terms(conn, "english", query) for _ in range(n)]
+    assert qtok.count("fox") == 2  # "fox" and "foxes" stem alike; counted twice, as BM25Okapi does
+    want = _python_bm25(docs, qtok, 1.5, 0.75)
+    hits = search(conn, t, m, query_embedding=None, query_text=query, k=100, search_type="LEXICAL")
+    got = {h.id: h.score / (1 - h.score) for h in hits}  # LEXICAL's score is s / (1 + s)
+    assert got.keys() == want.keys()
+    for doc, s in want.items():
+        assert got[doc] == pytest.approx(s, rel=1e-6)
+    assert [h.id for h in hits] == sorted(want, key=lambda d: -want[d])
+
+
+def test_hybrid_without_statistics_falls_back_to_the_simple_text_index(conn) -> None:
+    t, m = TableRef(conn.info_schema, "bedrock_made"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    e = np.eye(DIM, dtype=np.float32)
+    ids = [uuid.uuid4() for _ in range(4)]
+    write(conn, t, m, [
+        ChunkRow(ids[0], "alpha", e[0], {}, {}),
+        ChunkRow(ids[1], "beta", e[1], {}, {}),
+        ChunkRow(ids[2], "gamma", e[2], {}, {}),
+        ChunkRow(ids[3], "the zanzibar archipelago", -e[0], {}, {}),  # lexical match, dense opposite
+    ])
+    assert bm25.lookup(conn, t) is None
+    sem = search(conn, t, m, query_embedding=e[0], query_text="zanzibar", k=2)
+    assert str(ids[3]) not in {h.id for h in sem}
+    hyb = search(conn, t, m, query_embedding=e[0], query_text="zanzibar", k=2, search_type="HYBRID")
+    assert [h.id for h in hyb] == [str(ids[0]), str(ids[3])] or [h.id for h in hyb] == [str(ids[3]), str(ids[0])]
+    assert all(0 <= h.score <= 1 for h in hyb)
+    plan = "\n".join(r[0] for r in conn.execute(
+        sql.SQL("EXPLAIN SELECT 1 FROM {} c WHERE to_tsvector('simple', c.chunks) @@ 'x'::tsquery").format(t.ident)))
+    assert "chunks" in plan
+    # Installing BM25 later is picked up by the next query.
+    bm25.install_bm25(conn, t, m)
+    hyb = search(conn, t, m, query_embedding=e[0], query_text="zanzibar", k=2, search_type="HYBRID")
+    assert {h.id for h in hyb} == {str(ids[0]), str(ids[3])}
+    # ... and a dropped one too (the cached lookup is refreshed).
+    bm25.uninstall_bm25(conn, t)
+    hyb = search(conn, t, m, query_embedding=e[0], query_text="zanzibar", k=2, search_type="HYBRID")
+    assert {h.id for h in hyb} == {str(ids[0]), str(ids[3])}
