@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import socket
 from typing import Any
 
@@ -36,6 +37,15 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
 
 
+def install_batching(service: Any) -> None:
+    """Route the service's query embeddings through the per-model micro-batcher."""
+    if not hasattr(service, "query_embedder"):
+        return
+    from pgkb.server.batching import batched
+
+    service.query_embedder = lambda model, text: batched(model).embed_queries([text])[0]
+
+
 def build_app(settings: Settings, *, no_auth: bool = False, service: Any = None) -> Any:
     """The app over a new KnowledgeBaseService (or `service`), verifying SigV4 unless `no_auth`."""
     from pgkb.db import open_database
@@ -47,6 +57,7 @@ def build_app(settings: Settings, *, no_auth: bool = False, service: Any = None)
         from pgkb.service import KnowledgeBaseService
 
         service = KnowledgeBaseService(settings)
+    install_batching(service)
     key_db = None
     auth = None
     if not no_auth:
@@ -99,7 +110,15 @@ def serve(
         timeout_keep_alive=75,
         server_header=False,
     )
+    # uvicorn re-raises the signal it caught once it has shut down; with this handler in place that
+    # ends the process with status 0 instead of "killed by SIGTERM".
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_quietly)
     uvicorn.Server(config).run()
+
+
+def _exit_quietly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def main() -> None:  # `python -m pgkb.server.run` for environments without the CLI wired yet
