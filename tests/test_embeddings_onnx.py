@@ -1,0 +1,136 @@
+"""ONNX Runtime backend: exported from the packaged weights, cached, matches the torch reference."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pgkb.embeddings import DEFAULT_MODEL_ID, get_model, get_spec
+from pgkb.embeddings.base import minilm_dir
+from pgkb.embeddings.onnx import FILES, GRAPH_PREFIX, OnnxModel, graph_dir, source_checksum
+from pgkb.embeddings.registry import clear_cache
+
+pytest.importorskip("onnxruntime")
+
+FP32 = "sentence-transformers.all-minilm-l6-v2-onnx"
+INT8 = "sentence-transformers.all-minilm-l6-v2-onnx-int8"
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k" / "corpus.jsonl"
+
+
+def sample_texts(n: int = 96) -> list[str]:
+    texts = []
+    with open(CORPUS) as f:
+        for i, line in enumerate(f):
+            if i % 50 == 0:  # spread over the corpus
+                texts.append(json.loads(line)["text"])
+            if len(texts) == n:
+                break
+    return texts + ["x", "short query about water", "word " * 400]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx-data")
+
+
+@pytest.fixture(scope="module")
+def models(data_dir):
+    return {v: OnnxModel(get_spec(mid), 384, data_dir=data_dir) for v, mid in (("fp32", FP32), ("int8", INT8))}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return get_model(DEFAULT_MODEL_ID)
+
+
+def test_export_cached_by_checksum(models, data_dir) -> None:
+    d = graph_dir(data_dir)
+    assert d.name == GRAPH_PREFIX + source_checksum(minilm_dir())
+    assert {p.name for p in d.iterdir()} >= {FILES["fp32"], FILES["int8"], "tokenizer.json"}
+    # int8 weights are about a quarter of fp32.
+    assert (d / FILES["int8"]).stat().st_size < 0.4 * (d / FILES["fp32"]).stat().st_size
+
+
+def test_fp32_matches_reference(models, reference) -> None:
+    texts = sample_texts()
+    ref = reference.embed_documents(texts)
+    vecs = models["fp32"].embed_documents(texts)
+    assert vecs.shape == ref.shape and vecs.dtype == np.float32
+    cos = (vecs * ref).sum(axis=1)
+    assert cos.min() >= 0.999, cos.min()
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    # Single texts (query path, no padding) agree with the batched path.
+    np.testing.assert_allclose(models["fp32"].embed_queries([texts[3]])[0], vecs[3], atol=1e-5)
+    assert models["fp32"].embed_documents([]).shape == (0, 384)
+
+
+def test_int8_close_to_reference(models, reference) -> None:
+    texts = sample_texts()
+    cos = (models["int8"].embed_documents(texts) * reference.embed_documents(texts)).sum(axis=1)
+    assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
+
+
+def test_tokenizer_shared_with_reference(models, reference) -> None:
+    text = "Tokenizers split unbelievably long words, don't they?"
+    assert models["fp32"].tokenizer.offsets(text) == reference.tokenizer.offsets(text)
+
+
+def test_deleted_cache_is_reexported(data_dir, tmp_path) -> None:
+    other = tmp_path / "fresh"
+    first = OnnxModel(get_spec(FP32), 384, data_dir=other)
+    before = first.embed_documents(["the cache was here"])
+    shutil.rmtree(other / "models")
+    again = OnnxModel(get_spec(FP32), 384, data_dir=other)
+    assert again.path.exists()
+    np.testing.assert_allclose(again.embed_documents(["the cache was here"]), before, atol=1e-6)
+
+
+def test_registry_uses_data_dir(models, data_dir, monkeypatch) -> None:
+    monkeypatch.setenv("PGKB_DATA_DIR", str(data_dir))
+    clear_cache()
+    try:
+        m = get_model(FP32)
+        assert m.path == graph_dir(data_dir) / FILES["fp32"]
+        assert get_model(FP32) is m
+    finally:
+        clear_cache()
+
+
+RUN_WITHOUT_TORCH = """
+import json, sys
+for name in ("torch", "transformers", "sentence_transformers"):
+    sys.modules[name] = None  # any import of these now fails
+from pgkb.embeddings import get_model
+v = get_model(sys.argv[1]).embed_documents(["runs without torch"])
+assert "torch" not in sys.modules or sys.modules["torch"] is None
+print(json.dumps(v[0].tolist()))
+"""
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_runs_without_torch(models, data_dir, variant) -> None:
+    env = dict(os.environ, PGKB_DATA_DIR=str(data_dir))
+    mid = FP32 if variant == "fp32" else INT8
+    out = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, mid], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    vec = np.asarray(json.loads(out.stdout.strip().splitlines()[-1]), dtype=np.float32)
+    np.testing.assert_allclose(vec, models[variant].embed_documents(["runs without torch"])[0], atol=1e-5)
+
+
+def test_without_torch_and_without_graph_is_a_clear_error(tmp_path) -> None:
+    env = dict(os.environ, PGKB_DATA_DIR=str(tmp_path / "empty"))
+    code = RUN_WITHOUT_TORCH.replace("print(json.dumps(v[0].tolist()))", "")
+    code = code.replace("v = get_model", "from pgkb.errors import ModelNotAvailableError\ntry:\n    get_model")
+    code = code.replace('.embed_documents(["runs without torch"])',
+                        '\nexcept ModelNotAvailableError as e:\n    print("ERR", e)')
+    out = subprocess.run([sys.executable, "-c", code, FP32], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ERR" in out.stdout and "torch" in out.stdout
