@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -167,6 +168,21 @@ def test_any_tokenizer_with_offsets_works() -> None:
     chunks = chunk_text(doc, fixed(80, 20), regex).chunks
     check_exact_slices(doc, chunks)
     assert max(regex.count([c.text for c in chunks])) <= 80
+
+
+def test_tokens_that_include_the_leading_space_give_trimmed_chunks() -> None:
+    class LeadingSpace:  # like byte-level BPE: "Ġword" covers the space before the word
+        def offsets(self, text: str) -> list[tuple[int, int]]:
+            return [m.span() for m in re.finditer(r"\s?\S+", text)]
+
+        def count(self, texts: Sequence[str]) -> list[int]:
+            return [len(self.offsets(t)) for t in texts]
+
+    doc = ParsedDocument(synthetic_text(80))
+    tokenizer = LeadingSpace()
+    chunks = chunk_text(doc, fixed(40, 25), tokenizer).chunks
+    check_exact_slices(doc, chunks)
+    assert max(tokenizer.count([c.text for c in chunks])) <= 40
 
 
 def test_truncating_tokenizer_is_detected(tok: HFTokenizer) -> None:

@@ -304,3 +304,14 @@ def test_parse_error_is_a_validation_error() -> None:
     with pytest.raises(ValidationError) as info:
         parse_bytes(b"", "x.txt")
     assert info.value.code == "ValidationException" and info.value.status == 400
+
+
+def test_binary_html_is_undecodable_but_utf16_html_is_fine() -> None:
+    with pytest.raises(ParseError, match="undecodable text"):
+        parse_bytes(b"\x00\x01\x02<html>binary</html>" * 10, "blob.html")
+    assert parse_bytes("<p>wide ✓</p>".encode("utf-16"), "wide.html").text == "wide ✓"
+
+
+def test_csv_cell_larger_than_the_csv_module_default() -> None:
+    big = "x" * 200_000
+    assert parse_bytes(f'note,n\n"{big}",2\n'.encode(), "big.csv").text == f"note: {big}\nn: 2"

@@ -113,9 +113,15 @@ def _chunks(
     first_index: int = 0,
 ) -> list[Chunk]:
     out = []
+    text = tt.text
     for i, (p, e) in enumerate(ranges):
         s, end = tt.span(p, e)
-        out.append(Chunk(tt.text[s:end], first_index + i, s, end, pages.page_of(s), parent))
+        # some tokenizers (byte-level BPE) count the space before a word as part of its token
+        while s < end and text[s].isspace():
+            s += 1
+        while end > s and text[end - 1].isspace():
+            end -= 1
+        out.append(Chunk(text[s:end], first_index + i, s, end, pages.page_of(s), parent))
     return out
 
 

@@ -70,8 +70,15 @@ def _md(data: bytes, charset: str | None) -> tuple[str, list | None]:
 
 
 def _html(data: bytes, charset: str | None) -> tuple[str, list | None]:
+    if charset:
+        return html_to_text(decode_text(data, charset)), None
+    if b"\x00" in data[:65536] and not data.startswith(_WIDE_BOMS):
+        raise ParseError("undecodable text: contains NUL bytes (binary file?)")
     # bytes go to BeautifulSoup as is so that a <meta charset> is honoured
-    return html_to_text(decode_text(data, charset) if charset else data), None
+    return html_to_text(data), None
+
+
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 
 def _csv(data: bytes, charset: str | None) -> tuple[str, list | None]:

@@ -17,6 +17,8 @@ logging.getLogger("pypdf").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module=r"pypdf(\..*)?$")
 
 PAGE_SEPARATOR = "\n\n"
+# The csv module refuses fields over 128 KB by default; a cell of a 50 MB file may be larger.
+csv.field_size_limit(64 * 1024 * 1024)
 
 
 def pdf_text(data: bytes) -> tuple[str, list[tuple[int, int, int]]]:
