@@ -315,3 +315,17 @@ def test_binary_html_is_undecodable_but_utf16_html_is_fine() -> None:
 def test_csv_cell_larger_than_the_csv_module_default() -> None:
     big = "x" * 200_000
     assert parse_bytes(f'note,n\n"{big}",2\n'.encode(), "big.csv").text == f"note: {big}\nn: 2"
+
+
+def test_webvtt_transcript_keeps_speakers_and_words_only() -> None:
+    vtt = (
+        "WEBVTT - meeting\n\nNOTE recorded on tuesday\n\nSTYLE\n::cue { color: red }\n\n"
+        "intro\n00:00:01.000 --> 00:00:04.000 align:start\n<v Ana Lima>We rotate keys &amp; tokens.\n\n"
+        "00:00:04.000 --> 00:00:06.000\n<v.loud Bo>Every <b>ninety</b> days.\n\n"
+        "00:00:06.000 --> 00:00:08.000\n<v.loud Bo>Every <b>ninety</b> days.\n<00:00:07.000>Then <c.y>revoke</c>.\n"
+    )
+    doc = parse_bytes(vtt.encode(), "meeting.vtt")
+    assert doc.text == "Ana Lima: We rotate keys & tokens.\nBo: Every ninety days.\nThen revoke."
+    assert doc.mime_type == "text/vtt"
+    with pytest.raises(ParseError, match="not a WebVTT file"):
+        parse_bytes(b"1\n00:00:01,000 --> 00:00:02,000\nsrt, not vtt\n", "wrong.vtt")

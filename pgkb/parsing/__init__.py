@@ -1,6 +1,6 @@
 """Document bytes → text (`parse_bytes`) and sidecar metadata (`parse_sidecar`).
 
-Supported: .txt .md .markdown .html .htm .pdf .docx .csv .tsv .xlsx. Bedrock also lists .doc and .xls;
+Supported: .txt .md .markdown .html .htm .pdf .docx .csv .tsv .xlsx, and .vtt transcripts. Bedrock also lists .doc and .xls;
 those old binary formats have no maintained pure-Python reader and are reported as unsupported.
 """
 
@@ -26,6 +26,7 @@ from pgkb.parsing.sidecar import (
     sidecar_name,
     sidecar_target,
 )
+from pgkb.parsing.subtitles import vtt_text
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -89,6 +90,10 @@ def _tsv(data: bytes, charset: str | None) -> tuple[str, list | None]:
     return csv_text(decode_text(data, charset), delimiter="\t"), None
 
 
+def _vtt(data: bytes, charset: str | None) -> tuple[str, list | None]:
+    return vtt_text(decode_text(data, charset)), None
+
+
 def _pdf(data: bytes, charset: str | None) -> tuple[str, list | None]:
     return pdf_text(data)
 
@@ -118,6 +123,7 @@ _FORMATS: dict[str, tuple[str, _Extractor]] = {
     ".pdf": ("application/pdf", _pdf),
     ".docx": (_DOCX, _docx),
     ".xlsx": (_XLSX, _xlsx),
+    ".vtt": ("text/vtt", _vtt),
 }
 _BY_MIME = {mime: ext for ext, (mime, _) in reversed(list(_FORMATS.items()))}
 _BY_MIME.update({"text/x-markdown": ".md", "application/xhtml+xml": ".html", "application/csv": ".csv"})
