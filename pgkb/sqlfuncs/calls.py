@@ -1,0 +1,166 @@
+"""The functions pgkb's SQL endpoint serves: model calls behind `SELECT fn('literal', ...)`.
+
+`pgkb_invoke(model_id, content_type, accept, body)`                → one text row: the response body
+`pgkb_invoke_get_embeddings(model_id, content_type, json_key, body)` → one row: a float4[] literal
+`pgkb_embed_batch(model_id, texts_json)`                           → rows (ord, float4[] literal)
+
+Each handler is synchronous and runs in the endpoint's thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from pgkb.errors import ValidationError
+from pgkb.sqlfuncs import errors as E
+from pgkb.sqlfuncs.errors import WireError
+
+TEXT_OID = 25
+INT4_OID = 23
+FLOAT4_ARRAY_OID = 1021
+
+
+class ModelBackend(Protocol):
+    def invoke(self, model_id: str, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]: ...
+
+    def embed(self, model_id: str, texts: Sequence[str]) -> np.ndarray: ...
+
+    def check_lengths(self, model_id: str, texts: Sequence[str]) -> None: ...
+
+
+class RegistryBackend:
+    """The registry's models (local ones, and Bedrock's when AWS is configured)."""
+
+    def invoke(self, model_id: str, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+        from pgkb.embeddings.invoke import invoke
+
+        return invoke(model_id, body, content_type, accept)
+
+    def embed(self, model_id: str, texts: Sequence[str]) -> np.ndarray:
+        from pgkb.embeddings.registry import get_model
+
+        return get_model(model_id).embed_documents(list(texts))
+
+    def check_lengths(self, model_id: str, texts: Sequence[str]) -> None:
+        from pgkb.embeddings.registry import get_model
+
+        model = get_model(model_id)
+        limit = model.spec.max_input_tokens
+        counts = model.tokenizer.count(list(texts))
+        for i, n in enumerate(counts):
+            if n + model.tokenizer.num_special_tokens > limit:
+                raise WireError(E.TOO_LONG, f"input text {i + 1} is too long for model {model.spec.id}: "
+                                f"{n + model.tokenizer.num_special_tokens} tokens, the maximum is {limit}")
+
+
+@dataclass(frozen=True)
+class Result:
+    columns: list[tuple[str, int]]
+    rows: list[list[str | None]]
+
+
+def float_array_literal(values: Sequence[float] | np.ndarray) -> str:
+    """A PostgreSQL array literal that reads back into the same float4 values."""
+    if isinstance(values, np.ndarray):
+        # str() of a float32 is its shortest round-tripping decimal form.
+        return "{" + ",".join(map(str, values.astype(np.float32, copy=False))) + "}"
+    return "{" + ",".join(map(repr, values)) + "}"
+
+
+def _require(args: list[str | None], names: Sequence[str]) -> list[str]:
+    if len(args) != len(names):
+        raise WireError(E.UNDEFINED_FUNCTION, f"expected {len(names)} arguments ({', '.join(names)}), got {len(args)}")
+    for name, value in zip(names, args, strict=True):
+        if value is None:
+            raise WireError(E.NULL_NOT_ALLOWED, f"{name} must not be NULL")
+    return [a for a in args if a is not None]
+
+
+def _vector_at(doc: object, json_key: str) -> list[float]:
+    if not isinstance(doc, dict) or json_key not in doc:
+        keys = ", ".join(sorted(doc)) if isinstance(doc, dict) else "none (not a JSON object)"
+        raise WireError(E.JSON_MEMBER_NOT_FOUND, f"json_key '{json_key}' is not in the model's response",
+                        detail=f"response keys: {keys}")
+    v = doc[json_key]
+    # Titan's embeddingsByType / Cohere's embedding_types: {"float": ...}
+    if isinstance(v, dict) and "float" in v:
+        v = v["float"]
+    # Cohere answers a list of vectors: one text in, one vector out.
+    if isinstance(v, list) and len(v) == 1 and isinstance(v[0], list):
+        v = v[0]
+    if not (isinstance(v, list) and v and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+        raise WireError(E.INVALID_PARAMETER, f"the value at json_key '{json_key}' is not an array of numbers")
+    return v
+
+
+class Calls:
+    def __init__(self, backend: ModelBackend | None = None) -> None:
+        self.backend: ModelBackend = backend or RegistryBackend()
+        self.table: dict[str, Callable[[list[str | None]], Result]] = {
+            "pgkb_invoke": self.invoke,
+            "pgkb_invoke_get_embeddings": self.invoke_get_embeddings,
+            "pgkb_embed_batch": self.embed_batch,
+        }
+
+    def run(self, name: str, args: list[str | None]) -> Result:
+        fn = self.table.get(name)
+        if fn is None:
+            raise WireError(E.UNDEFINED_FUNCTION, f"function {name} does not exist on pgkb's endpoint",
+                            hint="available: " + ", ".join(sorted(self.table)))
+        try:
+            return fn(args)
+        except WireError:
+            raise
+        except Exception as exc:  # every model error becomes an SQL error with a SQLSTATE
+            raise E.from_exception(exc) from exc
+
+    def _invoke(self, model_id: str, content_type: str, accept: str, body: str) -> bytes:
+        out, _ct = self.backend.invoke(model_id, body.encode("utf-8"), content_type, accept)
+        return out
+
+    def invoke(self, args: list[str | None]) -> Result:
+        model_id, ct, accept, body = _require(args, ("model_id", "content_type", "accept_type", "model_input"))
+        out = self._invoke(model_id, ct, accept, body)
+        try:
+            text = out.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WireError(E.INVALID_PARAMETER, f"model {model_id} answered a binary body; use a text accept type") from None
+        return Result([("pgkb_invoke", TEXT_OID)], [[text]])
+
+    def invoke_get_embeddings(self, args: list[str | None]) -> Result:
+        model_id, ct, json_key, body = _require(args, ("model_id", "content_type", "json_key", "model_input"))
+        out = self._invoke(model_id, ct, "application/json", body)
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            raise WireError(E.EXTERNAL, f"model {model_id} did not answer JSON") from None
+        vec = _vector_at(doc, json_key)
+        return Result([("pgkb_invoke_get_embeddings", FLOAT4_ARRAY_OID)], [[float_array_literal(vec)]])
+
+    def embed_batch(self, args: list[str | None]) -> Result:
+        model_id, texts_json = _require(args, ("model_id", "texts"))
+        try:
+            texts = json.loads(texts_json)
+        except ValueError:
+            raise WireError(E.INVALID_TEXT, "texts must be a JSON array of strings") from None
+        if not isinstance(texts, list) or not all(t is None or isinstance(t, str) for t in texts):
+            raise WireError(E.INVALID_PARAMETER, "texts must be a JSON array of strings")
+        present = [(i, t) for i, t in enumerate(texts) if t is not None]
+        strs = [t for _, t in present]
+        try:
+            self.backend.check_lengths(model_id, strs)
+            vecs = self.backend.embed(model_id, strs) if strs else None
+        except ValidationError as exc:
+            raise E.from_exception(exc) from exc
+        rows: list[list[str | None]] = [[str(i + 1), None] for i in range(len(texts))]
+        if vecs is not None:
+            for (i, _), v in zip(present, vecs, strict=True):
+                rows[i][1] = float_array_literal(v)
+        return Result([("ord", INT4_OID), ("embedding", FLOAT4_ARRAY_OID)], rows)
