@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+from bs4 import BeautifulSoup, CData, NavigableString, Tag
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
@@ -136,24 +136,33 @@ def html_fragment_text(fragment: str) -> str:
 
 
 def _soup_text(soup: BeautifulSoup) -> str:
-    for tag in soup.find_all(_DROP):
-        tag.decompose()
-    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
-        comment.extract()
-    for tag in soup.find_all(True):
-        if not isinstance(tag, Tag):
-            continue
-        if tag.name == "br":
-            tag.replace_with(NavigableString("\n"))
-        elif tag.name in ("td", "th"):
-            tag.append(NavigableString(" | "))
-        elif tag.name in _LINES:
-            tag.insert_before(NavigableString("\n"))
-        elif tag.name in _BLOCKS:
-            tag.insert_before(NavigableString("\n\n"))
-            tag.append(NavigableString("\n\n"))
-    text = soup.get_text()
-    lines = [_SPACES.sub(" ", line).strip().removesuffix(" |") for line in text.split("\n")]
+    """Text with a blank line around block elements and a line per list item / table row.
+    An explicit walk (no tree edits): several times faster than decorating the tree first."""
+    out: list[str] = []
+    stack: list[object] = [soup]
+    while stack:
+        node = stack.pop()
+        if type(node) is str:  # a separator queued to follow an element's children
+            out.append(node)
+        elif isinstance(node, NavigableString):
+            if type(node) in (NavigableString, CData):
+                out.append(node)
+        elif isinstance(node, Tag):
+            name = node.name
+            if name in _DROP:
+                continue
+            if name == "br":
+                out.append("\n")
+                continue
+            if name in ("td", "th"):
+                stack.append(" | ")
+            elif name in _LINES:
+                out.append("\n")
+            elif name in _BLOCKS:
+                out.append("\n\n")
+                stack.append("\n\n")
+            stack.extend(reversed(node.contents))
+    lines = [_SPACES.sub(" ", line).strip().removesuffix(" |") for line in "".join(out).split("\n")]
     return _tidy("\n".join(lines))
 
 
