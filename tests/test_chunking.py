@@ -139,6 +139,21 @@ def test_fixed_size_limits_and_overlap(tok: HFTokenizer, max_tokens: int, pct: i
         assert sum(o > 0 for o in overlaps) >= 0.9 * len(overlaps)
 
 
+@pytest.mark.parametrize("cfg", [fixed(1, 99), fixed(2, 50), fixed(3, 1), hierarchical(2, 1, 1), hierarchical(3, 2, 5)],
+                         ids=["fixed-1", "fixed-2", "fixed-3", "hier-2-1", "hier-3-2"])
+def test_tiny_max_tokens_terminate_and_cover(tok: HFTokenizer, cfg: dict) -> None:
+    doc = ParsedDocument("Mr. Ed's cryptographically unbelievable reauthorization! 知识库. A b c.\n\nEnd")
+    result = chunk_text(doc, cfg, tok)
+    check_exact_slices(doc, result.chunks)
+    limit = (cfg.get("fixedSizeChunkingConfiguration") or {}).get("maxTokens") or \
+        cfg["hierarchicalChunkingConfiguration"]["levelConfigurations"][1]["maxTokens"]
+    # Words longer than the limit must be cut inside, where re-tokenising a fragment can give other
+    # pieces: the guarantee is on the document's own tokens.
+    t = Tokens(doc.text, tok)
+    assert max(t.within(c.start, c.end) for c in result.chunks) <= limit
+    assert t.covered(result.chunks)
+
+
 def test_sentence_longer_than_max_tokens_is_cut_between_words(tok: HFTokenizer) -> None:
     rng = random.Random(1)
     text = " ".join(rng.choice(WORDS + ["unbelievably", "cryptographically", "reauthorization"])

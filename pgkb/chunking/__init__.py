@@ -96,8 +96,7 @@ def _whole(text: str) -> ChunkSet:
 
 class _PageIndex:
     def __init__(self, pages: list[tuple[int, int, int]] | None) -> None:
-        pages = sorted(p for p in pages or [] if p[2] > p[1])
-        pages.sort(key=lambda p: p[1])
+        pages = sorted((p for p in pages or [] if p[2] > p[1]), key=lambda p: p[1])
         self.starts = [s for _, s, _ in pages]
         self.numbers = [n for n, _, _ in pages]
 

@@ -112,7 +112,7 @@ class TokenizedText:
                 e = hi
             else:
                 e = b[bisect_right(b, limit) - 1]
-                if e < p + max_tokens // 2:
+                if e <= p or e < p + max_tokens // 2:
                     # ending at that sentence would leave a fragment: fill up to the limit instead
                     e = self.snap_back(limit, p)
             out.append((p, e))
