@@ -427,3 +427,43 @@ def test_sentence_splitter() -> None:
         "句子一。",
         "句子二！",
     ]
+
+
+def random_text(rng: random.Random) -> str:
+    pieces = WORDS + ["Dr.", "e.g.", "3.14", "!", "?", "\n", "\n\n", "知识库", "cryptographically", "—", "  "]
+    return " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 400)))
+
+
+def hashed_vectors(texts: list[str]) -> np.ndarray:
+    """Stand-in embeddings (the invariants do not depend on the model): one seeded vector per text."""
+    return np.stack([np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(16) for t in texts])
+
+
+@pytest.mark.timeout(120)
+def test_random_texts_and_configurations_keep_every_invariant(tok: HFTokenizer) -> None:
+    rng = random.Random(2024)
+    for _ in range(150):
+        text = random_text(rng)
+        doc = ParsedDocument(text)
+        kind = rng.choice(["fixed", "hier", "semantic"])
+        if kind == "semantic":
+            limit = rng.choice([1, 4, 30, 300])
+            cfg = semantic(limit, rng.randint(0, 1), rng.randint(50, 99))
+        elif kind == "fixed":
+            limit = rng.choice([1, 2, 5, 17, 64, 300])
+            cfg = fixed(limit, rng.randint(1, 99))
+        else:
+            limit = rng.choice([1, 3, 20, 50])
+            cfg = hierarchical(limit * rng.randint(1, 6), limit, rng.randint(1, 80))
+        result = chunk_text(doc, cfg, tok, hashed_vectors)
+        t = Tokens(text, tok)
+        check_exact_slices(doc, result.chunks)
+        check_exact_slices(doc, result.parents)
+        assert t.covered(result.chunks), cfg
+        assert all(t.within(c.start, c.end) <= limit for c in result.chunks), cfg
+        assert all(a.start < b.start for a, b in zip(result.chunks, result.chunks[1:], strict=False)
+                   if a.parent == b.parent), cfg
+        for c in result.chunks:
+            if c.parent is not None:
+                p = result.parents[c.parent]
+                assert p.start <= c.start and c.end <= p.end
