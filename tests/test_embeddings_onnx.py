@@ -24,11 +24,11 @@ INT8 = "sentence-transformers.all-minilm-l6-v2-onnx-int8"
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k" / "corpus.jsonl"
 
 
-def sample_texts(n: int = 96) -> list[str]:
+def sample_texts(n: int = 40) -> list[str]:
     texts = []
     with open(CORPUS) as f:
         for i, line in enumerate(f):
-            if i % 50 == 0:  # spread over the corpus
+            if i % 125 == 0:  # spread over the corpus
                 texts.append(json.loads(line)["text"])
             if len(texts) == n:
                 break
@@ -50,6 +50,12 @@ def reference():
     return get_model(DEFAULT_MODEL_ID)
 
 
+@pytest.fixture(scope="module")
+def sample(reference) -> tuple[list[str], np.ndarray]:
+    texts = sample_texts()
+    return texts, reference.embed_documents(texts)
+
+
 def test_export_cached_by_checksum(models, data_dir) -> None:
     d = graph_dir(data_dir)
     assert d.name == GRAPH_PREFIX + source_checksum(minilm_dir())
@@ -58,9 +64,8 @@ def test_export_cached_by_checksum(models, data_dir) -> None:
     assert (d / FILES["int8"]).stat().st_size < 0.4 * (d / FILES["fp32"]).stat().st_size
 
 
-def test_fp32_matches_reference(models, reference) -> None:
-    texts = sample_texts()
-    ref = reference.embed_documents(texts)
+def test_fp32_matches_reference(models, sample) -> None:
+    texts, ref = sample
     vecs = models["fp32"].embed_documents(texts)
     assert vecs.shape == ref.shape and vecs.dtype == np.float32
     cos = (vecs * ref).sum(axis=1)
@@ -71,25 +76,15 @@ def test_fp32_matches_reference(models, reference) -> None:
     assert models["fp32"].embed_documents([]).shape == (0, 384)
 
 
-def test_int8_close_to_reference(models, reference) -> None:
-    texts = sample_texts()
-    cos = (models["int8"].embed_documents(texts) * reference.embed_documents(texts)).sum(axis=1)
+def test_int8_close_to_reference(models, sample) -> None:
+    texts, ref = sample
+    cos = (models["int8"].embed_documents(texts) * ref).sum(axis=1)
     assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
 
 
 def test_tokenizer_shared_with_reference(models, reference) -> None:
     text = "Tokenizers split unbelievably long words, don't they?"
     assert models["fp32"].tokenizer.offsets(text) == reference.tokenizer.offsets(text)
-
-
-def test_deleted_cache_is_reexported(data_dir, tmp_path) -> None:
-    other = tmp_path / "fresh"
-    first = OnnxModel(get_spec(FP32), 384, data_dir=other)
-    before = first.embed_documents(["the cache was here"])
-    shutil.rmtree(other / "models")
-    again = OnnxModel(get_spec(FP32), 384, data_dir=other)
-    assert again.path.exists()
-    np.testing.assert_allclose(again.embed_documents(["the cache was here"]), before, atol=1e-6)
 
 
 def test_registry_uses_data_dir(models, data_dir, monkeypatch) -> None:
@@ -134,3 +129,12 @@ def test_without_torch_and_without_graph_is_a_clear_error(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code, FP32], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ERR" in out.stdout and "torch" in out.stdout
+
+
+def test_deleted_cache_is_reexported(models, data_dir) -> None:
+    """Runs last in this file: it removes the module's cache and expects it to come back."""
+    before = models["fp32"].embed_documents(["the cache was here"])
+    shutil.rmtree(data_dir / "models")
+    again = OnnxModel(get_spec(FP32), 384, data_dir=data_dir)
+    assert again.path.exists() and again.path == models["fp32"].path
+    np.testing.assert_allclose(again.embed_documents(["the cache was here"]), before, atol=1e-6)
