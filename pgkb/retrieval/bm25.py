@@ -27,8 +27,9 @@ from pgkb.store.vector_table import FieldMapping, TableRef
 
 SCHEMA = "pgkb_bm25"
 DEFAULT_CONFIG = "english"
-DEFAULT_K1 = 1.2
-DEFAULT_B = 0.75
+# Anserini's MS MARCO passage values: short chunks need little length normalisation.
+DEFAULT_K1 = 0.9
+DEFAULT_B = 0.4
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 Scores are in [0, 1], higher is better:
 - SEMANTIC: `1 - cosine_distance / 2` = `(1 + cos) / 2` (pgvector's `<=>` distance is in [0, 2]);
-- HYBRID: reciprocal rank fusion (k = 60) of the dense and BM25 rankings, divided by its maximum
-  `2 / 61`, so a chunk ranked first by both scores 1.0.
+- HYBRID: weighted reciprocal rank fusion of the dense and BM25 rankings,
+  `1.5 / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least 2k) of each, divided by
+  its maximum `2.5 / 11`, so a chunk ranked first by both scores 1.0. Measured on msmarco-5k
+  (bench/bench_retrieval.py) against RRF k=60 and min-max convex combinations: see docs/retrieval.md.
 
 HIERARCHICAL knowledge bases: children (rows whose metadata has `x-pgkb-parent-id`) are searched, and
 each is replaced by its parent row; children of one parent collapse to one result, at the best child's
@@ -35,9 +37,11 @@ log = logging.getLogger(__name__)
 SearchType = Literal["SEMANTIC", "HYBRID", "LEXICAL"]
 MAX_QUERY_CHARS = 20_000
 MAX_K = 100
-RRF_K = 60
+RRF_K = 10
+#: Weight of the dense ranking in the fusion (the lexical one weighs 1).
+DENSE_WEIGHT = 1.5
 #: Candidates taken from each ranking before fusion (per query, at least 2k).
-HYBRID_CANDIDATES = 100
+HYBRID_CANDIDATES = 50
 EF_SEARCH = 64
 #: With a filter: how many index tuples an iterative scan may visit before giving up.
 MAX_SCAN_TUPLES = 20_000
@@ -127,14 +131,18 @@ def _dense_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable, limit:
 
 def _bm25_sql(t: sql.Composable, m: FieldMapping, ix: bm25.Bm25Index, where: sql.Composable | None) -> sql.Composed:
     """BM25 scores of the chunks matching the query terms: (doc, s), best first, top %(cand)s."""
+    # Per query term: its idf (document frequency counted on the postings index), then one pass
+    # over the postings of the query's terms, summing each chunk's term weights.
     scored = sql.SQL(
-        "SELECT pt.doc, sum(pt.qtf * ln(1 + (st.n - pt.df + 0.5) / (pt.df + 0.5))"
-        "   * pt.tf * ({k1} + 1) / (pt.tf + {k1} * (1 - {b} + {b} * pt.dl / st.avgdl))) AS s"
-        " FROM (SELECT p.doc, p.tf, p.dl, q.qtf, count(*) OVER (PARTITION BY p.term) AS df"
-        "       FROM {postings} AS p JOIN q ON p.term = q.term) AS pt,"
-        "      (SELECT greatest(sum(n), 1)::float8 AS n,"
-        "              greatest(sum(total)::float8 / greatest(sum(n), 1), 1) AS avgdl FROM {stats}) AS st"
-        " GROUP BY pt.doc"
+        "SELECT p.doc, sum(w.qw * p.tf / (p.tf + w.k1n + w.k1b * p.dl)) AS s"
+        " FROM (SELECT q.term, q.qtf * ln(1 + (st.n - d.df + 0.5) / (d.df + 0.5)) * ({k1} + 1) AS qw,"
+        "              {k1} * (1 - {b}) AS k1n, {k1} * {b} / st.avgdl AS k1b"
+        "       FROM q CROSS JOIN LATERAL (SELECT count(*) AS df FROM {postings} AS p0 WHERE p0.term = q.term) AS d,"
+        "            (SELECT greatest(sum(n), 1)::float8 AS n,"
+        "                    greatest(sum(total)::float8 / greatest(sum(n), 1), 1) AS avgdl FROM {stats}) AS st"
+        "       WHERE d.df > 0) AS w"
+        " JOIN {postings} AS p ON p.term = w.term"
+        " GROUP BY p.doc"
     ).format(
         k1=sql.Literal(float(ix.k1)), b=sql.Literal(float(ix.b)), postings=ix.postings, stats=ix.stats,
     )
@@ -255,16 +263,16 @@ def build_query(
         ).format(lexical)
     elif search_type == "HYBRID":
         ranked = sql.SQL(
-            "SELECT coalesce(dr.id, lr.id) AS id, coalesce(1.0 / ({rrf} + dr.r), 0) + coalesce(1.0 / ({rrf} + lr.r), 0)"
+            "SELECT coalesce(dr.id, lr.id) AS id, coalesce({w} / ({rrf} + dr.r), 0) + coalesce(1.0 / ({rrf} + lr.r), 0)"
             "   AS fused, NULL::float8 AS score, NULL::bigint AS rank"
             " FROM (SELECT id, row_number() OVER (ORDER BY dist) AS r FROM ({dense}) AS d) AS dr"
             " FULL JOIN (SELECT doc AS id, row_number() OVER (ORDER BY s DESC) AS r FROM ({lexical}) AS l) AS lr"
             " ON dr.id = lr.id"
-        ).format(rrf=sql.Literal(RRF_K), dense=_dense_sql(t, mapping, where, "cand"), lexical=lexical)
+        ).format(rrf=sql.Literal(RRF_K), w=sql.Literal(DENSE_WEIGHT), dense=_dense_sql(t, mapping, where, "cand"), lexical=lexical)
         ranked = sql.SQL(
             "SELECT id, fused * {norm} AS score, row_number() OVER (ORDER BY fused DESC, id) AS rank"
             " FROM ({}) AS f ORDER BY fused DESC, id LIMIT %(k)s"
-        ).format(ranked, norm=sql.Literal((RRF_K + 1) / 2))
+        ).format(ranked, norm=sql.Literal((RRF_K + 1) / (DENSE_WEIGHT + 1)))
     return _result_sql(t, mapping, ranked, attribute_cols), params
 
 
