@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import struct
+import zipfile
 
 import docx
 import openpyxl
@@ -329,3 +331,15 @@ def test_webvtt_transcript_keeps_speakers_and_words_only() -> None:
     assert doc.mime_type == "text/vtt"
     with pytest.raises(ParseError, match="not a WebVTT file"):
         parse_bytes(b"1\n00:00:01,000 --> 00:00:02,000\nsrt, not vtt\n", "wrong.vtt")
+
+
+def test_zip_bomb_is_refused_before_inflating() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"\0" * 4096)
+    data = bytearray(buf.getvalue())
+    # Declare 2 GiB uncompressed in the central directory, as a real bomb's header would.
+    central = data.index(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 24, 2**31)
+    with pytest.raises(ParseError, match="expands to 2048 MB, over the 1024 MB limit"):
+        parse_bytes(bytes(data), "bomb.docx")

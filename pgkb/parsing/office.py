@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import logging
 import warnings
+import zipfile
 from collections.abc import Iterable, Sequence
 
 from pgkb.parsing.errors import ParseError
@@ -17,6 +18,8 @@ logging.getLogger("pypdf").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module=r"pypdf(\..*)?$")
 
 PAGE_SEPARATOR = "\n\n"
+# Uncompressed size allowed for the parts of a .docx/.xlsx (a 50 MB sheet inflates about tenfold).
+MAX_INFLATED_BYTES = 1024 * 1024 * 1024
 # The csv module refuses fields over 128 KB by default; a cell of a 50 MB file may be larger.
 csv.field_size_limit(64 * 1024 * 1024)
 
@@ -49,11 +52,25 @@ def pdf_text(data: bytes) -> tuple[str, list[tuple[int, int, int]]]:
     return "".join(parts), pages
 
 
+def check_zip(data: bytes, kind: str) -> None:
+    """Refuse a damaged archive or a zip bomb before an XML library inflates it into memory."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ParseError(f"corrupt {kind} file: {_reason(exc)}") from exc
+    if inflated > MAX_INFLATED_BYTES:
+        raise ParseError(
+            f"{kind} file expands to {inflated / 2**20:.0f} MB, over the {MAX_INFLATED_BYTES // 2**20} MB limit"
+        )
+
+
 def docx_text(data: bytes) -> str:
     """Paragraphs and tables of the body in document order; table rows as `a | b | c`."""
     import docx
     from docx.table import Table
 
+    check_zip(data, ".docx")
     try:
         document = docx.Document(io.BytesIO(data))
         blocks: list[str] = []
@@ -132,6 +149,7 @@ def xlsx_text(data: bytes) -> str:
     """Every sheet as records (first non-empty row is the header), under a `Sheet: name` line."""
     import openpyxl
 
+    check_zip(data, ".xlsx")
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises zip, XML and key errors for damaged files
