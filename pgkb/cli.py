@@ -385,6 +385,76 @@ def models(as_json: JsonOut = False) -> None:
     out.print(t)
 
 
+# ---------------------------------------------------------------------------------------- HTTP server, keys
+# (added by the server engineer; implementation in pgkb/server)
+
+keys_app = typer.Typer(no_args_is_help=True, help="Access keys for the HTTP server's SigV4 authentication.")
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8400,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Accept unsigned requests (loopback hosts only).")
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve bedrock-agent, bedrock-agent-runtime and bedrock-runtime over HTTP (boto3 endpoint_url)."""
+    from pgkb.server.run import serve as run_server
+
+    run_server(settings_for(database_url, data_dir), host, port, no_auth, log_level=log_level)
+
+
+@keys_app.command("create")
+def keys_create(
+    description: Annotated[str | None, typer.Option("--description", help="A note to tell keys apart.")] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Create an access key; the secret is printed this once and never again."""
+    from pgkb.server.keys import create_key
+
+    key = create_key(settings_for(database_url, data_dir), description)
+    if as_json:
+        return print_json({"accessKeyId": key["accessKeyId"], "secretAccessKey": key["secretAccessKey"]})
+    out.print(f"accessKeyId:     {key['accessKeyId']}", highlight=False)
+    out.print(f"secretAccessKey: {key['secretAccessKey']}", highlight=False)
+    out.print("Store the secret now: pgkb cannot show it again.", highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(
+    include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Access keys (never their secrets)."""
+    from pgkb.server.keys import list_keys
+
+    keys = list_keys(settings_for(database_url, data_dir), include_revoked=include_revoked)
+    if as_json:
+        return print_json(keys)
+    t = Table("access key id", "status", "created", "description")
+    for k in keys:
+        t.add_row(k["accessKeyId"], k["status"], str(k["createdAt"])[:19], k["description"] or "")
+    out.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(access_key_id: str, database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """Revoke an access key (a running server stops accepting it within 10 seconds)."""
+    from pgkb.server.keys import revoke_key
+
+    revoke_key(settings_for(database_url, data_dir), access_key_id)
+    out.print(f"revoked {access_key_id}", highlight=False)
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
