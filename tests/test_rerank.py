@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pgkb.errors import DependencyFailedError, ValidationError
-from pgkb.retrieval.rerank import parse_config, rerank_hits
+from pgkb.retrieval.rerank import parse_config, rerank_hits, reranker_for
 from pgkb.retrieval.search import SearchHit
 
 ARN = "arn:aws:bedrock:us-west-2::foundation-model/cohere.rerank-v3-5:0"
@@ -109,6 +109,9 @@ def test_tei_reranker_reorders_and_keeps_top_n(server: Server) -> None:
     assert path == "/rerank" and body["texts"] == [h.text for h in HITS] and body["query"] == "cats play"
     # Without numberOfRerankedResults every hit comes back, reordered.
     assert [h.id for h in rerank_hits("cats play", HITS, cfg(), env=env)] == ["3", "1", "2"]
+    # The service's form: resolve once (before embedding the query), apply to the hits.
+    rr = reranker_for(cfg(1), env=env)
+    assert [h.id for h in rr.rerank("stock market", HITS)] == ["2"] and rr.rerank("q", []) == []
 
 
 @pytest.mark.parametrize("server", ["cohere"], indirect=True)

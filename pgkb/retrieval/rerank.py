@@ -307,16 +307,32 @@ def rerank_hits(
     """Reorder retrieved hits with the configured reranker; keep `numberOfRerankedResults` of them
     (default: all) with the reranker's score. Validates the configuration even when there are no hits."""
     req = parse_config(config)
-    rr = reranker or get_reranker(req, env)
-    if not hits:
-        return []
-    hits = list(hits)[:MAX_DOCUMENTS]
-    top_n = min(req.number_of_results or len(hits), len(hits))
-    ranked = rr.rerank(query, [_document(h, req) for h in hits], top_n)
-    seen: set[int] = set()
-    out = []
-    for idx, score in ranked:
-        if idx not in seen:
-            seen.add(idx)
-            out.append(replace(hits[idx], score=max(0.0, min(1.0, score))))
-    return out[:top_n]
+    return HitReranker(req, reranker or get_reranker(req, env)).rerank(query, hits)
+
+
+@dataclass
+class HitReranker:
+    """A resolved reranking configuration, applied to search hits: `reranker_for(cfg).rerank(query, hits)`."""
+
+    request: RerankRequest
+    reranker: Reranker
+
+    def rerank(self, query: str, hits: Sequence[SearchHit]) -> list[SearchHit]:
+        if not hits:
+            return []
+        hits = list(hits)[:MAX_DOCUMENTS]
+        top_n = min(self.request.number_of_results or len(hits), len(hits))
+        ranked = self.reranker.rerank(query, [_document(h, self.request) for h in hits], top_n)
+        seen: set[int] = set()
+        out = []
+        for idx, score in ranked:
+            if idx not in seen:
+                seen.add(idx)
+                out.append(replace(hits[idx], score=max(0.0, min(1.0, score))))
+        return out[:top_n]
+
+
+def reranker_for(config: Any, env: Mapping[str, str] | None = None) -> HitReranker:
+    """Validate Retrieve's rerankingConfiguration and resolve its reranker (before any model runs)."""
+    req = parse_config(config)
+    return HitReranker(req, get_reranker(req, env))
