@@ -102,9 +102,8 @@ def server(settings: Settings, moto_s3: str, tmp_path_factory: pytest.TempPathFa
         "HF_HUB_OFFLINE": "1",
     }
     cmd = [
-        sys.executable,
-        "-m",
-        "pgkb.server.run",
+        str(Path(sys.executable).parent / "pgkb"),
+        "serve",
         "--port",
         str(port),
         "--data-dir",
