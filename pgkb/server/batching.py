@@ -137,3 +137,16 @@ def batched(model: Any, **options: Any) -> BatchedModel:
             )
             hit = _batched[id(model)] = (model, proxy)
         return hit[1]
+
+
+def stats() -> list[dict[str, Any]]:
+    """Per-model counters: model calls made and queries embedded through the batchers."""
+    with _lock:
+        return [
+            {
+                "model": getattr(getattr(m, "spec", None), "id", type(m).__name__),
+                "calls": b.batcher.batches,
+                "queries": b.batcher.items,
+            }
+            for m, b in _batched.values()
+        ]

@@ -67,6 +67,15 @@ def build_app(settings: Settings, *, no_auth: bool = False, service: Any = None)
         auth = SigV4Verifier(KeyStore(key_db, settings.data_dir).secret_for)
 
     def shutdown() -> None:
+        from pgkb.server.batching import stats
+
+        for st in stats():
+            log.info(
+                "query micro-batching for %s: %d model calls for %d queries",
+                st["model"],
+                st["calls"],
+                st["queries"],
+            )
         close = getattr(service, "close", None)
         if callable(close):
             close()
