@@ -508,3 +508,29 @@ def test_members_the_service_does_not_take_are_refused_by_name() -> None:
                 retrievalQuery={"text": "q"},
                 guardrailConfiguration={"guardrailId": "abc", "guardrailVersion": "DRAFT"},
             )
+
+
+@pytest.mark.parametrize("depth", [20, 400])
+def test_deeply_nested_filters_never_500(server: tuple[str, Recorder], depth: int) -> None:
+    url, _ = server
+    f: dict[str, Any] = {"equals": {"key": "a", "value": 1}}
+    for _ in range(depth):
+        f = {"andAll": [f, {"equals": {"key": "b", "value": 2}}]}
+    body = {
+        "retrievalQuery": {"text": "q"},
+        "retrievalConfiguration": {"vectorSearchConfiguration": {"filter": f}},
+    }
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10000)  # only so that this test can encode the body
+    try:
+        data = json.dumps(body).encode()
+    finally:
+        sys.setrecursionlimit(limit)
+    status, headers, out = raw(url, "POST", "/knowledgebases/ABCDEFGHIJ/retrieve", data)
+    if depth == 20:
+        assert status == 200
+    else:
+        assert status == 400 and headers["x-amzn-errortype"] == "ValidationException"
+        assert b"nested" in out

@@ -129,7 +129,26 @@ def _json_object(body: bytes) -> dict[str, Any]:
         raise validation_error("Could not parse the request body as JSON") from None
     if not isinstance(doc, dict):
         raise validation_error("The request body must be a JSON object")
+    if _depth_exceeds(doc, MAX_DEPTH):
+        raise validation_error(f"The request body is nested more than {MAX_DEPTH} levels deep")
     return doc
+
+
+MAX_DEPTH = 64  # JSON levels; a filter uses two per andAll/orAll level. Keeps every recursive walk safe.
+
+
+def _depth_exceeds(doc: Any, limit: int) -> bool:
+    """Iterative, so a hostile body cannot blow the stack while being measured."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False
 
 
 # -- responses -------------------------------------------------------------------------------
