@@ -454,6 +454,121 @@ def keys_revoke(access_key_id: str, database_url: DatabaseUrl = None, data_dir: 
     revoke_key(settings_for(database_url, data_dir), access_key_id)
     out.print(f"revoked {access_key_id}", highlight=False)
 
+# ---------------------------------------------------------------------------------------- evaluation
+
+
+def _eval_config(base: dict[str, Any], override: str | None) -> dict[str, Any]:
+    """`--compare "search=hybrid,chunking=fixed,max_tokens=200"` → base with those keys replaced."""
+    cfg = dict(base)
+    for part in filter(None, (p.strip() for p in (override or "").split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in cfg:
+            raise PgkbError(f"--compare: {part!r} is not key=value with key one of {', '.join(sorted(cfg))}")
+        cfg[key] = int(value) if key in ("max_tokens", "overlap", "parent_tokens", "buffer_size", "breakpoint", "k") and value else value.strip()
+    return cfg
+
+
+def _eval_run(svc: Any, ds: Any, docs_dir: Path, cfg: dict[str, Any]) -> Any:
+    """Ingest the corpus into a knowledge base for this model + chunking (reused when it exists), run the
+    judged queries through Retrieve, score them."""
+    import hashlib
+    from urllib.parse import unquote, urlparse
+
+    from pgkb.embeddings import get_spec, model_arn
+    from pgkb.errors import NotFoundError
+    from pgkb.retrieval.evaluation import evaluate
+    from pgkb.service.control import default_table_name
+    from pgkb.store.vector_table import FieldMapping
+
+    chunk_cfg = _chunking(cfg["chunking"], cfg["max_tokens"], cfg["overlap"], cfg["parent_tokens"],
+                          cfg["buffer_size"], cfg["breakpoint"])
+    spec = get_spec(cfg["model"])
+    key = json.dumps([ds.name, spec.id, chunk_cfg], sort_keys=True)
+    name = "eval-" + hashlib.sha1(key.encode()).hexdigest()[:10]
+    try:
+        kb_id = _kb_id(svc, name)
+    except NotFoundError:
+        storage = {"type": "RDS", "rdsConfiguration": {**{k: v for k, v in svc.db_info().items() if k != "url"},
+                   "tableName": default_table_name(name), "fieldMapping": FieldMapping().to_bedrock()}}
+        kb_id = svc.create_knowledge_base(
+            name=name, description=f"pgkb eval of {ds.name}"[:200], storageConfiguration=storage,
+            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+                "embeddingModelArn": model_arn(spec.id, svc.region)}},
+        )["knowledgeBase"]["knowledgeBaseId"]
+    sources = svc.list_data_sources(knowledgeBaseId=kb_id, maxResults=1000)["dataSourceSummaries"]
+    if sources:
+        ds_id = sources[0]["dataSourceId"]
+    else:
+        ds_id = svc.create_data_source(
+            knowledgeBaseId=kb_id, name="corpus",
+            dataSourceConfiguration={"type": "LOCAL", "localConfiguration": {"path": str(docs_dir)}},
+            vectorIngestionConfiguration={"chunkingConfiguration": chunk_cfg} if chunk_cfg else None,
+        )["dataSource"]["dataSourceId"]
+    err.print(f"[{cfg['search']}] ingesting {len(ds.corpus)} documents into {name} (incremental)", highlight=False, markup=False)
+    job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
+    if job["status"] != "COMPLETE":
+        raise PgkbError(f"ingestion into {name} ended {job['status']}: {job.get('failureReasons')}")
+
+    def doc_id(uri: str) -> str:
+        return unquote(unquote(urlparse(uri).path.rsplit("/", 1)[-1]).removesuffix(".txt"))
+
+    vsc = {"numberOfResults": int(cfg["k"]), "overrideSearchType": cfg["search"].upper()}
+
+    def run(text: str) -> list[str]:
+        res = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": text[:20000]},
+                           retrievalConfiguration={"vectorSearchConfiguration": vsc})["retrievalResults"]
+        return [doc_id(r.get("metadata", {}).get("x-amz-bedrock-kb-source-uri", "")) for r in res]
+
+    label = f"{cfg['search']}/{cfg['chunking']}" + (f"/{cfg['max_tokens']}" if cfg["max_tokens"] else "")
+    return evaluate(run, ds, int(cfg["k"]), name=label)
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
+    search: Annotated[str, typer.Option(help="semantic | hybrid")] = "semantic",
+    k: Annotated[int, typer.Option("-k", "--k", help="Results per query (1-100; recall@100 needs 100).")] = 100,
+    model: Annotated[str, typer.Option(help="Embedding model id.")] = "sentence-transformers.all-minilm-l6-v2",
+    chunking: Annotated[str, typer.Option(help="default | fixed | none | hierarchical | semantic")] = "default",
+    max_tokens: Annotated[int | None, typer.Option(help="Chunk (or child chunk) size in tokens.")] = None,
+    overlap: Annotated[int | None, typer.Option(help="Overlap: percent (fixed) or tokens (hierarchical).")] = None,
+    parent_tokens: Annotated[int | None, typer.Option(help="Parent chunk size (hierarchical).")] = None,
+    buffer_size: Annotated[int | None, typer.Option(help="Semantic: neighbouring sentences per group.")] = None,
+    breakpoint: Annotated[int | None, typer.Option(help="Semantic: breakpoint percentile threshold.")] = None,
+    compare: Annotated[str | None, typer.Option(
+        help='A second configuration, as overrides of the first: "search=hybrid" or "chunking=fixed,max_tokens=200".')] = None,
+    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Score retrieval on a BEIR dataset: nDCG@10, recall@10, recall@100, MRR@10 and latency percentiles."""
+    from urllib.parse import quote
+
+    from pgkb.retrieval.evaluation import format_reports, load_beir
+
+    if search.lower() not in ("semantic", "hybrid"):
+        raise PgkbError("--search must be semantic or hybrid")
+    ds = load_beir(dataset, split)
+    base = {"search": search.lower(), "k": k, "model": model, "chunking": chunking, "max_tokens": max_tokens,
+            "overlap": overlap, "parent_tokens": parent_tokens, "buffer_size": buffer_size, "breakpoint": breakpoint}
+    configs = [base] + ([_eval_config(base, compare)] if compare else [])
+    settings = settings_for(database_url, data_dir)
+    # The corpus as a folder of text files, one per document (its id, percent-encoded, is the file name).
+    docs_dir = Path(settings.data_dir) / "eval" / quote(str(Path(dataset).resolve()), safe="")[-80:] / "docs"
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    for doc_id, text in ds.documents():
+        f = docs_dir / (quote(doc_id, safe="") + ".txt")
+        if not f.exists() or f.read_text(encoding="utf-8") != text:
+            f.write_text(text, encoding="utf-8")
+    with service(database_url, data_dir) as svc:
+        reports = [_eval_run(svc, ds, docs_dir, c) for c in configs]
+    if as_json:
+        return print_json([r.to_dict() for r in reports])
+    out.print(f"{ds.name}: {len(ds.queries)} judged queries, {len(ds.corpus)} documents", highlight=False)
+    out.print(format_reports(reports), highlight=False)
+
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,44 @@
+"""`pgkb eval`: a BEIR dataset through a real knowledge base (local model, embedded PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pgkb.cli import app
+
+DOCS = {
+    "d1": "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
+    "d2": "Photosynthesis lets plants turn light into chemical energy.",
+    "d3": "The Great Wall of China runs across northern China.",
+    "d4/x": "Python is a programming language created by Guido van Rossum.",
+    "d5": "Mount Everest is the highest mountain on Earth.",
+    "d6": "Mitochondria are the powerhouse of the cell.",
+}
+QUERIES = {"q1": "where is the eiffel tower", "q2": "who created the python language", "q3": "highest mountain in the world",
+           "q4": "how do plants make energy from light", "q5": "unjudged query"}
+QRELS = "q1\td1\t2\nq2\td4/x\t1\nq3\td5\t1\nq4\td2\t1\nq4\td6\t1\n"
+
+
+def test_pgkb_eval_with_compare(tmp_path: Path, new_database_url: str) -> None:
+    root = tmp_path / "tiny"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "title": "", "text": v}) for k, v in DOCS.items()))
+    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": k, "text": v}) for k, v in QUERIES.items()))
+    (root / "qrels" / "test.tsv").write_text(QRELS)
+    args = ["eval", str(root), "-k", "5", "--compare", "search=hybrid", "--database-url", new_database_url,
+            "--data-dir", str(tmp_path / "data"), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    reports = json.loads(res.stdout[res.stdout.index("["):])
+    assert [r["name"] for r in reports] == ["semantic/default", "hybrid/default"]
+    for r in reports:
+        assert r["queries"] == 4
+        assert r["mrr_at_10"] >= 0.75 and r["recall_at_10"] >= 0.75  # top results are the right documents
+        assert 0 < r["ndcg_at_10"] <= 1 and r["p50_ms"] > 0
+    # Bad input: one line, no traceback.
+    bad = CliRunner().invoke(app, ["eval", str(root), "--compare", "colour=blue", "--database-url", new_database_url,
+                                   "--data-dir", str(tmp_path / "data")])
+    assert bad.exit_code != 0 and "--compare" in str(bad.exception)
