@@ -7,6 +7,7 @@ writer thread, so the model (the bottleneck) never waits for either.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,7 +27,8 @@ from pgkb.store import catalog
 
 log = logging.getLogger(__name__)
 
-EMBED_BATCH = 256  # rows per model call; large enough to amortise, small enough to keep progress fluid
+# Rows per model call: large enough to amortise, small enough to keep progress fluid and commits frequent.
+EMBED_BATCH = int(os.environ.get("PGKB_EMBED_BATCH", "256"))
 MAX_FAILURE_REASONS = 50
 
 STAT_NAMES = (
@@ -255,14 +257,26 @@ class IngestionRun:
         errors: list[BaseException] = []
         done = object()
 
+        abort = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not abort.is_set():
+                try:
+                    prepared_q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def reader() -> None:
             try:
                 for item in self._prepared(work):
-                    prepared_q.put(item)
+                    if not put(item):
+                        return
             except BaseException as exc:
                 errors.append(exc)
             finally:
-                prepared_q.put(done)
+                put(done)
 
         def writer() -> None:
             while True:
@@ -309,6 +323,7 @@ class IngestionRun:
             if batch:
                 self._flush(model, batch, write_q)
         finally:
+            abort.set()  # the reader may be blocked on a full queue after a stop or an error
             write_q.put(done)
             for t in threads:
                 t.join()
