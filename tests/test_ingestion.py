@@ -258,7 +258,7 @@ def test_bad_files_become_counted_failures_and_the_job_goes_on(svc: Any, tmp_pat
 
 def test_second_job_on_a_busy_data_source_is_a_conflict(svc: Any, tmp_path: Path) -> None:
     folder = tmp_path / "docs"
-    write_corpus(folder, 200)
+    write_corpus(folder, 40)
     kb_id, ds_id = make_kb(svc, folder)
     started = svc.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
     assert started["status"] in ("STARTING", "IN_PROGRESS")
@@ -267,7 +267,7 @@ def test_second_job_on_a_busy_data_source_is_a_conflict(svc: Any, tmp_path: Path
     svc.wait_for_jobs()
     job = svc.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=started["ingestionJobId"])
     assert job["ingestionJob"]["status"] == "COMPLETE"
-    assert job["ingestionJob"]["statistics"]["numberOfNewDocumentsIndexed"] == 200
+    assert job["ingestionJob"]["statistics"]["numberOfNewDocumentsIndexed"] == 40
 
 
 def test_stop_ingestion_job(svc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
