@@ -1,0 +1,287 @@
+"""aws_bedrock.* SQL functions through pgkb's wire endpoint, on the embedded PostgreSQL, with the real model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from pgkb.embeddings.registry import DEFAULT_MODEL_ID, get_model
+from pgkb.sqlfuncs.calls import Calls
+from pgkb.sqlfuncs.credentials import set_user
+from pgkb.sqlfuncs.install import install, is_installed, uninstall
+from pgkb.sqlfuncs.wire import EndpointThread, WireServer, file_users
+
+MSMARCO = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k"
+
+MODEL = DEFAULT_MODEL_ID
+
+# The block from Aurora's guide, verbatim but for the model id and vector(384).
+DO_BLOCK = """
+DO
+$embed$
+    DECLARE
+        doc RECORD;
+        emb vector(384);
+    BEGIN
+        FOR doc in SELECT id, content FROM documents WHERE embedding IS NULL LOOP
+            EXECUTE $$ SELECT aws_bedrock.invoke_model_get_embeddings(
+                    model_id      := 'sentence-transformers.all-minilm-l6-v2',
+                    content_type  := 'application/json',
+                    json_key      := 'embedding',
+                    model_input   := json_build_object('inputText', $1)::text)$$
+                INTO emb
+                USING doc.content;
+            UPDATE documents SET embedding = emb WHERE id = doc.id;
+            COMMIT;
+        END LOOP;
+    END;
+$embed$ LANGUAGE plpgsql;
+"""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    user: str
+    password: str
+    data_dir: Path
+
+
+@pytest.fixture(scope="module")
+def model():
+    return get_model(MODEL)
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
+    data_dir = tmp_path_factory.mktemp("sqlfuncs")
+    password = set_user(data_dir, "pgkb_test")
+    thread = EndpointThread(WireServer(file_users(data_dir), Calls()))
+    host, port = thread.start()
+    yield Endpoint(host, port, "pgkb_test", password, data_dir)
+    thread.stop()
+
+
+@pytest.fixture
+def db_url(new_database_url: str, endpoint: Endpoint) -> str:
+    install(new_database_url, endpoint.host, endpoint.port, endpoint.user, endpoint.password)
+    return new_database_url
+
+
+def _as_role(url: str, role: str) -> str:
+    return url.replace("://postgres:@", f"://{role}:@", 1)
+
+
+def _short_texts(model, n: int) -> list[str]:
+    texts = [json.loads(line)["text"] for line in (MSMARCO / "corpus.jsonl").open()]
+    counts = model.tokenizer.count(texts)
+    return [t for t, c in zip(texts, counts, strict=True) if c < 200][:n]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _documents(url: str, texts: list[str]) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE documents (id int PRIMARY KEY, content text, embedding vector(384))")
+        with conn.cursor().copy("COPY documents (id, content) FROM STDIN") as cp:
+            for i, t in enumerate(texts, 1):
+                cp.write_row((i, t))
+
+
+def _embeddings(url: str, table: str = "documents") -> dict[int, np.ndarray | None]:
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        return {i: (None if e is None else e.to_numpy())
+                for i, e in conn.execute(f"SELECT id, embedding FROM {table} ORDER BY id").fetchall()}
+
+
+def test_do_block_verbatim_over_1000_rows(db_url: str, model) -> None:
+    texts = _short_texts(model, 1000)
+    assert len(texts) == 1000
+    _documents(db_url, texts)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(DO_BLOCK)
+    got = _embeddings(db_url)
+    assert all(v is not None for v in got.values())
+    mine = np.stack([got[i] for i in range(1, 1001)])
+    ref = model.embed_documents(texts)
+    assert _cos(mine, ref).min() >= 0.9999
+
+
+def test_named_arguments_quoting_and_invoke_model(db_url: str, model) -> None:
+    text = "it's a \\back\\slash, a 'quote', é ü 中文, a\nnewline and $$dollars$$"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        register_vector(conn)
+        emb = conn.execute(
+            "SELECT aws_bedrock.invoke_model_get_embeddings(model_id := %s, content_type := 'application/json', "
+            "json_key := 'embedding', model_input := json_build_object('inputText', %s::text)::text)::vector",
+            (MODEL, text)).fetchone()[0].to_numpy()
+        body = conn.execute(
+            "SELECT aws_bedrock.invoke_model(model_id := %s, content_type := 'application/json', "
+            "accept_type := 'application/json', model_input := json_build_object('inputText', %s::text)::text)",
+            (MODEL, text)).fetchone()[0]
+        typ = conn.execute("SELECT pg_typeof(aws_bedrock.invoke_model_get_embeddings(%s, 'application/json', "
+                           "'embedding', '{\"inputText\": \"x\"}'))::text", (MODEL,)).fetchone()[0]
+    ref = model.embed_documents([text])
+    assert _cos(emb[None], ref)[0] >= 0.9999
+    doc = json.loads(body)
+    assert set(doc) >= {"embedding", "inputTextTokenCount"}
+    assert _cos(np.array([doc["embedding"]], dtype=np.float32), ref)[0] >= 0.9999
+    assert typ == "real[]"
+
+
+def test_batch_function(db_url: str, model) -> None:
+    texts = ["first text", None, "third, with a 'quote' and \\"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        register_vector(conn)
+        rows = conn.execute("SELECT ord, embedding::vector FROM aws_bedrock.invoke_model_get_embeddings_batch(%s, %s)",
+                            (MODEL, texts)).fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert rows[1][1] is None
+    ref = model.embed_documents([texts[0], texts[2]])
+    got = np.stack([rows[0][1].to_numpy(), rows[2][1].to_numpy()])
+    assert _cos(got, ref).min() >= 0.9999
+
+
+def _sql_error(url: str, query: str, params: tuple = ()) -> psycopg.Error:
+    with psycopg.connect(url, autocommit=True) as conn, pytest.raises(psycopg.Error) as info:
+        conn.execute(query, params)
+    return info.value
+
+
+CALL = "SELECT aws_bedrock.invoke_model_get_embeddings(%s, 'application/json', %s, %s)"
+
+
+def test_errors_arrive_as_sql_errors_with_sqlstate(db_url: str, model) -> None:
+    good = json.dumps({"inputText": "hello"})
+    err = _sql_error(db_url, CALL, ("no.such-model", "embedding", good))
+    assert err.sqlstate == "42704" and "no.such-model" in err.diag.message_primary
+    err = _sql_error(db_url, CALL, (MODEL, "vector", good))
+    assert err.sqlstate == "2203A" and "json_key 'vector'" in err.diag.message_primary
+    err = _sql_error(db_url, CALL, (MODEL, "embedding", "{not json"))
+    assert err.sqlstate == "22P02" and "not valid JSON" in err.diag.message_primary
+    err = _sql_error(db_url, CALL, (MODEL, "embedding", json.dumps({"prompt": "hello"})))
+    assert err.sqlstate == "22023" and "inputText" in err.diag.message_primary
+    long_text = "word " * 2000
+    err = _sql_error(db_url, CALL, (MODEL, "embedding", json.dumps({"inputText": long_text})))
+    assert err.sqlstate == "22001" and "Too many input tokens" in err.diag.message_primary
+    err = _sql_error(db_url, "SELECT * FROM aws_bedrock.invoke_model_get_embeddings_batch(%s, %s)",
+                     (MODEL, ["short", long_text]))
+    assert err.sqlstate == "22001" and "too long" in err.diag.message_primary
+    err = _sql_error(db_url, CALL, (MODEL, "embedding", None))
+    assert err.sqlstate == "22004"
+    # After errors the session's connection to pgkb still works.
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute(CALL, (MODEL, "embedding", good)).fetchone()[0]
+
+
+def test_unreachable_endpoint_and_wrong_password(new_database_url: str, endpoint: Endpoint) -> None:
+    good = json.dumps({"inputText": "hello"})
+    # A port nobody listens on.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    install(new_database_url, "127.0.0.1", free_port, endpoint.user, endpoint.password)
+    err = _sql_error(new_database_url, CALL, (MODEL, "embedding", good))
+    assert err.sqlstate == "08001" and "unreachable" in err.diag.message_primary
+    install(new_database_url, endpoint.host, endpoint.port, endpoint.user, "wrong-password")
+    err = _sql_error(new_database_url, CALL, (MODEL, "embedding", good))
+    assert err.sqlstate == "28P01" and "rejected the credentials" in err.diag.message_primary
+    install(new_database_url, endpoint.host, endpoint.port, "nobody", endpoint.password)
+    err = _sql_error(new_database_url, CALL, (MODEL, "embedding", good))
+    assert err.sqlstate == "28P01"
+
+
+def test_endpoint_rejects_clients_without_credentials(endpoint: Endpoint) -> None:
+    base = f"host={endpoint.host} port={endpoint.port} dbname=pgkb sslmode=disable user={endpoint.user}"
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(base + " password=nope")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(base)
+    # The right password works with a plain libpq client (simple protocol).
+    with psycopg.connect(base + f" password={endpoint.password}", autocommit=True,
+                         cursor_factory=psycopg.ClientCursor) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT pgkb_invoke_get_embeddings(%s, 'application/json', 'embedding', '{\"inputText\": \"hi\"}')",
+                    (MODEL,))
+        assert len(cur.fetchone()[0]) == 384
+
+
+def test_non_superuser_calls_and_grants(new_database_url: str, pg_url: str, endpoint: Endpoint) -> None:
+    suffix = new_database_url.rsplit("/", 1)[1].split("?")[0]
+    caller, outsider = f"caller_{suffix}", f"outsider_{suffix}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for role in (caller, outsider):
+            conn.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER')
+    try:
+        install(new_database_url, endpoint.host, endpoint.port, endpoint.user, endpoint.password, grant_to=caller)
+        install(new_database_url, endpoint.host, endpoint.port, endpoint.user, endpoint.password, grant_to=caller)
+        good = json.dumps({"inputText": "hello"})
+        with psycopg.connect(_as_role(new_database_url, caller), autocommit=True) as conn:
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0] is False
+            assert len(conn.execute(CALL, (MODEL, "embedding", good)).fetchone()[0]) == 384
+            # The password in the user mapping is not readable by callers.
+            assert conn.execute("SELECT umoptions FROM pg_user_mappings WHERE srvname = 'aws_bedrock_pgkb'"
+                                ).fetchone()[0] is None
+        err = _sql_error(_as_role(new_database_url, outsider), CALL, (MODEL, "embedding", good))
+        assert err.sqlstate == "42501"
+        with psycopg.connect(new_database_url) as conn:
+            src = " ".join(r[0] for r in conn.execute(
+                "SELECT prosrc FROM pg_proc WHERE pronamespace = 'aws_bedrock'::regnamespace").fetchall())
+        assert endpoint.password not in src
+    finally:
+        uninstall(new_database_url)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for role in (caller, outsider):
+                conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_failure_inside_do_block_keeps_committed_rows(db_url: str) -> None:
+    texts = ["alpha", "beta", "gamma", "word " * 2000, "epsilon"]
+    _documents(db_url, texts)
+    err = _sql_error(db_url, DO_BLOCK)
+    assert err.sqlstate == "22001"
+    got = _embeddings(db_url)
+    assert [got[i] is not None for i in range(1, 6)] == [True, True, True, False, False]
+
+
+def test_install_is_idempotent_and_uninstall_removes(new_database_url: str, endpoint: Endpoint) -> None:
+    for _ in range(2):
+        install(new_database_url, endpoint.host, endpoint.port, endpoint.user, endpoint.password)
+    assert is_installed(new_database_url)
+    with psycopg.connect(new_database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_user_mappings WHERE srvname = 'aws_bedrock_pgkb'").fetchone()[0] == 1
+    uninstall(new_database_url)
+    uninstall(new_database_url)
+    assert not is_installed(new_database_url)
+    with psycopg.connect(new_database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_foreign_server WHERE srvname = 'aws_bedrock_pgkb'").fetchone()[0] == 0
+
+
+def test_endpoint_restart_is_transparent(new_database_url: str, endpoint: Endpoint) -> None:
+    thread = EndpointThread(WireServer(file_users(endpoint.data_dir), Calls()))
+    host, port = thread.start()
+    install(new_database_url, host, port, endpoint.user, endpoint.password)
+    good = json.dumps({"inputText": "hello"})
+    with psycopg.connect(new_database_url, autocommit=True) as conn:
+        assert conn.execute(CALL, (MODEL, "embedding", good)).fetchone()[0]
+        thread.stop()
+        thread = EndpointThread(WireServer(file_users(endpoint.data_dir), Calls(), port=port))
+        thread.start()
+        try:
+            # The session's dblink connection died with the old endpoint; the call reconnects.
+            assert conn.execute(CALL, (MODEL, "embedding", good)).fetchone()[0]
+        finally:
+            thread.stop()
