@@ -119,18 +119,20 @@ def _parent_expr(alias: str, m: FieldMapping) -> sql.Composed:
     return sql.SQL("(CASE WHEN {md} ~ '^[0-9a-fA-F-]{{36}}$' THEN {md}::uuid END)").format(md=md)
 
 
-def _dense_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable, limit: str) -> sql.Composed:
+def _dense_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable, limit: int) -> sql.Composed:
     return sql.SQL(
         "SELECT c.{pk} AS id, c.{vec} <=> %(qvec)s::vector AS dist FROM {t} AS c"
         " WHERE c.{vec} IS NOT NULL{where} ORDER BY dist LIMIT {limit}"
     ).format(
         pk=sql.Identifier(m.primary_key), vec=sql.Identifier(m.vector), t=t, where=where,
-        limit=sql.Placeholder(limit),
+        limit=sql.Literal(int(limit)),
     )
 
 
-def _bm25_sql(t: sql.Composable, m: FieldMapping, ix: bm25.Bm25Index, where: sql.Composable | None) -> sql.Composed:
-    """BM25 scores of the chunks matching the query terms: (doc, s), best first, top %(cand)s."""
+def _bm25_sql(
+    t: sql.Composable, m: FieldMapping, ix: bm25.Bm25Index, where: sql.Composable | None, cand: int
+) -> sql.Composed:
+    """BM25 scores of the chunks matching the query terms: (doc, s), best first, top `cand`."""
     # Per query term: its idf (document frequency counted on the postings index), then one pass
     # over the postings of the query's terms, summing each chunk's term weights.
     scored = sql.SQL(
@@ -147,22 +149,22 @@ def _bm25_sql(t: sql.Composable, m: FieldMapping, ix: bm25.Bm25Index, where: sql
         k1=sql.Literal(float(ix.k1)), b=sql.Literal(float(ix.b)), postings=ix.postings, stats=ix.stats,
     )
     if where is None:
-        return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC LIMIT %(cand)s").format(scored)
+        return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC LIMIT {}").format(scored, sql.Literal(cand))
     return sql.SQL(
         "SELECT sc.doc, sc.s FROM ({scored}) AS sc JOIN {t} AS c ON c.{pk} = sc.doc"
-        " WHERE true{where} ORDER BY sc.s DESC LIMIT %(cand)s"
-    ).format(scored=scored, t=t, pk=sql.Identifier(m.primary_key), where=where)
+        " WHERE true{where} ORDER BY sc.s DESC LIMIT {cand}"
+    ).format(scored=scored, t=t, pk=sql.Identifier(m.primary_key), where=where, cand=sql.Literal(cand))
 
 
-def _fts_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable | None) -> sql.Composed:
+def _fts_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable | None, cand: int) -> sql.Composed:
     """Fallback for tables without BM25 statistics: the Bedrock layout's `to_tsvector('simple', text)`
     GIN index, OR of the query's words, ranked by ts_rank with length normalisation."""
     return sql.SQL(
         "SELECT c.{pk} AS doc, ts_rank(to_tsvector('simple', c.{txt}), fq.q, 1) AS s"
         " FROM {t} AS c, (SELECT nullif(replace(plainto_tsquery('simple', %(qtext)s)::text, ' & ', ' | '), '')::tsquery AS q) AS fq"
         " WHERE to_tsvector('simple', c.{txt}) @@ fq.q AND c.{vec} IS NOT NULL{where}"
-        " ORDER BY s DESC LIMIT %(cand)s"
-    ).format(
+        " ORDER BY s DESC LIMIT {cand}"
+    ).format(cand=sql.Literal(cand),
         pk=sql.Identifier(m.primary_key), txt=sql.Identifier(m.text), vec=sql.Identifier(m.vector), t=t,
         where=where if where is not None else sql.SQL(""),
     )
@@ -234,7 +236,10 @@ def build_query(
     attribute_cols: dict[str, str] | None,
     bm25_index: bm25.Bm25Index | None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
-    """The one statement of a search, with its parameters except %(qvec)s and %(qtext)s."""
+    """The one statement of a search, with its parameters except %(qvec)s and %(qtext)s.
+
+    k and the candidate count are literals (bounded integers), so that a cached generic plan still
+    knows its LIMITs and keeps using the HNSW index."""
     t = table.ident
     params: dict[str, Any] = {"k": k}
     where: sql.Composable = sql.SQL("")
@@ -247,16 +252,16 @@ def build_query(
     if search_type == "SEMANTIC":
         ranked = sql.SQL(
             "SELECT id, 1 - dist / 2 AS score, row_number() OVER (ORDER BY dist) AS rank FROM ({}) AS d"
-        ).format(_dense_sql(t, mapping, where, "k"))
+        ).format(_dense_sql(t, mapping, where, k))
     else:
         params["cand"] = max(HYBRID_CANDIDATES, 2 * k) if search_type == "HYBRID" else k
         if bm25_index is not None:
             lexical = sql.SQL(
                 "WITH q AS (SELECT u.lexeme AS term, cardinality(u.positions) AS qtf"
                 " FROM unnest(to_tsvector({cfg}::regconfig, %(qtext)s)) AS u) {body}"
-            ).format(cfg=sql.Literal(bm25_index.config), body=_bm25_sql(t, mapping, bm25_index, lex_where))
+            ).format(cfg=sql.Literal(bm25_index.config), body=_bm25_sql(t, mapping, bm25_index, lex_where, params["cand"]))
         else:
-            lexical = _fts_sql(t, mapping, lex_where)
+            lexical = _fts_sql(t, mapping, lex_where, params["cand"])
     if search_type == "LEXICAL":
         ranked = sql.SQL(
             "SELECT doc AS id, s / (1 + s) AS score, row_number() OVER (ORDER BY s DESC, doc) AS rank FROM ({}) AS l"
@@ -268,11 +273,11 @@ def build_query(
             " FROM (SELECT id, row_number() OVER (ORDER BY dist) AS r FROM ({dense}) AS d) AS dr"
             " FULL JOIN (SELECT doc AS id, row_number() OVER (ORDER BY s DESC) AS r FROM ({lexical}) AS l) AS lr"
             " ON dr.id = lr.id"
-        ).format(rrf=sql.Literal(RRF_K), w=sql.Literal(DENSE_WEIGHT), dense=_dense_sql(t, mapping, where, "cand"), lexical=lexical)
+        ).format(rrf=sql.Literal(RRF_K), w=sql.Literal(DENSE_WEIGHT), dense=_dense_sql(t, mapping, where, params["cand"]), lexical=lexical)
         ranked = sql.SQL(
             "SELECT id, fused * {norm} AS score, row_number() OVER (ORDER BY fused DESC, id) AS rank"
-            " FROM ({}) AS f ORDER BY fused DESC, id LIMIT %(k)s"
-        ).format(ranked, norm=sql.Literal((RRF_K + 1) / (DENSE_WEIGHT + 1)))
+            " FROM ({}) AS f ORDER BY fused DESC, id LIMIT {k}"
+        ).format(ranked, k=sql.Literal(k), norm=sql.Literal((RRF_K + 1) / (DENSE_WEIGHT + 1)))
     return _result_sql(t, mapping, ranked, attribute_cols), params
 
 
@@ -331,7 +336,10 @@ def _run(
     ef = int(ef_search or max(EF_SEARCH, cand))
     settings = [("hnsw.ef_search", str(min(ef, 1000)))]
     if filter is not None:
-        settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES))]
+        settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES)),
+                     # Plan with the filter's values: whether the GIN index or HNSW serves best depends on
+                     # how many rows they match, which a cached generic plan cannot know.
+                     ("plan_cache_mode", "force_custom_plan")]
     set_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings)
     set_params = [x for pair in settings for x in pair]
     try:
