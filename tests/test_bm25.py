@@ -232,3 +232,23 @@ def test_hybrid_without_statistics_falls_back_to_the_simple_text_index(conn) -> 
     bm25.uninstall_bm25(conn, t)
     hyb = search(conn, t, m, query_embedding=e[0], query_text="zanzibar", k=2, search_type="HYBRID")
     assert {h.id for h in hyb} == {str(ids[0]), str(ids[3])}
+
+
+def test_a_table_we_may_not_alter_keeps_working_without_statistics(conn, session_db_url: str) -> None:
+    t, m = TableRef(conn.info_schema, "not_ours"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    e = np.eye(DIM, dtype=np.float32)
+    write(conn, t, m, [ChunkRow(uuid.uuid4(), "alpha words", e[0], {}, {}),
+                       ChunkRow(uuid.uuid4(), "zanzibar", -e[0], {}, {})])
+    role = "pgkb_reader_" + uuid.uuid4().hex[:6]
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(t.schema), sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(t.ident, sql.Identifier(role)))
+        with psycopg.connect(session_db_url, user=role, autocommit=True) as ro:
+            assert bm25.install_bm25(ro, t, m) is False  # logged, not raised
+            hits = search(ro, t, m, query_embedding=e[0], query_text="zanzibar", k=2, search_type="HYBRID")
+            assert {h.text for h in hits} == {"alpha words", "zanzibar"}
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

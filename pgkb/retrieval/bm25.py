@@ -18,12 +18,15 @@ removed); the query side tokenises with the same function, see `query_terms`.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from pgkb.store.vector_table import FieldMapping, TableRef
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "pgkb_bm25"
 DEFAULT_CONFIG = "english"
@@ -141,8 +144,13 @@ def _function(conn: psycopg.Connection, name: str, body: list[sql.Composable]) -
 
 def lookup(conn: psycopg.Connection, table: TableRef) -> Bm25Index | None:
     """The table's BM25 index, or None when it is not installed."""
+    # CASE, not AND: each check may only run once the previous one passed (they raise otherwise).
     row = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.tables",)
+        "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(s)s) THEN false"
+        " WHEN NOT has_schema_privilege(%(s)s, 'USAGE') THEN false"
+        " WHEN to_regclass(%(t)s) IS NULL THEN false"
+        " ELSE has_table_privilege(%(t)s, 'SELECT') END",
+        {"s": SCHEMA, "t": f"{SCHEMA}.tables"},
     ).fetchone()
     if not row or not row[0]:
         return None
@@ -169,10 +177,17 @@ def install_bm25(
     Atomic (a transaction, or a savepoint inside the caller's); takes a SHARE ROW EXCLUSIVE lock on
     the table so that no write slips between the backfill and the triggers. Returns True when it
     (re)built the statistics, False when they were already installed with these settings (then it
-    only compacts the stats deltas).
+    only compacts the stats deltas) or when the role may not add triggers to the table (logged;
+    hybrid search then uses the table's simple text index).
     """
-    with conn.transaction():
-        return _install(conn, table, mapping, config, float(k1), float(b))
+    try:
+        with conn.transaction():
+            return _install(conn, table, mapping, config, float(k1), float(b))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # A table pgkb may read but not alter (e.g. adopted from Bedrock): hybrid search falls back
+        # to the table's own `to_tsvector('simple', ...)` index.
+        log.warning("BM25 statistics not installed on %s: %s", table, str(exc).splitlines()[0])
+        return False
 
 
 def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, config: str, k1: float, b: float) -> bool:
