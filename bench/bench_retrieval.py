@@ -185,6 +185,47 @@ def bench_msmarco(conn: psycopg.Connection, rounds: int) -> None:
         print(f"k=10 {label}: semantic p50 {s50:.2f} ms, hybrid p50 {h50:.2f} ms, ratio {h50 / s50:.2f} (bar: <= 1.5)")
 
 
+# ------------------------------------------------------------------------------------ trigger cost
+
+
+def bench_triggers(conn: psycopg.Connection, rounds: int) -> None:
+    """What the BM25 triggers add to ingestion writes: msmarco-5k rows in batches of 256, into a fresh
+    table with all of Bedrock's indexes, with and without BM25 statistics (alternating)."""
+    ds = load_beir(MSMARCO)
+    docs = list(ds.documents())
+    emb = np.load(sorted(OUT.glob("msmarco5k-minilm-*.npy"))[0])
+    rows = [ChunkRow(uuid.uuid5(NS, d), t, emb[i], {"x-amz-bedrock-kb-source-uri": d}, {}) for i, (d, t) in enumerate(docs)]
+    conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+    times: dict[str, list[float]] = {"plain": [], "bm25": []}
+    for _ in range(rounds):
+        for kind in ("plain", "bm25"):
+            table = TableRef("bench", f"ingest_{kind}")
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table.ident))
+            with conn.transaction():
+                create_table(conn, table, MAPPING, emb.shape[1])
+                if kind == "bm25":
+                    bm25.install_bm25(conn, table, MAPPING)
+            conn.execute("DROP TABLE IF EXISTS pg_temp.pgkb_stage")
+            t0 = time.perf_counter()
+            load_rows(conn, table, rows, batch=256)
+            times[kind].append(time.perf_counter() - t0)
+            conn.execute("DROP TABLE IF EXISTS pg_temp.pgkb_stage")
+            if kind == "bm25":  # and a re-write of every row with new text: the update trigger
+                changed = [ChunkRow(r.id, r.text + " revised", r.embedding, r.metadata, {}) for r in rows]
+                t0 = time.perf_counter()
+                load_rows(conn, table, changed, batch=256)
+                times.setdefault("bm25 rewrite", []).append(time.perf_counter() - t0)
+                conn.execute("DROP TABLE IF EXISTS pg_temp.pgkb_stage")
+                t0 = time.perf_counter()
+                conn.execute(sql.SQL("DELETE FROM {}").format(table.ident))
+                times.setdefault("bm25 delete all", []).append(time.perf_counter() - t0)
+    plain = statistics.median(times["plain"])
+    print(f"\ningestion writes of {len(rows)} msmarco chunks (write_rows, batches of 256, all indexes), median of {rounds}")
+    for kind, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{kind:<18}{med:>8.2f} s {len(rows) / med:>10.0f} rows/s   x{med / plain:.2f} of plain inserts")
+
+
 # ----------------------------------------------------------------------------------------- filtered
 
 
@@ -283,7 +324,7 @@ def bench_filtered(conn: psycopg.Connection, n: int, nq: int, rounds: int) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["msmarco", "filtered"])
+    ap.add_argument("--only", choices=["msmarco", "filtered", "triggers"])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
@@ -294,6 +335,8 @@ def main() -> None:
     print(f"PostgreSQL {conn.info.server_version}, pgvector {pgv}")
     if a.only in (None, "msmarco"):
         bench_msmarco(conn, a.rounds)
+    if a.only in (None, "triggers"):
+        bench_triggers(conn, a.rounds)
     if a.only in (None, "filtered"):
         bench_filtered(conn, a.rows, a.queries, a.rounds)
     sys.stdout.flush()
