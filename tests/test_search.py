@@ -203,3 +203,10 @@ def test_attribute_columns_and_metadata_only_tables(conn) -> None:
     hits = search(conn, t2, m2, query_embedding=axis(2), query_text="x", k=5, search_type="HYBRID",
                   filter={"equals": {"key": "genre", "value": "pop"}})
     assert [(h.text, h.metadata["genre"]) for h in hits] == [("y", "pop")]
+
+
+def test_pgvector_version_gate() -> None:
+    from pgkb.retrieval.search import parse_version
+
+    assert parse_version("0.8.0") >= (0, 8) and parse_version("0.10.1") >= (0, 8)
+    assert parse_version("0.7.4") < (0, 8) and parse_version("") == (0,)

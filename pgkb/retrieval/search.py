@@ -45,6 +45,8 @@ HYBRID_CANDIDATES = 50
 EF_SEARCH = 64
 #: With a filter: how many index tuples an iterative scan may visit before giving up.
 MAX_SCAN_TUPLES = 20_000
+#: ef_search for filtered queries on pgvector < 0.8, which cannot continue a scan past ef_search.
+OLD_PGVECTOR_FILTER_EF = 400
 
 SOURCE_URI = "x-amz-bedrock-kb-source-uri"
 DATA_SOURCE_ID = "x-amz-bedrock-kb-data-source-id"
@@ -81,6 +83,29 @@ def _bm25_index(conn: psycopg.Connection, table: TableRef) -> bm25.Bm25Index | N
         if ix is not None:
             _BM25[key] = ix
     return ix
+
+
+_PGVECTOR: dict[str, tuple[int, ...]] = {}
+
+
+def _has_iterative_scan(conn: psycopg.Connection) -> bool:
+    """pgvector >= 0.8 (iterative index scans); older versions reject the hnsw.iterative_scan setting."""
+    key = _conn_key(conn, TableRef("", ""))[0]
+    version = _PGVECTOR.get(key)
+    if version is None:
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        version = _PGVECTOR[key] = parse_version(row[0] if row else "0")
+    return version >= (0, 8)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in text.split("."):
+        digits = "".join(ch for ch in p if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or (0,)
 
 
 def _attribute_columns(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> dict[str, str]:
@@ -334,12 +359,16 @@ def _run(
     params["qtext"] = query_text or ""
     cand = params.get("cand", k)
     ef = int(ef_search or max(EF_SEARCH, cand))
+    iterative = filter is not None and _has_iterative_scan(conn)
+    if filter is not None and not iterative:
+        ef = max(ef, OLD_PGVECTOR_FILTER_EF)  # no iterative scans: search wider so filters keep k rows
     settings = [("hnsw.ef_search", str(min(ef, 1000)))]
+    if iterative:
+        settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES))]
     if filter is not None:
-        settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES)),
-                     # Plan with the filter's values: whether the GIN index or HNSW serves best depends on
-                     # how many rows they match, which a cached generic plan cannot know.
-                     ("plan_cache_mode", "force_custom_plan")]
+        # Plan with the filter's values: whether the GIN index or HNSW serves best depends on how
+        # many rows they match, which a cached generic plan cannot know.
+        settings.append(("plan_cache_mode", "force_custom_plan"))
     set_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings)
     set_params = [x for pair in settings for x in pair]
     try:
