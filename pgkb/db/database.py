@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
+from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
@@ -34,16 +36,43 @@ def _one_line(exc: BaseException) -> str:
     return redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
-def wait_for_database(url: str, timeout_s: float) -> None:
-    """Retry connecting with exponential backoff until `timeout_s` has passed (a cluster resuming, a restart)."""
+class DatabaseAuthError(DatabaseUnavailableError):
+    """The database rejected the credentials (after re-reading a rotated secret once)."""
+
+
+# SQLSTATE 28P01 (invalid_password) / 28000: libpq reports them on connect as text only.
+_AUTH_FAILED = re.compile(r"password authentication failed|authentication failed for user|28P01", re.IGNORECASE)
+
+# Re-reads the credentials (a rotated secret) and returns the new connection string.
+Refresh = Callable[[], str]
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) in ("28P01", "28000") or bool(_AUTH_FAILED.search(str(exc)))
+
+
+def wait_for_database(url: str, timeout_s: float, *, refresh: Refresh | None = None) -> str:
+    """Retry connecting with exponential backoff until `timeout_s` has passed (a cluster resuming, a restart).
+
+    A rejected password is not transient: the credentials are re-read once (`refresh`), then it fails
+    at once. Returns the URL that worked.
+    """
     deadline = time.monotonic() + timeout_s
     delay = 0.1
+    refreshed = refresh is None
     while True:
         try:
             with psycopg.connect(url, connect_timeout=max(1, int(min(10, timeout_s)))) as conn:
                 conn.execute("SELECT 1")
-                return
+                return url
         except psycopg.OperationalError as exc:
+            if is_auth_failure(exc):
+                if not refreshed and refresh is not None:
+                    refreshed = True
+                    log.info("database rejected the password; re-reading the secret once")
+                    url = refresh()
+                    continue
+                raise DatabaseAuthError(f"the database rejected the credentials: {_one_line(exc)}") from None
             if time.monotonic() + delay > deadline:
                 raise DatabaseUnavailableError(f"cannot reach the database: {_one_line(exc)}") from None
             log.info("database not reachable yet (%s); retrying in %.1fs", _one_line(exc), delay)
@@ -94,13 +123,27 @@ def migrate(conn: psycopg.Connection) -> list[int]:
 
 
 class Database:
-    """A pool of connections with pgvector's types registered."""
+    """A pool of connections with pgvector's types registered.
 
-    def __init__(self, url: str, *, max_size: int = 10, timeout_s: float = 30.0) -> None:
-        self.url = url
+    `refresh`, when given, re-reads the credentials (a secret): a connection the database refuses
+    with 28P01 is retried once with them, so a rotated password is picked up without a restart.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int = 10,
+        timeout_s: float = 30.0,
+        refresh: Refresh | None = None,
+        name: str = "pgkb",
+    ) -> None:
+        self._url = url
+        self._refresh = refresh
+        self._url_lock = threading.Lock()
         self.timeout_s = timeout_s
         self.pool = ConnectionPool(
-            url,
+            lambda: self._url,  # read at each connection attempt: it changes when the secret rotates
             min_size=1,
             max_size=max_size,
             open=False,
@@ -108,8 +151,21 @@ class Database:
             check=ConnectionPool.check_connection,  # a restarted server leaves dead connections behind
             reconnect_timeout=timeout_s,
             timeout=timeout_s,
-            name="pgkb",
+            name=name,
+            connection_class=_rotating_connection_class(self) if refresh else psycopg.Connection,
         )
+
+    @property
+    def url(self) -> str:
+        """The current connection string (may hold a password: never log it, use redact_url)."""
+        return self._url
+
+    def refresh_credentials(self, failed_url: str) -> str:
+        """Re-read the credentials after `failed_url` was refused; concurrent callers share one read."""
+        with self._url_lock:
+            if self._refresh is not None and self._url == failed_url:
+                self._url = self._refresh()
+            return self._url
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
@@ -117,7 +173,8 @@ class Database:
         conn.commit()
 
     def open(self) -> Database:
-        wait_for_database(self.url, self.timeout_s)
+        refresh = (lambda: self.refresh_credentials(self._url)) if self._refresh else None
+        self._url = wait_for_database(self._url, self.timeout_s, refresh=refresh)
         self.pool.open(wait=True, timeout=self.timeout_s)
         return self
 
@@ -131,6 +188,8 @@ class Database:
             with self.pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:
+            if is_auth_failure(exc):
+                raise DatabaseAuthError(f"the database rejected the credentials: {_one_line(exc)}") from None
             raise DatabaseUnavailableError(f"database error: {_one_line(exc)}") from None
 
     def __enter__(self) -> Database:
@@ -140,7 +199,41 @@ class Database:
         self.close()
 
 
+def _rotating_connection_class(db: Database) -> type[psycopg.Connection]:
+    """A connection class whose connect() re-reads the secret once when the password is refused."""
+
+    class RotatingConnection(psycopg.Connection):  # type: ignore[type-arg]
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+            try:
+                return super().connect(conninfo, **kwargs)
+            except psycopg.OperationalError as exc:
+                if not is_auth_failure(exc):
+                    raise
+                fresh = db.refresh_credentials(conninfo)
+                if fresh == conninfo:
+                    raise  # the pool logs it (no password in libpq's message) and retries with backoff
+                log.info("database rejected the password; retrying with the re-read secret")
+                return super().connect(fresh, **kwargs)
+
+    return RotatingConnection
+
+
+SECRET_URL_PREFIX = "secret:"
+
+
+def secret_refresh(settings: Settings, ref: str) -> Refresh:
+    """Re-reads secret `ref` (pgkb's store, env, or Secrets Manager) and returns its connection string."""
+    from pgkb.secrets import SecretResolver
+
+    resolver = SecretResolver(settings.data_dir, settings.region, settings.account_id)
+    return lambda: resolver.resolve(ref, refresh=True).conninfo()
+
+
 def resolve_url(settings: Settings) -> str:
+    """The connection string: `--database-url`, a secret (`secret:<ARN or name>`), or the embedded server."""
+    if settings.database_url and settings.database_url.startswith(SECRET_URL_PREFIX):
+        return secret_refresh(settings, settings.database_url[len(SECRET_URL_PREFIX):])()
     if settings.database_url:
         return settings.database_url
     from pgkb.db.embedded import ensure_embedded
@@ -150,9 +243,19 @@ def resolve_url(settings: Settings) -> str:
 
 def open_database(settings: Settings, *, run_migrations: bool = True) -> Database:
     """Resolve the URL (embedded when none is set), wait for it, migrate the catalog, open the pool."""
-    url = resolve_url(settings)
-    wait_for_database(url, settings.connect_timeout_s)
+    refresh: Refresh | None = None
+    if settings.database_url and settings.database_url.startswith(SECRET_URL_PREFIX):
+        refresh = secret_refresh(settings, settings.database_url[len(SECRET_URL_PREFIX):])
+        url = refresh()
+    else:
+        url = resolve_url(settings)
+    url = wait_for_database(url, settings.connect_timeout_s, refresh=refresh)
     if run_migrations:
         with psycopg.connect(url, autocommit=False) as conn:
-            migrate(conn)
-    return Database(url, max_size=settings.pool_max_size, timeout_s=settings.connect_timeout_s).open()
+            try:
+                migrate(conn)
+            except psycopg.errors.InsufficientPrivilege:
+                raise DatabaseUnavailableError(
+                    "pgkb's catalog needs migrations this role may not run: run `pgkb db setup` as the admin"
+                ) from None
+    return Database(url, max_size=settings.pool_max_size, timeout_s=settings.connect_timeout_s, refresh=refresh).open()

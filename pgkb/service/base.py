@@ -23,11 +23,14 @@ class ServiceBase:
         self._owns_db = database is None
         self._kbs: dict[str, KnowledgeBase] = {}
         self._kb_lock = threading.Lock()
+        self._registered: Any = None  # pgkb.admin.registry.RegisteredDatabases, made on first use
         with self.db.connection() as conn:
             self.database_name = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
 
     def close(self) -> None:
         self.wait_for_jobs()
+        if self._registered is not None:
+            self._registered.close()
         if self._owns_db:
             self.db.close()
 
@@ -70,12 +73,20 @@ class ServiceBase:
         return info
 
     def database_for(self, rds: dict[str, Any]) -> Database:
-        """The Database an `rdsConfiguration` points at."""
+        """The Database an `rdsConfiguration` points at: the home database, or one `pgkb db register` added."""
         arn = rds.get("resourceArn")
         if arn != self.cluster_arn:
+            from pgkb.admin.registry import RegisteredDatabases
+
+            with self._kb_lock:
+                if self._registered is None:
+                    self._registered = RegisteredDatabases(self.db, self.settings)
+            registered = self._registered.database_for(rds)
+            if registered is not None:
+                return registered  # type: ignore[no-any-return]
             raise ValidationError(
                 f"rdsConfiguration.resourceArn {arn!r} is not a database pgkb knows; "
-                f"use {self.cluster_arn} (see `pgkb db info`)"
+                f"use {self.cluster_arn} (see `pgkb db info`) or register it with `pgkb db register`"
             )
         name = rds.get("databaseName")
         if name != self.database_name:

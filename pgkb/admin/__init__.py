@@ -1,0 +1,1 @@
+"""Databases pgkb does not start itself: registration, guided setup, and the doctor."""

@@ -1,0 +1,281 @@
+"""`pgkb db setup`: what the Aurora guide has users type by hand, done idempotently as the admin.
+
+The extension, a schema, a login role with a generated password, the table (owned by the admin, so
+the role cannot drop or alter it) with its HNSW, full-text and jsonb indexes, least-privilege grants,
+and pgkb's catalog. The role's credentials go to a secret; only the secret's ARN is printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets as pysecrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from pgkb.admin.checks import Problem, check_server, pgvector_versions, q, version_tuple
+from pgkb.admin.doctor import (
+    diagnose,
+    fts_statement,
+    has_fts,
+    has_hnsw,
+    has_jsonb_gin,
+    hnsw_statement,
+    jsonb_statement,
+    table_indexes,
+)
+from pgkb.db.database import migrate, migration_files
+from pgkb.errors import ValidationError
+from pgkb.secrets import DbCredentials
+from pgkb.store.vector_table import FieldMapping, TableRef
+
+log = logging.getLogger(__name__)
+
+PASSWORD_VAR = "pgkb_role_password"  # psql variable the printed SQL reads the password from
+_IDENT = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_\-]{0,62}$")
+
+
+@dataclass
+class SetupPlan:
+    schema: str = "bedrock_integration"
+    role: str = "bedrock_user"
+    table: str = "bedrock_kb"
+    dimensions: int = 384
+    mapping: FieldMapping = field(default_factory=FieldMapping)
+    catalog: bool = True
+    ef_construction: int | None = None  # None: chosen from the table's size
+    maintenance_work_mem_mb: int | None = None
+
+    def __post_init__(self) -> None:
+        for what, name in (("schema", self.schema), ("role", self.role), ("table", self.table)):
+            if not _IDENT.match(name):
+                raise ValidationError(f"--{what} {name!r} must be a letter or _ then [a-zA-Z0-9_-], at most 63 characters")
+        if self.role.lower() in ("postgres", "public", "pg_database_owner") or self.role.startswith("pg_"):
+            raise ValidationError(f"--role {self.role!r} is reserved: choose a dedicated role name")
+        if not 1 <= self.dimensions <= 16000:
+            raise ValidationError(f"dimensions {self.dimensions} out of range (1..16000)")
+
+    @property
+    def ref(self) -> TableRef:
+        return TableRef(self.schema, self.table)
+
+
+def hnsw_parameters(rows: int, dimensions: int) -> tuple[int, int]:
+    """(ef_construction, maintenance_work_mem in MB) for building an HNSW index over `rows` vectors.
+
+    Small tables build in seconds, so they get a wide candidate list (the guide's 256: better recall);
+    large ones a narrower one so builds and later inserts stay affordable. Memory: the graph must fit
+    in maintenance_work_mem or the build slows down by an order of magnitude (about 4 bytes per
+    dimension plus ~700 bytes of graph per vector), capped so a small instance is not starved.
+    """
+    ef = 256 if rows < 100_000 else 128 if rows < 2_000_000 else 64
+    need_mb = int(rows * (4 * dimensions + 700) * 1.2 / 2**20) + 1
+    return ef, max(64, min(need_mb, 4096))
+
+
+def _index_name(table: str, suffix: str) -> str:
+    return f"{table[: 63 - len(suffix) - 1]}_{suffix}"
+
+
+def statements(plan: SetupPlan, dbname: str, *, rows: int = 0, existing: list[Any] | None = None,
+               role_exists: bool = False, password_literal: str | None = None) -> list[str]:
+    """The setup SQL, in order. `password_literal` None prints the psql variable placeholder instead."""
+    t, m = plan.ref, plan.mapping
+    tq = f"{q(t.schema)}.{q(t.name)}"
+    role = q(plan.role)
+    pw = password_literal if password_literal is not None else f":'{PASSWORD_VAR}'"
+    ef, mem = hnsw_parameters(rows, plan.dimensions)
+    ef = plan.ef_construction or ef
+    mem = plan.maintenance_work_mem_mb or mem
+    out = ["CREATE EXTENSION IF NOT EXISTS vector", f"CREATE SCHEMA IF NOT EXISTS {q(plan.schema)}"]
+    # NOSUPERUSER etc. are the defaults; said out loud so a DBA reading the SQL sees them.
+    if password_literal is None:
+        out.append(f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                   f"'{plan.role}')\\gexec")
+    elif not role_exists:
+        out.append(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+    out.append(f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {pw}")
+    # CONNECT, and TEMP for the staging table of each binary-COPY batch; nothing else on the database.
+    out.append(f"GRANT CONNECT, TEMPORARY ON DATABASE {q(dbname)} TO {role}")
+    out.append(f"GRANT USAGE ON SCHEMA {q(plan.schema)} TO {role}")
+    cols = [f"{q(m.primary_key)} uuid PRIMARY KEY", f"{q(m.vector)} vector({plan.dimensions})", f"{q(m.text)} text",
+            f"{q(m.metadata)} json"]
+    if m.custom_metadata:
+        cols.append(f"{q(m.custom_metadata)} jsonb")
+    out.append(f"CREATE TABLE IF NOT EXISTS {tq} ({', '.join(cols)})")
+    out.append(f"ALTER TABLE {tq} ALTER COLUMN {q(m.vector)} SET STORAGE PLAIN")
+    idx = existing or []
+    if not has_hnsw(idx, m.vector):
+        out.append(f"SET maintenance_work_mem = '{int(mem)}MB'")
+        out.append(hnsw_statement(t, m.vector, ef, _index_name(t.name, f"{m.vector}_hnsw")))
+        out.append("RESET maintenance_work_mem")
+    if not has_fts(idx, m.text):
+        out.append(fts_statement(t, m.text, _index_name(t.name, f"{m.text}_fts")))
+    if m.custom_metadata and not has_jsonb_gin(idx, m.custom_metadata):
+        out.append(jsonb_statement(t, m.custom_metadata, _index_name(t.name, f"{m.custom_metadata}_gin")))
+    # Rows only: no TRUNCATE, TRIGGER or REFERENCES, and the admin keeps ownership (no DROP/ALTER).
+    out.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {tq} TO {role}")
+    return out
+
+
+def catalog_grants(role: str) -> list[str]:
+    r = q(role)
+    return [
+        f"GRANT USAGE ON SCHEMA pgkb TO {r}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgkb TO {r}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgkb TO {r}",
+        # Tables later migrations add (run by the admin) are covered too.
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA pgkb GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA pgkb GRANT USAGE, SELECT ON SEQUENCES TO {r}",
+    ]
+
+
+def print_sql(plan: SetupPlan, dbname: str) -> str:
+    """The whole setup as a psql script: `psql -v pgkb_role_password=... -f setup.sql`."""
+    lines = [
+        "-- pgkb db setup, as SQL for a DBA. Run as the admin with psql:",
+        f"--   psql \"$ADMIN_URL\" -v {PASSWORD_VAR}=\"$(openssl rand -base64 32)\" -v ON_ERROR_STOP=1 -f setup.sql",
+        "-- Then store the role's credentials as a secret (RDS-credentials JSON) and register it:",
+        "--   pgkb secrets put NAME --username ... --host ... ; pgkb db register NAME --secret NAME",
+        "\\set ON_ERROR_STOP on",
+        "BEGIN;",
+    ]
+    lines += [s if s.endswith("\\gexec") else s + ";" for s in statements(plan, dbname)]
+    lines.append("COMMIT;")
+    if plan.catalog:
+        lines.append("-- pgkb's catalog (schema pgkb), as `pgkb db setup` applies it:")
+        lines.append("BEGIN;")
+        lines.append("CREATE SCHEMA IF NOT EXISTS pgkb;")
+        lines.append("CREATE TABLE IF NOT EXISTS pgkb.schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+                     " applied_at timestamptz NOT NULL DEFAULT now());")
+        for version, name, body in migration_files():
+            lines.append(f"-- migration {version:03d}_{name}")
+            # psql's \if skips migrations already applied, as pgkb's own runner does.
+            lines.append(f"SELECT NOT EXISTS (SELECT FROM pgkb.schema_migrations WHERE version = {version})"
+                         " AS pgkb_apply \\gset")
+            lines.append("\\if :pgkb_apply")
+            lines.append(body.strip())
+            lines.append(f"INSERT INTO pgkb.schema_migrations (version, name) VALUES ({version}, '{name}');")
+            lines.append("\\endif")
+        lines += [s + ";" for s in catalog_grants(plan.role)]
+        lines.append("COMMIT;")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class SetupResult:
+    created_role: bool
+    password_changed: bool
+    created_table: bool
+    credentials: DbCredentials
+    warnings: list[Problem]
+    statements: int
+
+
+def new_password() -> str:
+    # 43 URL-safe characters (256 bits): no quoting issues in URLs, .pgpass or shells.
+    return pysecrets.token_urlsafe(32)
+
+
+def role_credentials(admin_url: str, role: str, password: str, dbname: str) -> DbCredentials:
+    """The runtime role's credentials, reaching the server the way the admin URL does (TLS settings kept)."""
+    params = conninfo_to_dict(admin_url)
+    extra = {k: str(params[k]) for k in ("sslmode", "sslrootcert", "sslcert", "sslkey") if params.get(k)}
+    host = str(params.get("host") or params.get("hostaddr") or "") or None
+    port = int(params["port"]) if params.get("port") else None
+    return DbCredentials(username=role, password=password, host=host, port=port, dbname=dbname, extra=extra)
+
+
+def can_login(creds: DbCredentials) -> bool:
+    try:
+        with psycopg.connect(creds.conninfo(), connect_timeout=5):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def run_setup(admin_url: str, plan: SetupPlan, *, existing_password: str | None = None,
+              rotate: bool = False) -> SetupResult:
+    """Apply the plan as the admin. `existing_password`: the role's stored password, kept when it still works."""
+    with psycopg.connect(admin_url, autocommit=False) as conn:
+        errors = [p for p in check_server(conn, need_installed=False) if p.severity == "error"]
+        if errors:
+            raise ValidationError("; ".join(f"{p.message} Fix: {p.fix}" for p in errors))
+        installed, available = pgvector_versions(conn)
+        dbname = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+        role_row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (plan.role,)).fetchone()
+        role_exists = role_row is not None
+        if role_row and role_row[0]:
+            raise ValidationError(f"role {plan.role!r} exists and is a superuser: pick another --role for knowledge bases")
+        reg = conn.execute("SELECT to_regclass(%s)", (f"{q(plan.schema)}.{q(plan.table)}",)).fetchone()
+        table_oid = None
+        if reg and reg[0]:
+            table_oid = conn.execute("SELECT %s::regclass::oid", (f"{q(plan.schema)}.{q(plan.table)}",)).fetchone()[0]  # type: ignore[index]
+        conn.rollback()
+
+        password = existing_password
+        password_changed = False
+        if not role_exists or rotate or not password or not can_login(
+            role_credentials(admin_url, plan.role, password, dbname)
+        ):
+            password, password_changed = new_password(), True
+        creds = role_credentials(admin_url, plan.role, password, dbname)
+
+        rows, existing = 0, []
+        if table_oid is not None:
+            rows = int(conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s",
+                                    (table_oid,)).fetchone()[0])  # type: ignore[index]
+            existing = table_indexes(conn, table_oid)
+            conn.rollback()
+        stmts = statements(plan, dbname, rows=rows, existing=existing, role_exists=role_exists,
+                           password_literal="{password}")
+        with conn.transaction():
+            if installed and version_tuple(installed) < (0, 5) and available:
+                conn.execute("ALTER EXTENSION vector UPDATE")
+            for stmt in stmts:
+                if "{password}" in stmt:
+                    if not password_changed:
+                        stmt = stmt.split(" PASSWORD ")[0]
+                        conn.execute(stmt)  # type: ignore[arg-type]  # identifiers quoted, no values
+                        continue
+                    head = stmt.split(" PASSWORD ")[0]
+                    conn.execute(sql.SQL(head + " PASSWORD {}").format(sql.Literal(password)))  # type: ignore[arg-type]
+                else:
+                    conn.execute(stmt)  # type: ignore[arg-type]  # identifiers quoted, no values
+        if plan.catalog:
+            migrate(conn)
+            conn.commit()
+            with conn.transaction():
+                for stmt in catalog_grants(plan.role):
+                    conn.execute(stmt)  # type: ignore[arg-type]
+        _install_lexical(conn, plan)
+        warnings = [p for p in diagnose(conn, plan.ref, plan.mapping, dimensions=plan.dimensions, role=plan.role)]
+        conn.rollback()
+    errors = [p for p in warnings if p.severity == "error"]
+    if errors:
+        raise ValidationError(
+            f"table {plan.ref} exists but does not fit: " + "; ".join(f"{p.message} Fix: {p.fix}" for p in errors)
+        )
+    return SetupResult(not role_exists, password_changed, table_oid is None, creds, warnings, len(stmts))
+
+
+def _install_lexical(conn: psycopg.Connection, plan: SetupPlan) -> None:
+    """BM25 side tables for hybrid search, installed by the admin; the role gets DML on them (its triggers write there)."""
+    try:
+        from pgkb.retrieval.bm25 import SCHEMA, install_bm25
+    except ImportError:
+        return
+    try:
+        install_bm25(conn, plan.ref, plan.mapping)
+        with conn.transaction():
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), sql.Identifier(plan.role)))
+            conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(
+                sql.Identifier(SCHEMA), sql.Identifier(plan.role)))
+        conn.commit()
+    except psycopg.Error as exc:  # hybrid search falls back to the full-text index
+        conn.rollback()
+        log.warning("BM25 statistics not installed on %s: %s", plan.ref, str(exc).splitlines()[0])
