@@ -97,7 +97,7 @@ class Recorder:
 
     def start_ingestion_job(self, **kw: Any) -> dict[str, Any]:
         self._take("start_ingestion_job", kw)
-        raise RuntimeError("secret=hunter2 exploded")
+        raise RuntimeError("secret=hunter2 exploded connecting to postgresql://kb:pa55w0rd@db/x")
 
 
 def fake_invoke(
@@ -378,7 +378,10 @@ def test_unexpected_exception_is_a_generic_500(
         agent.start_ingestion_job(knowledgeBaseId="ABCDEFGHIJ", dataSourceId="ABCDEFGHIJ")
     msg = e.value.response["Error"]["Message"]
     assert "hunter2" not in msg and "Traceback" not in msg
-    assert e.value.response["ResponseMetadata"]["RequestId"] in msg
+    request_id = e.value.response["ResponseMetadata"]["RequestId"]
+    assert request_id in msg
+    logged = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+    assert logged and "exploded" in logged[0] and "pa55w0rd" not in logged[0]
 
 
 def test_invoke_model_raw_payload_and_model_id_with_colon(server: tuple[str, Recorder]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,6 +35,13 @@ log = logging.getLogger("pgkb.server")
 
 DEFAULT_MAX_BODY = 80 * 1024 * 1024  # 10 documents of 5 MiB, base64-encoded, plus JSON
 InvokeFn = Callable[[str, bytes, str | None, str | None], tuple[bytes, str]]
+
+
+def _log_unexpected(request_id: str) -> None:
+    """The traceback goes to the server log (never to the client), with connection passwords removed."""
+    from pgkb.db import redact_url
+
+    log.error("unexpected error (request %s)\n%s", request_id, redact_url(traceback.format_exc()))
 
 
 def _default_invoke(
@@ -130,7 +138,7 @@ class BedrockApp:
         except (WireError, PgkbError) as err:
             response = error_response(err, op, request_id)
         except Exception:
-            log.exception("unexpected error (request %s)", request_id)
+            _log_unexpected(request_id)
             response = error_response(
                 WireError(
                     "InternalServerException", f"Internal server error (request id {request_id})", status=500
@@ -233,7 +241,7 @@ class BedrockApp:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
                 break
             except Exception:
-                log.exception("unexpected error in stream (request %s)", request_id)
+                _log_unexpected(request_id)
                 frame = eventstream.exception(
                     "internalServerException", f"Internal server error (request id {request_id})"
                 )
