@@ -39,6 +39,7 @@ CREATE OR REPLACE FUNCTION aws_bedrock.create_vectorizer(
     source regclass, text_column name, vector_column name, model_id text, backfill boolean DEFAULT true)
 RETURNS integer
 LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
 DECLARE
     v_id   integer;
     pk     name[];
