@@ -87,7 +87,8 @@ def main() -> None:
     qtext: dict[str, str] = extra.pop("__text__")  # type: ignore[assignment]
     qrels = extra
     queries = [qtext[q] for q in q_ids]
-    print(f"msmarco-5k: {len(docs)} documents, {len(queries)} judged queries, {os.cpu_count()} cores")
+    print(f"msmarco-5k: {len(docs)} documents, {len(queries)} judged queries, {os.cpu_count()} cores, "
+          f"load average at start {os.getloadavg()[0]:.1f}")
 
     models, load_s = {}, {}
     for name, mid in VARIANTS.items():
@@ -149,6 +150,7 @@ def main() -> None:
         print(f"{name:<18} {r['docs_per_s']:>8} {r['ingest_speedup']:>6} {r['query_p50_ms']:>7} "
               f"{r['query_p95_ms']:>7} {r['query_speedup']:>6} {r['cos_mean']:>9} {r['cos_min']:>8} "
               f"{r['ndcg10']:>8} {r['ndcg10_delta']:>7} {r['load_s']:>7}")
+    print(f"load average at end {os.getloadavg()[0]:.1f} (other processes share these cores: compare ratios)")
     print("\nissue 8 bar (>=2x reference docs/s, p50 <= 3 ms, nDCG@10 within 0.005):")
     for name in names[1:]:
         print(f"  {name}: {'meets' if results[name]['meets_issue_bar'] else 'does not meet'}")
