@@ -909,5 +909,12 @@ def main() -> None:
         sys.exit(1)
 
 
+
+# ---------------------------------------------------------------------------------------- SQL functions
+# (added by the sqlfuncs engineer; implementation in pgkb/sqlfuncs/cli.py)
+from pgkb.sqlfuncs.cli import sql_app  # noqa: E402
+
+app.add_typer(sql_app, name="sql")
+
 if __name__ == "__main__":
     main()

@@ -90,6 +90,17 @@ def install(database_url: str, endpoint_host: str, endpoint_port: int, user: str
             conn.execute(sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}").format(schema, role))
 
 
+def endpoint_user(database_url: str) -> str | None:
+    """The endpoint user stored in the database's user mapping (readable by the installer only)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT umoptions FROM pg_user_mappings WHERE srvname = %s AND usename = 'public'",
+                           (SERVER,)).fetchone()
+    for opt in (row[0] or []) if row else []:
+        if opt.startswith("user="):
+            return opt[len("user="):]
+    return None
+
+
 def uninstall(database_url: str) -> None:
     """Remove schema aws_bedrock (functions, vectorizer queues and their triggers) and the server."""
     with psycopg.connect(database_url) as conn:
