@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,3 +287,45 @@ def test_endpoint_restart_is_transparent(new_database_url: str, endpoint: Endpoi
             assert conn.execute(CALL, (MODEL, "embedding", good)).fetchone()[0]
         finally:
             thread.stop()
+
+
+def test_cli_install_serve_call_uninstall(new_database_url: str, tmp_path: Path) -> None:
+    """The deployment path: `pgkb sql install`, `pgkb sql serve` as its own process, a call, `uninstall`."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PGKB_DATA_DIR": str(tmp_path)}
+    pgkb = [sys.executable, "-m", "pgkb.cli", "sql"]
+    subprocess.run([*pgkb, "install", "--database-url", new_database_url, "--endpoint-port", str(port)],
+                   check=True, env=env, capture_output=True)
+    users = tmp_path / "sqlfuncs" / "users.json"
+    assert users.stat().st_mode & 0o077 == 0
+    stored = users.read_text()
+    with psycopg.connect(new_database_url) as conn:
+        mapping = conn.execute("SELECT umoptions FROM pg_user_mappings WHERE srvname = 'aws_bedrock_pgkb'").fetchone()[0]
+    password = next(o.split("=", 1)[1] for o in mapping if o.startswith("password="))
+    assert password not in stored and "SCRAM-SHA-256$" in stored  # pgkb keeps only the verifier
+    server = subprocess.Popen([*pgkb, "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        with psycopg.connect(new_database_url, autocommit=True) as conn:
+            vec = conn.execute(CALL, (MODEL, "embedding", json.dumps({"inputText": "hello"}))).fetchone()[0]
+        assert len(vec) == 384
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    subprocess.run([*pgkb, "uninstall", "--database-url", new_database_url], check=True, env=env, capture_output=True)
+    assert not is_installed(new_database_url)
+    assert json.loads(users.read_text()) == {}
