@@ -179,7 +179,7 @@ def test_errors_arrive_as_sql_errors_with_sqlstate(db_url: str, model) -> None:
     assert err.sqlstate == "22001" and "Too many input tokens" in err.diag.message_primary
     err = _sql_error(db_url, "SELECT * FROM aws_bedrock.invoke_model_get_embeddings_batch(%s, %s)",
                      (MODEL, ["short", long_text]))
-    assert err.sqlstate == "22001" and "too long" in err.diag.message_primary
+    assert err.sqlstate == "22001" and "texts[2]" in err.diag.message_primary
     err = _sql_error(db_url, CALL, (MODEL, "embedding", None))
     assert err.sqlstate == "22004"
     # After errors the session's connection to pgkb still works.
@@ -329,3 +329,54 @@ def test_cli_install_serve_call_uninstall(new_database_url: str, tmp_path: Path)
     subprocess.run([*pgkb, "uninstall", "--database-url", new_database_url], check=True, env=env, capture_output=True)
     assert not is_installed(new_database_url)
     assert json.loads(users.read_text()) == {}
+
+
+class _SlowBackend:
+    """A stand-in model (the database side is real): 50 ms per call, vector = (call size, text length)."""
+
+    def __init__(self) -> None:
+        from pgkb.sqlfuncs.calls import RegistryBackend
+
+        self.real = RegistryBackend()
+        self.calls = 0
+
+    def invoke(self, model_id: str, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+        raise AssertionError("plain Titan calls must take the batched path")
+
+    def embed(self, model_id: str, texts) -> np.ndarray:
+        self.calls += 1
+        time.sleep(0.05)
+        return np.array([[len(texts), len(t)] for t in texts], dtype=np.float32)
+
+    def check_lengths(self, model_id: str, texts) -> None:
+        self.real.check_lengths(model_id, texts)
+
+
+def test_concurrent_calls_share_model_calls(new_database_url: str, endpoint: Endpoint) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = _SlowBackend()
+    server = WireServer(file_users(endpoint.data_dir), Calls(backend))
+    thread = EndpointThread(server)
+    host, port = thread.start()
+    try:
+        install(new_database_url, host, port, endpoint.user, endpoint.password)
+
+        def session(k: int) -> list[tuple[int, list[float]]]:
+            out = []
+            with psycopg.connect(new_database_url, autocommit=True) as conn:
+                for j in range(5):
+                    text = "x" * (k * 10 + j + 1)
+                    out.append((len(text), conn.execute(CALL, (MODEL, "embedding", json.dumps({"inputText": text})))
+                                .fetchone()[0]))
+            return out
+
+        with ThreadPoolExecutor(8) as pool:
+            results = [r for rs in pool.map(session, range(8)) for r in rs]
+        assert len(results) == 40
+        assert all(vec[1] == n for n, vec in results)  # each caller got the vector of its own text
+        assert server.coalescer is not None and server.coalescer.items == 40
+        assert backend.calls == server.coalescer.batches < 40
+        assert max(vec[0] for _, vec in results) > 1  # some model calls served several sessions
+    finally:
+        thread.stop()

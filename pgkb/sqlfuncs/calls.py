@@ -51,12 +51,13 @@ class RegistryBackend:
         from pgkb.embeddings.registry import get_model
 
         model = get_model(model_id)
-        limit = model.spec.max_input_tokens
+        limit = model.spec.max_input_tokens - model.tokenizer.num_special_tokens
         counts = model.tokenizer.count(list(texts))
         for i, n in enumerate(counts):
-            if n + model.tokenizer.num_special_tokens > limit:
-                raise WireError(E.TOO_LONG, f"input text {i + 1} is too long for model {model.spec.id}: "
-                                f"{n + model.tokenizer.num_special_tokens} tokens, the maximum is {limit}")
+            if n > limit:
+                which = "the input" if len(texts) == 1 else f"texts[{i + 1}]"
+                raise WireError(E.TOO_LONG, f"Too many input tokens: {which} has {n} tokens and {model.spec.id} "
+                                f"accepts at most {limit}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,60 @@ class Calls:
         except ValueError:
             raise WireError(E.EXTERNAL, f"model {model_id} did not answer JSON") from None
         vec = _vector_at(doc, json_key)
+        return Result([("pgkb_invoke_get_embeddings", FLOAT4_ARRAY_OID)], [[float_array_literal(vec)]])
+
+    # -- micro-batching of concurrent single-text calls (see wire._Coalescer) -------------------------
+
+    def batchable(self, name: str, args: list[str | None]) -> tuple[str, str] | None:
+        """(model_id, text) when this call is a plain Titan embedding request for a local model, which
+        concurrent callers may share one model call for; None sends it down the general path."""
+        if name != "pgkb_invoke_get_embeddings" or len(args) != 4 or any(a is None for a in args):
+            return None
+        model_id, ct, json_key, body = args
+        assert model_id is not None and ct is not None and body is not None
+        if json_key != "embedding" or ct.split(";")[0].strip().lower() not in ("application/json", "*/*"):
+            return None
+        if len(body) > 100_000 or '"inputText"' not in body:
+            return None
+        try:
+            req = json.loads(body)
+        except ValueError:
+            return None
+        if not (isinstance(req, dict) and set(req) == {"inputText"} and isinstance(req["inputText"], str)
+                and req["inputText"]):
+            return None
+        try:
+            from pgkb.embeddings.registry import get_spec
+
+            if get_spec(model_id).provider != "local":
+                return None
+        except Exception:
+            return None  # the general path reports it
+        return model_id, req["inputText"]
+
+    def embed_many(self, model_id: str, texts: list[str]) -> list[np.ndarray | WireError]:
+        """One model call for many single-text requests; each gets its vector or its own error."""
+        out: list[np.ndarray | WireError] = []
+        try:
+            ok: list[int] = []
+            for i, t in enumerate(texts):
+                try:
+                    self.backend.check_lengths(model_id, [t])
+                    ok.append(i)
+                    out.append(WireError(E.INTERNAL, "not embedded"))
+                except WireError as err:
+                    out.append(err)
+            if ok:
+                vecs = self.backend.embed(model_id, [texts[i] for i in ok])
+                for i, v in zip(ok, vecs, strict=True):
+                    out[i] = v
+        except Exception as exc:
+            err = E.from_exception(exc)
+            return [err] * len(texts)
+        return out
+
+    @staticmethod
+    def embedding_result(vec: np.ndarray) -> Result:
         return Result([("pgkb_invoke_get_embeddings", FLOAT4_ARRAY_OID)], [[float_array_literal(vec)]])
 
     def embed_batch(self, args: list[str | None]) -> Result:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pgkb.sqlfuncs import sqltext
 from pgkb.sqlfuncs.calls import Calls, Result
@@ -120,6 +121,56 @@ async def _read_message(reader: asyncio.StreamReader, limit: int) -> tuple[bytes
     return kind, await reader.readexactly(length - 4)
 
 
+class _Coalescer:
+    """Concurrent single-text embedding calls for one model share one model call.
+
+    No timer: the first request runs at once; requests that arrive while the model runs form the next
+    batch. A lone caller pays nothing, many callers get the model's batch throughput.
+    """
+
+    def __init__(self, calls: Calls, executor: ThreadPoolExecutor, max_items: int = 64) -> None:
+        self.calls = calls
+        self.executor = executor
+        self.max_items = max_items
+        self._pending: dict[str, list[tuple[str, asyncio.Future[Any]]]] = {}
+        self._running: set[str] = set()
+        self.batches = 0
+        self.items = 0
+
+    async def embed(self, model_id: str, text: str) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(model_id, []).append((text, fut))
+        if model_id not in self._running:
+            self._running.add(model_id)
+            asyncio.ensure_future(self._drain(model_id))
+        return await fut
+
+    async def _drain(self, model_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending.get(model_id):
+                queue = self._pending[model_id]
+                batch, self._pending[model_id] = queue[: self.max_items], queue[self.max_items:]
+                try:
+                    results = await loop.run_in_executor(
+                        self.executor, self.calls.embed_many, model_id, [t for t, _ in batch])
+                except BaseException as exc:  # every waiter must wake up
+                    results = [WireError(INTERNAL, f"pgkb endpoint internal error: {type(exc).__name__}")] * len(batch)
+                self.batches += 1
+                self.items += len(batch)
+                for (_, fut), res in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(res, WireError):
+                        fut.set_exception(res)
+                    else:
+                        fut.set_result(res)
+        finally:
+            self._running.discard(model_id)
+            if not self._pending.get(model_id):
+                self._pending.pop(model_id, None)
+
+
 @dataclass
 class WireServer:
     """The endpoint. `users` gives the current (user → SCRAM verifier) map on each login."""
@@ -132,9 +183,11 @@ class WireServer:
     _server: asyncio.base_events.Server | None = None
     _executor: ThreadPoolExecutor | None = None
     _conns: set[asyncio.Task[None]] = field(default_factory=set)
+    coalescer: _Coalescer | None = None
 
     async def start(self) -> tuple[str, int]:
         self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="pgkb-sql")
+        self.coalescer = _Coalescer(self.calls, self._executor)
         self._server = await asyncio.start_server(self._serve_conn, self.host, self.port)
         sock = self._server.sockets[0].getsockname()
         self.port = sock[1]
@@ -281,8 +334,13 @@ class WireServer:
                     elif isinstance(stmt, sqltext.Constant):
                         writer.write(_result(Result([("?column?", 25)], [[stmt.value]]), enc))
                     else:
-                        assert self._executor is not None
-                        res = await loop.run_in_executor(self._executor, self.calls.run, stmt.name, stmt.args)
+                        assert self._executor is not None and self.coalescer is not None
+                        single = self.calls.batchable(stmt.name, stmt.args)
+                        if single is not None:
+                            vec = await self.coalescer.embed(*single)
+                            res = self.calls.embedding_result(vec)
+                        else:
+                            res = await loop.run_in_executor(self._executor, self.calls.run, stmt.name, stmt.args)
                         writer.write(_result(res, enc))
                 except WireError as err:
                     writer.write(_error(err, enc=enc))
