@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from pgkb.errors import ModelNotAvailableError, ValidationError
+from pgkb.retrieval.bm25 import install_bm25
 from pgkb.service import shapes
 from pgkb.service.base import ServiceBase
 from pgkb.store import catalog
@@ -101,7 +102,7 @@ class ControlPlane(ServiceBase):
         mapping = FieldMapping.from_bedrock(rds["fieldMapping"])
         with database.connection() as conn:
             ensure_table(conn, table, mapping, dims)
-            self._install_lexical(conn, table, mapping)
+            install_bm25(conn, table, mapping)  # statistics for HYBRID search, kept by triggers
         with self.db.connection() as conn:
             row = catalog.insert_knowledge_base(
                 conn,
@@ -132,15 +133,6 @@ class ControlPlane(ServiceBase):
                 get_model(model_id)
             except ModelNotAvailableError as exc:
                 raise ValidationError(exc.message) from None
-
-    @staticmethod
-    def _install_lexical(conn: Any, table: TableRef, mapping: FieldMapping) -> None:
-        """BM25 statistics for hybrid search, when the retrieval layer provides them."""
-        try:
-            from pgkb.retrieval.bm25 import install_bm25
-        except ImportError:
-            return
-        install_bm25(conn, table, mapping)
 
     def get_knowledge_base(self, *, knowledgeBaseId: str) -> dict[str, Any]:
         with self.db.connection() as conn:
