@@ -29,8 +29,8 @@ app.add_typer(kb_app, name="kb")
 app.add_typer(ds_app, name="ds")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
+out = Console(emoji=False)  # ARNs contain ":secret:", which rich would turn into an emoji
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 DatabaseUrl = Annotated[
     str | None,

@@ -39,6 +39,7 @@ def password_server(prefix: str = "pgkbbyo-") -> Iterator[tuple[Path, str]]:
         hba.write_text(HBA)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         yield root, url
     finally:
         stop_embedded(root)

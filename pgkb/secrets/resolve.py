@@ -79,10 +79,34 @@ class SecretResolver:
         return arn
 
 
+class _RedactSecretPayloads(logging.Filter):
+    """botocore logs request params and response bodies at DEBUG: drop the ones carrying a secret value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot be formatted says nothing useful either
+            text = str(record.msg)
+        if "SecretString" in text or "SecretBinary" in text:
+            record.msg, record.args = "(Secrets Manager payload redacted by pgkb)", None
+        return True
+
+
+_redactor = _RedactSecretPayloads()
+
+
+def _quiet_botocore() -> None:
+    for name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks", "botocore.auth"):
+        lg = logging.getLogger(name)
+        if _redactor not in lg.filters:
+            lg.addFilter(_redactor)
+
+
 def _secrets_manager_value(arn: str, region: str) -> str:
     import boto3
     import botocore.exceptions
 
+    _quiet_botocore()
     kwargs: dict[str, Any] = {"region_name": region}
     if os.environ.get(ENDPOINT_ENV):
         kwargs["endpoint_url"] = os.environ[ENDPOINT_ENV]
@@ -114,6 +138,7 @@ def put_secrets_manager(name: str, creds: DbCredentials, region: str) -> str:
     import botocore.exceptions
 
     parse_secret_ref(name)
+    _quiet_botocore()
     kwargs: dict[str, Any] = {"region_name": region}
     if os.environ.get(ENDPOINT_ENV):
         kwargs["endpoint_url"] = os.environ[ENDPOINT_ENV]
