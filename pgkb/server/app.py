@@ -24,6 +24,7 @@ from pgkb.server.protocol import (
     Response,
     WireError,
     error_response,
+    extra_headers,
     new_request_id,
     parse_input,
     serialize_output,
@@ -231,6 +232,7 @@ class BedrockApp:
         ]
         if result.get("sessionId"):
             headers.append((b"x-amzn-bedrock-knowledge-base-session-id", str(result["sessionId"]).encode()))
+        headers += extra_headers(result)
         await send({"type": "http.response.start", "status": op.success_status, "headers": headers})
         done = object()
         while True:

@@ -224,12 +224,27 @@ def serialize_output(op: Operation, result: dict[str, Any] | None, request_id: s
                 body = json_dumps(to_wire(value))
         elif loc is None:
             body_doc[name] = value
+    headers += extra_headers(result)
     if body is None:
         body = json_dumps(to_wire(body_doc))
         headers.append((b"content-type", b"application/json"))
     elif not any(h == b"content-type" for h, _ in headers):
         headers.append((b"content-type", b"application/octet-stream"))
     return Response(status, headers, body)
+
+
+def extra_headers(result: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """Unmodelled `x-pgkb-*` headers a service result asks for in `ResponseMetadata.HTTPHeaders`
+    (e.g. `x-pgkb-generator`), so in-process and HTTP callers read them from the same place."""
+    meta = result.get("ResponseMetadata")
+    found = meta.get("HTTPHeaders") if isinstance(meta, dict) else None
+    if not isinstance(found, dict):
+        return []
+    return [
+        (str(k).lower().encode("latin-1"), str(v).encode("latin-1", "replace"))
+        for k, v in found.items()
+        if str(k).lower().startswith("x-pgkb-")
+    ]
 
 
 def error_response(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pgkb.service.control import ControlPlane
 from pgkb.service.documents import DocumentOps
+from pgkb.service.generate import GenerateOps
 from pgkb.service.jobs import JobControl
 from pgkb.service.retrieve import RetrieveOps
 
 
-class KnowledgeBaseService(ControlPlane, JobControl, DocumentOps, RetrieveOps):
+# GenerateOps before RetrieveOps: its embed_query shares the question's vector within one call.
+class KnowledgeBaseService(ControlPlane, JobControl, DocumentOps, GenerateOps, RetrieveOps):
     """`KnowledgeBaseService(Settings())` opens (or starts) the database; use it as a context manager."""
 
 

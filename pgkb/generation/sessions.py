@@ -1,0 +1,75 @@
+"""Conversation sessions in the catalog (pgkb.rag_sessions / pgkb.rag_turns, migration 020).
+
+A session is created by the first RetrieveAndGenerate call and belongs to that knowledge base. Each
+call with it extends its life (PGKB_SESSION_TTL_SECONDS, default 24 h, sliding). An unknown, expired
+or other knowledge base's session id is a ValidationException, as Bedrock answers an invalid
+sessionId. Expired sessions are deleted when new sessions are created.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from pgkb.errors import ValidationError
+from pgkb.generation.base import Turn
+
+TTL_ENV = "PGKB_SESSION_TTL_SECONDS"
+DEFAULT_TTL_S = 24 * 3600
+HISTORY_TURNS = 10  # earlier turns sent to a model; older ones stay stored but unused
+
+
+def ttl_seconds() -> int:
+    try:
+        return max(1, int(os.environ.get(TTL_ENV, DEFAULT_TTL_S)))
+    except ValueError:
+        return DEFAULT_TTL_S
+
+
+def create(conn: Any, kb_id: str) -> str:
+    session_id = str(uuid.uuid4())
+    with conn.transaction():
+        conn.execute("DELETE FROM pgkb.rag_sessions WHERE expires_at < now()")
+        conn.execute(
+            "INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
+            (session_id, kb_id, ttl_seconds()),
+        )
+    return session_id
+
+
+def history(conn: Any, session_id: str, kb_id: str) -> list[Turn]:
+    """The latest turns, oldest first; raises ValidationError for an unusable session id."""
+    row = conn.execute(
+        "SELECT kb_id, expires_at > now() FROM pgkb.rag_sessions WHERE id = %s", (session_id,)
+    ).fetchone()
+    if row is None or not row[1]:
+        raise ValidationError(f"Session with Id {session_id} is not valid or has expired. Please check and try again.")
+    if row[0] != kb_id:
+        raise ValidationError(
+            f"Session with Id {session_id} belongs to knowledge base {row[0]}, not {kb_id}; start a new session"
+        )
+    rows = conn.execute(
+        "SELECT question, answer, rewritten FROM ("
+        " SELECT turn, question, answer, rewritten FROM pgkb.rag_turns WHERE session_id = %s"
+        " ORDER BY turn DESC LIMIT %s) t ORDER BY turn",
+        (session_id, HISTORY_TURNS),
+    ).fetchall()
+    return [Turn(question=q, answer=a, rewritten=r) for q, a, r in rows]
+
+
+def append(conn: Any, session_id: str, question: str, rewritten: str, answer: str) -> None:
+    """Record a turn and extend the session; the row lock orders concurrent calls on one session."""
+    with conn.transaction():
+        found = conn.execute(
+            "UPDATE pgkb.rag_sessions SET updated_at = now(), expires_at = now() + make_interval(secs => %s)"
+            " WHERE id = %s RETURNING id",
+            (ttl_seconds(), session_id),
+        ).fetchone()
+        if found is None:
+            return  # deleted meanwhile (its knowledge base went away): nothing to keep
+        conn.execute(
+            "INSERT INTO pgkb.rag_turns (session_id, turn, question, rewritten, answer)"
+            " SELECT %s, coalesce(max(turn), 0) + 1, %s, %s, %s FROM pgkb.rag_turns WHERE session_id = %s",
+            (session_id, question, rewritten, answer, session_id),
+        )
