@@ -109,7 +109,7 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 
 def _attribute_columns(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> dict[str, str]:
-    mapped = set(mapping.columns().values())
+    mapped = set(mapping.to_bedrock().values())
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
         " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -183,15 +183,20 @@ def _bm25_sql(
 
 def _fts_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable | None, cand: int) -> sql.Composed:
     """Fallback for tables without BM25 statistics: the Bedrock layout's `to_tsvector('simple', text)`
-    GIN index, OR of the query's words, ranked by ts_rank with length normalisation."""
+    GIN index, an OR of the query's words, ranked by ts_rank with length normalisation.
+
+    The 'simple' configuration keeps stop words, and an OR with "the" or "of" matches (and ranks)
+    nearly every chunk: words that are English stop words are left out of the query."""
     return sql.SQL(
         "SELECT c.{pk} AS doc, ts_rank(to_tsvector('simple', c.{txt}), fq.q, 1) AS s"
-        " FROM {t} AS c, (SELECT nullif(replace(plainto_tsquery('simple', %(qtext)s)::text, ' & ', ' | '), '')::tsquery AS q) AS fq"
+        " FROM {t} AS c, (SELECT websearch_to_tsquery('simple', coalesce(string_agg(w, ' or '), '')) AS q"
+        "   FROM unnest(tsvector_to_array(to_tsvector('simple', %(qtext)s))) AS w"
+        "   WHERE to_tsvector('english', w) <> ''::tsvector) AS fq"
         " WHERE to_tsvector('simple', c.{txt}) @@ fq.q AND c.{vec} IS NOT NULL{where}"
         " ORDER BY s DESC LIMIT {cand}"
-    ).format(cand=sql.Literal(cand),
-        pk=sql.Identifier(m.primary_key), txt=sql.Identifier(m.text), vec=sql.Identifier(m.vector), t=t,
-        where=where if where is not None else sql.SQL(""),
+    ).format(
+        cand=sql.Literal(cand), pk=sql.Identifier(m.primary_key), txt=sql.Identifier(m.text),
+        vec=sql.Identifier(m.vector), t=t, where=where if where is not None else sql.SQL(""),
     )
 
 
@@ -214,7 +219,7 @@ def _result_sql(
         )
     else:  # discover per-attribute columns: every column the mapping does not name
         extra = sql.SQL("jsonb_strip_nulls(to_jsonb(r) - {}::text[])").format(
-            sql.Literal(list(m.columns().values()))
+            sql.Literal(list(m.to_bedrock().values()))
         )
     return sql.SQL(
         "WITH ranked AS MATERIALIZED ({ranked}),"

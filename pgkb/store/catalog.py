@@ -35,6 +35,15 @@ def _all(conn: psycopg.Connection, query: str, params: Sequence[Any] | dict[str,
         return cur.fetchall()
 
 
+def _update(conn: psycopg.Connection, table: str, row_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """UPDATE one catalog row by id; column names come from this module, values are parameters."""
+    assert table in ("knowledge_bases", "data_sources", "ingestion_jobs")
+    sets = ", ".join(f"{k} = %({k})s" for k in fields)
+    params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
+    return _one(conn, f"UPDATE pgkb.{table} SET {sets}, updated_at = now() WHERE id = %(_id)s RETURNING *",
+                {**params, "_id": row_id})
+
+
 # ---------------------------------------------------------------- knowledge bases
 
 
@@ -78,14 +87,8 @@ def list_knowledge_bases(conn: psycopg.Connection, offset: int, limit: int) -> l
 
 
 def update_knowledge_base(conn: psycopg.Connection, kb_id: str, **fields: Any) -> dict[str, Any]:
-    sets = ", ".join(f"{k} = %({k})s" for k in fields)
-    params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
     try:
-        row = _one(
-            conn,
-            f"UPDATE pgkb.knowledge_bases SET {sets}, updated_at = now() WHERE id = %(kb_id)s RETURNING *",
-            {**params, "kb_id": kb_id},
-        )
+        row = _update(conn, "knowledge_bases", kb_id, fields)
     except psycopg.errors.UniqueViolation as exc:
         raise ConflictError(f"a knowledge base named {fields.get('name')!r} already exists") from exc
     if row is None:
@@ -137,13 +140,7 @@ def list_data_sources(conn: psycopg.Connection, kb_id: str, offset: int, limit: 
 
 
 def update_data_source(conn: psycopg.Connection, ds_id: str, **fields: Any) -> dict[str, Any]:
-    sets = ", ".join(f"{k} = %({k})s" for k in fields)
-    params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
-    row = _one(
-        conn,
-        f"UPDATE pgkb.data_sources SET {sets}, updated_at = now() WHERE id = %(ds_id)s RETURNING *",
-        {**params, "ds_id": ds_id},
-    )
+    row = _update(conn, "data_sources", ds_id, fields)
     if row is None:
         raise NotFoundError(f"data source {ds_id!r} does not exist")
     return row
@@ -208,13 +205,7 @@ def active_jobs(conn: psycopg.Connection, ds_id: str) -> list[dict[str, Any]]:
 
 
 def update_job(conn: psycopg.Connection, job_id: str, **fields: Any) -> dict[str, Any] | None:
-    sets = ", ".join(f"{k} = %({k})s" for k in fields)
-    params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
-    return _one(
-        conn,
-        f"UPDATE pgkb.ingestion_jobs SET {sets}, updated_at = now() WHERE id = %(job_id)s RETURNING *",
-        {**params, "job_id": job_id},
-    )
+    return _update(conn, "ingestion_jobs", job_id, fields)
 
 
 def job_status(conn: psycopg.Connection, job_id: str) -> str | None:

@@ -53,7 +53,7 @@ class FieldMapping:
             metadata=fm.get("metadataField", "metadata"),
             custom_metadata=fm.get("customMetadataField") if fm else "custom_metadata",
         )
-        for name, value in m.columns().items():
+        for name, value in m.to_bedrock().items():
             if not _COLUMN.match(value):
                 raise ValidationError(
                     f"fieldMapping.{name}: {value!r} is not a valid column name ([a-zA-Z0-9_-], at most 63 characters)"
@@ -61,17 +61,7 @@ class FieldMapping:
         return m
 
     def to_bedrock(self) -> dict[str, str]:
-        out = {
-            "primaryKeyField": self.primary_key,
-            "vectorField": self.vector,
-            "textField": self.text,
-            "metadataField": self.metadata,
-        }
-        if self.custom_metadata:
-            out["customMetadataField"] = self.custom_metadata
-        return out
-
-    def columns(self) -> dict[str, str]:
+        """The mapping in Bedrock's shape (also: which column each field names)."""
         out = {
             "primaryKeyField": self.primary_key,
             "vectorField": self.vector,
@@ -279,7 +269,7 @@ def ensure_table(conn: psycopg.Connection, table: TableRef, mapping: FieldMappin
 def attribute_columns(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> dict[str, str]:
     """Per-attribute metadata columns (every column not in the mapping), name -> type."""
     info = inspect_table(conn, table)
-    mapped = set(mapping.columns().values())
+    mapped = set(mapping.to_bedrock().values())
     return {c: t for c, t in info.columns.items() if c not in mapped}
 
 
