@@ -417,3 +417,21 @@ def test_concurrent_services_share_the_database(svc: Any, settings: Settings, tm
     assert not errors
     assert "COMPLETE" in results
     assert len({r[2] for r in table_rows(svc, kb_id)}) == 30
+
+
+def test_two_models_never_share_a_table(svc: Any) -> None:
+    """Vectors of two models (even two variants of one) in one table would make scores meaningless."""
+    table = f"bedrock_integration.{unique('shared_')}"
+    info = svc.db_info()
+    storage = {"type": "RDS", "rdsConfiguration": {
+        "resourceArn": info["resourceArn"], "credentialsSecretArn": info["credentialsSecretArn"],
+        "databaseName": info["databaseName"], "tableName": table,
+        "fieldMapping": {"primaryKeyField": "id", "vectorField": "embedding", "textField": "chunks",
+                         "metadataField": "metadata", "customMetadataField": "custom_metadata"}}}
+    svc.create_knowledge_base(name=unique("first"), knowledgeBaseConfiguration=kb_config(), storageConfiguration=storage)
+    # the same model may share it
+    svc.create_knowledge_base(name=unique("same"), knowledgeBaseConfiguration=kb_config(), storageConfiguration=storage)
+    other = {"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+        "embeddingModelArn": "arn:aws:bedrock:us-east-1::foundation-model/sentence-transformers.all-minilm-l6-v2-onnx-int8"}}
+    with pytest.raises(ValidationError, match="holds vectors of sentence-transformers.all-minilm-l6-v2;"):
+        svc.create_knowledge_base(name=unique("mixed"), knowledgeBaseConfiguration=other, storageConfiguration=storage)

@@ -101,7 +101,7 @@ class ControlPlane(ServiceBase):
         table = TableRef.parse(rds["tableName"])
         mapping = FieldMapping.from_bedrock(rds["fieldMapping"])
         with database.connection() as conn:
-            ensure_table(conn, table, mapping, dims)
+            ensure_table(conn, table, mapping, dims, model_id)
             install_bm25(conn, table, mapping)  # statistics for HYBRID search, kept by triggers
         with self.db.connection() as conn:
             row = catalog.insert_knowledge_base(

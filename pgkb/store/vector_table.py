@@ -251,18 +251,54 @@ def validate_table(
     return problems
 
 
-def ensure_table(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int) -> bool:
+_MODEL_TAG = "pgkb embedding model: "
+
+
+def vector_model(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> str | None:
+    """The model id recorded on the vector column (None for tables pgkb did not tag)."""
+    row = conn.execute(
+        "SELECT col_description(c.oid, a.attnum) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid"
+        " WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s",
+        (table.schema, table.name, mapping.vector),
+    ).fetchone()
+    comment = row[0] if row else None
+    return comment[len(_MODEL_TAG):] if comment and comment.startswith(_MODEL_TAG) else None
+
+
+def _tag_model(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, model_id: str) -> None:
+    conn.execute(
+        sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+            table.ident, sql.Identifier(mapping.vector), sql.Literal(_MODEL_TAG + model_id)
+        )
+    )
+
+
+def ensure_table(
+    conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int, model_id: str | None = None
+) -> bool:
     """Create the table if it does not exist, else validate it. Returns True when created.
 
+    The vector column records which model wrote it: vectors of two models (or two variants of one
+    model) in one table would make every score meaningless, so a different model is refused.
     Raises ValidationError naming the table, each problem and the SQL that fixes it.
     """
     if not inspect_table(conn, table).exists:
         create_table(conn, table, mapping, dimensions)
+        if model_id:
+            _tag_model(conn, table, mapping, model_id)
         return True
     problems = validate_table(conn, table, mapping, dimensions)
     if problems:
         detail = " | ".join(p.message(table) for p in problems)
         raise ValidationError(f"The knowledge base storage configuration provided is invalid... {detail}")
+    if model_id:
+        recorded = vector_model(conn, table, mapping)
+        if recorded and recorded != model_id:
+            raise ValidationError(
+                f"The knowledge base storage configuration provided is invalid... table {table} holds vectors"
+                f" of {recorded}; a knowledge base using {model_id} cannot share it (use another tableName)"
+            )
     return False
 
 
