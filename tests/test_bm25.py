@@ -252,3 +252,24 @@ def test_a_table_we_may_not_alter_keeps_working_without_statistics(conn, session
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_writers_without_rights_on_the_statistics_keep_them_current(conn, session_db_url: str) -> None:
+    t, m = TableRef(conn.info_schema, "shared_writes"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    bm25.install_bm25(conn, t, m)
+    ix = bm25.lookup(conn, t)
+    role = "pgkb_writer_" + uuid.uuid4().hex[:6]
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(t.schema), sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(t.ident, sql.Identifier(role)))
+        with psycopg.connect(session_db_url, user=role, autocommit=True) as w:
+            w.execute(sql.SQL("INSERT INTO {} (id, embedding, chunks, metadata, custom_metadata)"
+                              " VALUES (%s, '[1,0,0,0]', 'written by another role', '{{}}', '{{}}')").format(t.ident),
+                      (uuid.uuid4(),))
+        check(conn, t, m, ix)
+        assert stats(conn, ix)[0] == 1
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

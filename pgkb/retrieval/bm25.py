@@ -136,7 +136,10 @@ def _function(conn: psycopg.Connection, name: str, body: list[sql.Composable]) -
     if "$pgkb$" in text:  # identifiers are restricted to [a-zA-Z0-9_.-]; belt and braces
         raise ValueError("unexpected dollar-quote tag in generated SQL")
     return sql.SQL(
-        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $pgkb$ BEGIN\n"
+        # SECURITY DEFINER: any role that may write the KB table keeps its statistics current,
+        # without rights of its own on pgkb_bm25; a fixed search_path, as such functions need.
+        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+        " SET search_path = pg_catalog, pg_temp AS $pgkb$ BEGIN\n"
         + text.replace("{", "{{").replace("}", "}}")
         + ";\nRETURN NULL; END $pgkb$"
     ).format(fn=sql.Identifier(SCHEMA, name))
@@ -191,6 +194,8 @@ def install_bm25(
 
 
 def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, config: str, k1: float, b: float) -> bool:
+    # Concurrent installs (two processes adopting tables at once) would race on CREATE ... IF NOT EXISTS.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgkb_bm25.install'))")
     conn.execute(_REGISTRY_DDL)  # type: ignore[arg-type]  # constant DDL, no values
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.ident))
     ix = Bm25Index(base_name(table), config, float(k1), float(b))
