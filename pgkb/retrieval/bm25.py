@@ -212,6 +212,7 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
     ).fetchone()[0]
     wanted = (ix.base, mapping.text, mapping.primary_key, mapping.vector, config, float(k1), float(b))
     if existing and tuple(existing) == wanted and triggers == 4:
+        _create_functions(conn, mapping, ix)  # CREATE OR REPLACE: picks up newer trigger code, no backfill
         _compact(conn, ix)
         return False
 
@@ -227,18 +228,7 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
     conn.execute(_add_sql(table.ident, mapping, ix))
 
     t = table.ident
-    fns = {
-        "ins": [_add_sql(sql.Identifier("new_rows"), mapping, ix)],
-        "del": [_remove_sql(sql.Identifier("old_rows"), mapping, ix)],
-        # An upsert that rewrites a chunk with the same text changes nothing here.
-        "upd": [
-            _remove_sql(_changed("old_rows", "new_rows", mapping), mapping, ix),
-            _add_sql(_changed("new_rows", "old_rows", mapping), mapping, ix),
-        ],
-        "trunc": [sql.SQL("TRUNCATE {}, {}").format(ix.postings, ix.stats)],
-    }
-    for kind, body in fns.items():
-        conn.execute(_function(conn, f"{ix.base}_{kind}", body))
+    fns = _create_functions(conn, mapping, ix)
     for kind in fns:
         conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(f"pgkb_bm25_{kind}"), t))
     fn = {k: sql.Identifier(SCHEMA, f"{ix.base}_{k}") for k in fns}
@@ -278,6 +268,23 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
     )
     conn.execute(sql.SQL("ANALYZE {}").format(ix.postings))
     return True
+
+
+def _create_functions(conn: psycopg.Connection, mapping: FieldMapping, ix: Bm25Index) -> list[str]:
+    """(Re)create the trigger functions; returns their kinds."""
+    fns = {
+        "ins": [_add_sql(sql.Identifier("new_rows"), mapping, ix)],
+        "del": [_remove_sql(sql.Identifier("old_rows"), mapping, ix)],
+        # An upsert that rewrites a chunk with the same text changes nothing here.
+        "upd": [
+            _remove_sql(_changed("old_rows", "new_rows", mapping), mapping, ix),
+            _add_sql(_changed("new_rows", "old_rows", mapping), mapping, ix),
+        ],
+        "trunc": [sql.SQL("TRUNCATE {}, {}").format(ix.postings, ix.stats)],
+    }
+    for kind, body in fns.items():
+        conn.execute(_function(conn, f"{ix.base}_{kind}", body))
+    return list(fns)
 
 
 def _compact(conn: psycopg.Connection, ix: Bm25Index) -> None:
