@@ -273,3 +273,37 @@ def test_writers_without_rights_on_the_statistics_keep_them_current(conn, sessio
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_concurrent_writers_leave_exact_statistics(conn, session_db_url: str) -> None:
+    import threading
+
+    t, m = TableRef(conn.info_schema, "concurrent"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    bm25.install_bm25(conn, t, m)
+    ix = bm25.lookup(conn, t)
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            with psycopg.connect(session_db_url) as c:
+                register_vector(c)
+                for batch in range(5):
+                    rows = [ChunkRow(uuid.uuid5(uuid.NAMESPACE_URL, f"{w}/{batch}/{i}"), f"writer {w} batch {batch} {TEXTS[i % 4]}",
+                                     vec(i), {}, {}) for i in range(20)]
+                    with c.transaction():
+                        write_rows(c, t, m, rows)
+                    if batch % 2:  # and delete some of what this writer wrote
+                        c.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(t.ident), ([r.id for r in rows[:5]],))
+                        c.commit()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    check(conn, t, m, ix)
+    assert stats(conn, ix)[0] == 3 * (5 * 20 - 2 * 5)
