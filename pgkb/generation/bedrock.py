@@ -90,7 +90,9 @@ class BedrockConverseGenerator:
             code, msg = err.get("Code", "?"), err.get("Message", "")
             if code in ("ValidationException", "AccessDeniedException", "ResourceNotFoundException"):
                 raise ValidationError(f"Bedrock Converse({resource}) refused the request: {code}: {msg}") from e
-            raise (bad_gateway if code in _SERVER_SIDE else dependency_failed)(resource, f"{code}: {msg}") from e
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            server_side = code in _SERVER_SIDE or status >= 500
+            raise (bad_gateway if server_side else dependency_failed)(resource, f"{code}: {msg}".rstrip(": ")) from e
         except (ConnectTimeoutError, ReadTimeoutError, EndpointConnectionError) as e:
             raise bad_gateway(resource, str(e)) from e
         except BotoCoreError as e:
