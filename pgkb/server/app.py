@@ -31,6 +31,7 @@ from pgkb.server.protocol import (
     validation_error,
 )
 from pgkb.server.validate import Validator
+from pgkb.web import static as console
 
 log = logging.getLogger("pgkb.server")
 
@@ -103,6 +104,9 @@ class BedrockApp:
                 log.exception("error while closing the service")
 
     async def _http(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if console.is_console_path(scope["path"]):  # the web console's static files: no signature
+            await self._send(send, Response(*console.respond(scope["method"], scope["path"])))
+            return
         request_id = new_request_id()
         op: Operation | None = None
         try:

@@ -1,0 +1,1 @@
+"""The web console: static files served by `pgkb serve` at /console (see docs/console.md)."""
