@@ -44,3 +44,18 @@ def password_server(prefix: str = "pgkbbyo-") -> Iterator[tuple[Path, str]]:
     finally:
         stop_embedded(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+_shared: tuple[Path, str] | None = None
+
+
+def shared_password_server() -> str:
+    """One password-checking server for all the BYO test modules of a pytest process (stopped at exit)."""
+    global _shared
+    if _shared is None:
+        import atexit
+
+        cm = password_server("pgkbbyo-")
+        _shared = cm.__enter__()
+        atexit.register(cm.__exit__, None, None, None)
+    return _shared[1]

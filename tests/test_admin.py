@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from byo_helpers import password_server, role_url
+from byo_helpers import role_url, shared_password_server
 
 from pgkb.admin.doctor import diagnose, report
 from pgkb.admin.setup import SetupPlan, hnsw_parameters, print_sql
@@ -27,8 +27,7 @@ MODEL = "sentence-transformers.all-minilm-l6-v2"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with password_server("pgkbadm-") as (_, url):
-        yield url
+    yield shared_password_server()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from byo_helpers import password_server
+from byo_helpers import shared_password_server
 
 from pgkb.admin.checks import version_tuple
 from pgkb.admin.doctor import diagnose, report
@@ -38,10 +38,11 @@ CREATE INDEX ON bedrock_integration.bedrock_kb USING gin (custom_metadata);
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with password_server("pgkbdoc-") as (_, url):
-        with psycopg.connect(url, autocommit=True) as conn:
+    url = shared_password_server()
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bedrock_user'").fetchone():
             conn.execute("CREATE ROLE bedrock_user WITH PASSWORD 'password' LOGIN")
-        yield url
+    yield url
 
 
 @pytest.fixture

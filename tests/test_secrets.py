@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from byo_helpers import password_server, socket_dir
+from byo_helpers import shared_password_server, socket_dir
 from server_helpers import free_port
 
 from pgkb.config import Settings
@@ -26,8 +26,7 @@ from pgkb.secrets import DbCredentials, LocalSecretStore, SecretResolver, env_va
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with password_server("pgkbsec-") as (_, url):
-        yield url
+    yield shared_password_server()
 
 
 @pytest.fixture(scope="module")
