@@ -3,7 +3,7 @@
 Scores are in [0, 1], higher is better:
 - SEMANTIC: `1 - cosine_distance / 2` = `(1 + cos) / 2` (pgvector's `<=>` distance is in [0, 2]);
 - HYBRID: weighted reciprocal rank fusion of the dense and BM25 rankings,
-  `1.5 / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least 2k) of each, divided by
+  `1.5 / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least k) of each, divided by
   its maximum `2.5 / 11`, so a chunk ranked first by both scores 1.0. Measured on msmarco-5k
   (bench/bench_retrieval.py) against RRF k=60 and min-max convex combinations: see docs/retrieval.md.
 
@@ -40,7 +40,7 @@ MAX_K = 100
 RRF_K = 10
 #: Weight of the dense ranking in the fusion (the lexical one weighs 1).
 DENSE_WEIGHT = 1.5
-#: Candidates taken from each ranking before fusion (per query, at least 2k).
+#: Candidates taken from each ranking before fusion (per query, at least k).
 HYBRID_CANDIDATES = 50
 EF_SEARCH = 64
 #: With a filter: how many index tuples an iterative scan may visit before giving up.
@@ -284,7 +284,7 @@ def build_query(
             "SELECT id, 1 - dist / 2 AS score, row_number() OVER (ORDER BY dist) AS rank FROM ({}) AS d"
         ).format(_dense_sql(t, mapping, where, k))
     else:
-        params["cand"] = max(HYBRID_CANDIDATES, 2 * k) if search_type == "HYBRID" else k
+        params["cand"] = max(HYBRID_CANDIDATES, k) if search_type == "HYBRID" else k
         if bm25_index is not None:
             lexical = sql.SQL(
                 "WITH q AS (SELECT u.lexeme AS term, cardinality(u.positions) AS qtf"
