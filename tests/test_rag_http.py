@@ -1,0 +1,179 @@
+"""RetrieveAndGenerate and RetrieveAndGenerateStream over HTTP: boto3 against a real `pgkb serve`
+process, with the offline generator and with an OpenAI-compatible endpoint run by the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EventStreamError
+from rag_fakes import FakeModel, fake_model, generators_env
+from server_helpers import free_port
+from test_boto3_e2e import REGION, Server, create_kb
+from test_generation import DOCS, check_citations, documents
+
+from pgkb.config import Settings
+from pgkb.server.keys import create_key
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeModel]:
+    with fake_model() as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, fake: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("rag-serve") / "serve.log"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": REGION, "HF_HUB_OFFLINE": "1",
+           "PGKB_OPENAI_GENERATORS": generators_env(fake.url, timeout=1.0)}
+    cmd = [str(Path(sys.executable).parent / "pgkb"), "serve", "--port", str(port),
+           "--data-dir", str(settings.data_dir), "--database-url", str(settings.database_url),
+           "--log-level", "warning"]
+    key = create_key(settings)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pgkb serve exited: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("pgkb serve did not start") from None
+            time.sleep(0.1)
+    yield Server(f"http://127.0.0.1:{port}", key, proc, log)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def kb(server: Server, settings: Settings) -> str:
+    agent = server.client("bedrock-agent")
+    kb_id = create_kb(server, settings, f"rag-{uuid.uuid4().hex[:8]}")
+    ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="inline",
+                                     dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
+    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=documents(DOCS))
+    ids = [{"dataSourceType": "CUSTOM", "custom": {"id": k}} for k in DOCS]
+    deadline = time.monotonic() + 60
+    while True:
+        details = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id,
+                                                     documentIdentifiers=ids)["documentDetails"]
+        if all(d["status"] == "INDEXED" for d in details):
+            return kb_id
+        if time.monotonic() > deadline:
+            pytest.fail(f"documents not indexed: {details}")
+        time.sleep(0.2)
+
+
+def config(kb: str, model: str = "pgkb.extractive", **kbc: Any) -> dict[str, Any]:
+    return {"type": "KNOWLEDGE_BASE",
+            "knowledgeBaseConfiguration": {"knowledgeBaseId": kb, "modelArn": model, **kbc}}
+
+
+def test_retrieve_and_generate_with_the_offline_generator(server: Server, kb: str) -> None:
+    rt = server.client("bedrock-agent-runtime")
+    first = rt.retrieve_and_generate(input={"text": "When was the Eiffel Tower completed?"},
+                                     retrieveAndGenerateConfiguration=config(kb))
+    assert "completed in 1889" in first["output"]["text"]
+    assert first["ResponseMetadata"]["HTTPHeaders"]["x-pgkb-generator"] == "extractive"
+    check_citations(first)
+    follow = rt.retrieve_and_generate(input={"text": "How tall is it?"}, sessionId=first["sessionId"],
+                                      retrieveAndGenerateConfiguration=config(kb))
+    assert follow["sessionId"] == first["sessionId"] and "330 metres" in follow["output"]["text"]
+    check_citations(follow)
+
+
+def test_stream_parsed_by_botocore(server: Server, kb: str) -> None:
+    rt = server.client("bedrock-agent-runtime")
+    resp = rt.retrieve_and_generate_stream(input={"text": "Where do penguins live and how deep do they dive?"},
+                                           retrieveAndGenerateConfiguration=config(kb))
+    assert resp["ResponseMetadata"]["HTTPHeaders"]["x-pgkb-generator"] == "extractive"
+    session = resp["sessionId"]
+    text, cites = "", []
+    for event in resp["stream"]:
+        if "output" in event:
+            text += event["output"]["text"]
+        else:
+            cites.append(event["citation"])
+            assert event["citation"]["citation"]["generatedResponsePart"] == event["citation"]["generatedResponsePart"]
+    assert "Southern Hemisphere" in text and len(cites) >= 1
+    check_citations({"output": {"text": text}, "citations": cites})
+    # the stream's session carries on in the non-streaming call
+    again = rt.retrieve_and_generate(input={"text": "What do they eat?"}, sessionId=session,
+                                     retrieveAndGenerateConfiguration=config(kb))
+    assert again["sessionId"] == session
+
+
+def test_errors_over_http(server: Server, kb: str) -> None:
+    rt = server.client("bedrock-agent-runtime")
+    ask = rt.retrieve_and_generate
+    with pytest.raises(rt.exceptions.ValidationException, match="search_results"):
+        ask(input={"text": "q?"}, retrieveAndGenerateConfiguration=config(
+            kb, generationConfiguration={"promptTemplate": {"textPromptTemplate": "no placeholder"}}))
+    with pytest.raises(rt.exceptions.ValidationException):
+        ask(input={"text": "x" * 1001}, retrieveAndGenerateConfiguration=config(kb))
+    with pytest.raises(rt.exceptions.ValidationException, match="EXTERNAL_SOURCES"):
+        ask(input={"text": "q?"}, retrieveAndGenerateConfiguration={"type": "EXTERNAL_SOURCES"})
+    with pytest.raises(rt.exceptions.ResourceNotFoundException):
+        ask(input={"text": "q?"}, retrieveAndGenerateConfiguration=config("NOSUCHKB01"))
+    with pytest.raises(rt.exceptions.ValidationException, match="not valid"):
+        ask(input={"text": "q?"}, sessionId="unknown-session", retrieveAndGenerateConfiguration=config(kb))
+    with pytest.raises(rt.exceptions.ValidationException):
+        rt.retrieve_and_generate_stream(input={"text": "q?"}, retrieveAndGenerateConfiguration=config("bad-id!"))
+
+
+def test_openai_compatible_generator_over_http(server: Server, kb: str, fake: FakeModel) -> None:
+    fake.clear()
+    fake.reply = lambda body: "Emperor penguins breed in the Antarctic winter [1]."
+    rt = server.client("bedrock-agent-runtime")
+    resp = rt.retrieve_and_generate(input={"text": "When do emperor penguins breed?"},
+                                    retrieveAndGenerateConfiguration=config(kb, "fake.ok"))
+    assert resp["output"]["text"] == "Emperor penguins breed in the Antarctic winter."
+    assert resp["ResponseMetadata"]["HTTPHeaders"]["x-pgkb-generator"] == "openai-compatible"
+    (c,) = resp["citations"]
+    assert c["generatedResponsePart"]["textResponsePart"]["span"] == {"start": 0, "end": len(resp["output"]["text"])}
+    assert c["retrievedReferences"][0]["location"]["customDocumentLocation"]["id"] == "penguins"
+    (_, body), = fake.requests
+    assert DOCS["penguins"] in body["messages"][0]["content"]
+    assert body["messages"][-1] == {"role": "user", "content": "When do emperor penguins breed?"}
+    # the stream sends the part, then its citation
+    events = list(rt.retrieve_and_generate_stream(input={"text": "When do emperor penguins breed?"},
+                                                  retrieveAndGenerateConfiguration=config(kb, "fake.ok"))["stream"])
+    assert [next(iter(e)) for e in events] == ["output", "citation"]
+
+
+def test_failing_endpoints_over_http(server: Server, kb: str) -> None:
+    rt = server.client("bedrock-agent-runtime")
+    with pytest.raises(rt.exceptions.BadGatewayException) as info:
+        rt.retrieve_and_generate(input={"text": "q?"}, retrieveAndGenerateConfiguration=config(kb, "fake.fail500"))
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 502
+    assert info.value.response["resourceName"] == "fake.fail500"
+    with pytest.raises(rt.exceptions.DependencyFailedException) as dep:
+        rt.retrieve_and_generate(input={"text": "q?"}, retrieveAndGenerateConfiguration=config(kb, "fake.fail400"))
+    assert dep.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    with pytest.raises(rt.exceptions.BadGatewayException, match="within 1 s"):
+        rt.retrieve_and_generate(input={"text": "q?"}, retrieveAndGenerateConfiguration=config(kb, "fake.slow"))
+    # in the stream, after the headers: a modelled exception event
+    resp = rt.retrieve_and_generate_stream(input={"text": "q?"},
+                                           retrieveAndGenerateConfiguration=config(kb, "fake.fail500"))
+    assert resp["sessionId"]
+    with pytest.raises(EventStreamError) as stream_err:
+        list(resp["stream"])
+    assert stream_err.value.response["Error"]["Code"] == "badGatewayException"
+    assert "HTTP 500" in stream_err.value.response["Error"]["Message"]
