@@ -347,6 +347,65 @@ def retrieve(
         out.print(f"   {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False)
 
 
+@app.command()
+def ask(
+    kb: str,
+    question: str,
+    session: Annotated[str | None, typer.Option("--session", help="Continue this conversation (a sessionId).")] = None,
+    model: Annotated[str, typer.Option("--model", help="Generator modelArn: pgkb.extractive (offline), a "
+                                       "PGKB_OPENAI_GENERATORS key, or a Bedrock model.")] = "pgkb.extractive",
+    k: Annotated[int, typer.Option("-k", "--k", help="Chunks to retrieve (1-100).")] = 5,
+    hybrid: Annotated[bool, typer.Option(help="Hybrid (lexical + semantic) search.")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Answer a question from a knowledge base (RetrieveAndGenerate) with numbered citations."""
+    vsc: dict[str, Any] = {"numberOfResults": k}
+    if hybrid:
+        vsc["overrideSearchType"] = "HYBRID"
+    with service(database_url, data_dir) as svc:
+        kbc = {"knowledgeBaseId": _kb_id(svc, kb), "modelArn": model,
+               "retrievalConfiguration": {"vectorSearchConfiguration": vsc}}
+        res = svc.retrieve_and_generate(
+            input={"text": question}, retrieveAndGenerateConfiguration={"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": kbc},
+            **({"sessionId": session} if session else {}),
+        )
+    if as_json:
+        return print_json(res)
+    text = res["output"]["text"]
+    numbers: dict[tuple[str, str], int] = {}
+    sources: list[dict[str, Any]] = []
+    marks: list[tuple[int, str]] = []
+    for c in res.get("citations", []):
+        nums = []
+        for ref in c["retrievedReferences"]:
+            key = ((ref.get("metadata") or {}).get("x-amz-bedrock-kb-chunk-id") or "", ref["content"]["text"])
+            if key not in numbers:
+                numbers[key] = len(sources) + 1
+                sources.append(ref)
+            nums.append(numbers[key])
+        end = c["generatedResponsePart"]["textResponsePart"]["span"]["end"]
+        marks.append((end, "".join(f"[{n}]" for n in sorted(set(nums)))))
+    shown, pos = "", 0
+    for end, mark in sorted(marks):
+        shown += text[pos:end] + mark
+        pos = end
+    out.print(shown + text[pos:], highlight=False, markup=False)
+    if sources:
+        out.print("\nSources:")
+    for n, ref in enumerate(sources, 1):
+        md = ref.get("metadata") or {}
+        src = md.get("x-amz-bedrock-kb-source-uri", "")
+        excerpt = " ".join(ref["content"]["text"].split())
+        out.print(f"  [{n}] {src}", highlight=False, markup=False)
+        out.print(f"      {excerpt[:200]}{'…' if len(excerpt) > 200 else ''}", highlight=False, markup=False)
+    generator = res.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-pgkb-generator", "")
+    note = " (sentences quoted from the sources, no language model)" if generator == "extractive" else ""
+    err.print(f"generator: {generator}{note}", highlight=False, markup=False)
+    err.print(f"session: {res['sessionId']} (continue with --session {res['sessionId']})", highlight=False, markup=False)
+
+
 # ---------------------------------------------------------------------------------------- database, models
 
 
@@ -763,7 +822,8 @@ def db_unregister(name: str, database_url: DatabaseUrl = None, data_dir: DataDir
 
 @app.command()
 def doctor(
-    table: Annotated[str, typer.Option("--table", help="schema.table of the knowledge base's vectors.")],
+    table: Annotated[str | None, typer.Option("--table", help="schema.table of the knowledge base's vectors.")] = None,
+    kb: Annotated[str | None, typer.Option("--kb", help="Check a knowledge base as configured (name or id) instead.")] = None,
     database_url: Annotated[str | None, typer.Option("--database-url", envvar="PGKB_DATABASE_URL",
                                                      help="URL of the database holding the table.")] = None,
     secret: Annotated[str | None, typer.Option("--secret", help="Connect with this secret instead of a URL.")] = None,
@@ -782,11 +842,21 @@ def doctor(
     """Check a database and table for a knowledge base; each problem with its fix. Exit 1 on errors."""
     import psycopg
 
-    from pgkb.admin.doctor import diagnose, report
+    from pgkb.admin.doctor import diagnose
     from pgkb.db.database import wait_for_database
     from pgkb.store.vector_table import TableRef
 
     settings = settings_for(database_url, data_dir)
+    if kb:
+        from pgkb.admin.doctor import diagnose_kb
+
+        with service(database_url, data_dir) as svc:
+            resolved = svc.resolve(_kb_id(svc, kb))
+            problems = diagnose_kb(resolved, role)
+            ref = resolved.table
+        return _doctor_report(problems, ref, as_json)
+    if not table:
+        raise PgkbError("give --table SCHEMA.TABLE (with --database-url or --secret), or --kb NAME")
     ref = TableRef.parse(table)
     mapping = _mapping(column_names, primary_key_field, vector_field, text_field, metadata_field, custom_metadata_field)
     dims = _dimensions(model, dimensions, None)
@@ -800,13 +870,21 @@ def doctor(
         url = wait_for_database(resolve_url(settings), settings.connect_timeout_s)
     with psycopg.connect(url) as conn:
         problems = diagnose(conn, ref, mapping, dimensions=dims, role=role)
+    _doctor_report(problems, ref, as_json)
+
+
+def _doctor_report(problems: list[Any], ref: Any, as_json: bool) -> None:
+    from rich.markup import escape
+
+    from pgkb.admin.doctor import report
+
     rep = report(problems)
     if as_json:
         print_json(rep)
     else:
         for p in problems:
             mark = "[red]error[/]" if p.severity == "error" else "[yellow]warning[/]"
-            out.print(f"{mark} [{p.check}] {p.message}", highlight=False)
+            out.print(f"{mark} {escape('[' + p.check + ']')} {escape(p.message)}", highlight=False)
             out.print(f"  fix: {p.fix}", highlight=False, markup=False)
         out.print(f"{ref}: {rep['errors']} error(s), {rep['warnings']} warning(s)"
                   + (" — ready" if rep["ok"] else ""), highlight=False, markup=False)
