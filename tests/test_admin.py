@@ -199,6 +199,11 @@ def test_registered_database_holds_a_knowledge_base(fresh_db: str, settings: Set
             assert conn.execute("SELECT count(*) FROM bedrock_integration.kb_vectors").fetchone()[0] == 2
         with db.connection() as conn:
             assert conn.execute("SELECT to_regclass('bedrock_integration.kb_vectors')").fetchone()[0] is None
+        # The doctor sees the knowledge base as configured, checking the secret's role: all good.
+        from pgkb.admin.doctor import diagnose_kb
+
+        problems = diagnose_kb(svc.resolve(kb["knowledgeBaseId"]))
+        assert report(problems)["ok"] and problems == [], [p.to_dict() for p in problems]
         # A second knowledge base on the same database shares the pool.
         assert svc.database_for(rds) is svc.database_for(dict(rds))
         svc.delete_knowledge_base(knowledgeBaseId=kb["knowledgeBaseId"])

@@ -210,7 +210,7 @@ def test_cli_exit_codes_and_fixes(guide_db: str, tmp_path: Path) -> None:
             "--data-dir", str(tmp_path)]
     ok = subprocess.run(base + ["--model", "sentence-transformers.all-minilm-l6-v2"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "0 error(s)" in ok.stdout
+    assert "0 error(s)" in ok.stdout and "[least privilege]" in ok.stdout  # checks print verbatim, not as markup
     bad = subprocess.run(base + ["--dimensions", "1024", "--json"], capture_output=True, text=True)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     import json

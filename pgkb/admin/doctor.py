@@ -269,3 +269,16 @@ def report(problems: list[Problem]) -> dict[str, Any]:
     errors = [p for p in problems if p.severity == "error"]
     return {"ok": not errors, "errors": len(errors), "warnings": len(problems) - len(errors),
             "problems": [p.to_dict() for p in problems]}
+
+
+def diagnose_kb(kb: Any, role: str | None = None) -> list[Problem]:
+    """The checks for a knowledge base as configured: its database (home or registered), table, mapping, model.
+
+    `kb` is a resolved `pgkb.kb.KnowledgeBase`. Without `role`, a registered database's connected user is
+    checked (the secret's role); the home database's is not (it is usually the owner or a superuser).
+    """
+    with kb.database.connection() as conn:
+        user, superuser = conn.execute(
+            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()  # type: ignore[misc]
+        return diagnose(conn, kb.table, kb.mapping, dimensions=kb.dimensions,
+                        role=role or (None if superuser else str(user)))
