@@ -172,7 +172,7 @@ SHORT_FOLLOW_UP_WORDS = 6
 class SentenceVectors:
     """A bounded process-wide cache of sentence vectors per model: chunks recur across questions."""
 
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 20_000) -> None:  # 384-d: about 31 MB
         self.capacity = capacity
         self._items: OrderedDict[tuple[str, int, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
