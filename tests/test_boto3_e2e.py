@@ -453,6 +453,41 @@ def test_langchain_retriever(server: Server, s3_kb: tuple[str, str]) -> None:
     assert len(by_url.invoke("baking bread")) == 1
 
 
+def test_retrieve_and_generate_and_stream(server: Server, s3_kb: tuple[str, str]) -> None:
+    kb_id, _ = s3_kb
+    rt = server.client("bedrock-agent-runtime")
+    conf = {
+        "type": "KNOWLEDGE_BASE",
+        "knowledgeBaseConfiguration": {"knowledgeBaseId": kb_id, "modelArn": "pgkb.extractive"},
+    }
+    out = rt.retrieve_and_generate(
+        input={"text": "what causes ocean tides"}, retrieveAndGenerateConfiguration=conf
+    )
+    assert out["output"]["text"] and out["sessionId"]
+    uris = {
+        ref["location"]["s3Location"]["uri"] for c in out["citations"] for ref in c["retrievedReferences"]
+    }
+    assert "s3://kb-docs/docs/nested/tides.txt" in uris
+    streamed = rt.retrieve_and_generate_stream(
+        input={"text": "what causes ocean tides"}, retrieveAndGenerateConfiguration=conf
+    )
+    assert streamed["sessionId"]
+    events = list(streamed["stream"])
+    text = "".join(e["output"]["text"] for e in events if "output" in e)
+    assert text and any("citation" in e for e in events)
+    with pytest.raises(rt.exceptions.ResourceNotFoundException):
+        rt.retrieve_and_generate(
+            input={"text": "q"},
+            retrieveAndGenerateConfiguration={
+                "type": "KNOWLEDGE_BASE",
+                "knowledgeBaseConfiguration": {
+                    "knowledgeBaseId": "ZZZZZZZZZZ",
+                    "modelArn": "pgkb.extractive",
+                },
+            },
+        )
+
+
 def test_sigterm_shuts_down_cleanly(server: Server) -> None:
     """Last test of the module: SIGTERM ends the process with status 0 and no traceback."""
     server.proc.send_signal(signal.SIGTERM)
