@@ -179,11 +179,18 @@ def test_registered_database_holds_a_knowledge_base(fresh_db: str, settings: Set
         rds = {"resourceArn": reg["resourceArn"], "credentialsSecretArn": reg["credentialsSecretArn"],
                "databaseName": reg["databaseName"], "tableName": "bedrock_integration.kb_vectors",
                "fieldMapping": FieldMapping().to_bedrock()}
-        kb = svc.create_knowledge_base(
-            name=f"byo-{role}", storageConfiguration={"type": "RDS", "rdsConfiguration": rds},
-            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
-                "embeddingModelArn": model_arn(MODEL, settings.region)}})["knowledgeBase"]
+        kb_config = {"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+            "embeddingModelArn": model_arn(MODEL, settings.region)}}
+        kb = svc.create_knowledge_base(name=f"byo-{role}", storageConfiguration={"type": "RDS", "rdsConfiguration": rds},
+                                       knowledgeBaseConfiguration=kb_config)["knowledgeBase"]
         assert kb["storageConfiguration"]["rdsConfiguration"]["resourceArn"] == reg["resourceArn"]
+        # The runtime role may not create tables: a typed, one-line refusal, not a server error.
+        from pgkb.errors import AccessDeniedError
+
+        with pytest.raises(AccessDeniedError, match="permission denied"):
+            svc.create_knowledge_base(
+                name=f"byo-new-{role}", knowledgeBaseConfiguration=kb_config,
+                storageConfiguration={"type": "RDS", "rdsConfiguration": {**rds, "tableName": "bedrock_integration.fresh"}})
         ds = svc.create_data_source(knowledgeBaseId=kb["knowledgeBaseId"], name="inline",
                                     dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]
         ids = dict(knowledgeBaseId=kb["knowledgeBaseId"], dataSourceId=ds["dataSourceId"])

@@ -16,7 +16,7 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
 from pgkb.config import Settings
-from pgkb.errors import DatabaseUnavailableError
+from pgkb.errors import AccessDeniedError, DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,11 @@ class Database:
             if is_auth_failure(exc):
                 raise DatabaseAuthError(f"the database rejected the credentials: {_one_line(exc)}") from None
             raise DatabaseUnavailableError(f"database error: {_one_line(exc)}") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # A least-privilege role asked to do more (e.g. create a table): say so, not a 500.
+            raise AccessDeniedError(
+                f"the database role may not do this: {_one_line(exc)} (see `pgkb doctor`; DDL belongs to `pgkb db setup`)"
+            ) from None
 
     def __enter__(self) -> Database:
         return self
