@@ -47,6 +47,19 @@ _AUTH_FAILED = re.compile(r"password authentication failed|authentication failed
 Refresh = Callable[[], str]
 
 
+# Failures that waiting will not fix: TLS configuration, a missing database or role, pg_hba refusals.
+_PERMANENT = re.compile(
+    r"does not support SSL|SSL was required|SSL is not supported|certificate|sslrootcert"
+    r"|database \"[^\"]*\" does not exist|role \"[^\"]*\" does not exist"
+    r"|no pg_hba\.conf entry|invalid (?:sslmode|connection option)",
+    re.IGNORECASE,
+)
+
+
+def is_permanent_failure(exc: BaseException) -> bool:
+    return bool(_PERMANENT.search(str(exc)))
+
+
 def is_auth_failure(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) in ("28P01", "28000") or bool(_AUTH_FAILED.search(str(exc)))
 
@@ -73,7 +86,7 @@ def wait_for_database(url: str, timeout_s: float, *, refresh: Refresh | None = N
                     url = refresh()
                     continue
                 raise DatabaseAuthError(f"the database rejected the credentials: {_one_line(exc)}") from None
-            if time.monotonic() + delay > deadline:
+            if is_permanent_failure(exc) or time.monotonic() + delay > deadline:
                 raise DatabaseUnavailableError(f"cannot reach the database: {_one_line(exc)}") from None
             log.info("database not reachable yet (%s); retrying in %.1fs", _one_line(exc), delay)
             time.sleep(delay)
