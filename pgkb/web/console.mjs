@@ -31,6 +31,14 @@ function fmtTime(value) {
   return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
 
+function fmtDuration(from, to) {
+  const toMs = (v) => (typeof v === "number" ? v * 1000 : new Date(v).getTime());
+  const ms = toMs(to) - toMs(from);
+  if (!Number.isFinite(ms) || ms < 0) return "";
+  const s = Math.round(ms / 1000);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
 function statusClass(status) {
   if (["ACTIVE", "AVAILABLE", "COMPLETE"].includes(status)) return "status-ok";
   if (["FAILED", "DELETE_UNSUCCESSFUL", "STOPPED", "DELETING"].includes(status)) return "status-bad";
@@ -243,7 +251,6 @@ function renderSources(sources) {
       { class: "selectable", "data-ds-id": ds.dataSourceId, "aria-selected": ds.dataSourceId === state.dsId },
       el("td", {}, el("button", { type: "button", class: "link", text: ds.name, onclick: () => selectDs(ds.dataSourceId) })),
       el("td", { class: "mono", text: ds.dataSourceId }),
-      el("td", { text: ds.type || "" }),
       el("td", {}, badge(ds.status)),
       el("td", { text: fmtTime(ds.updatedAt) }),
     ),
@@ -311,7 +318,7 @@ function renderJobs() {
       el("td", { class: "mono", text: job.ingestionJobId }),
       el("td", {}, badge(job.status)),
       el("td", { text: fmtTime(job.startedAt) }),
-      el("td", { text: fmtTime(job.updatedAt) }),
+      el("td", { title: fmtTime(job.updatedAt), text: fmtDuration(job.startedAt, job.updatedAt) }),
       ...STAT_KEYS.map((k) => el("td", { "data-stat": k, text: stats[k] ?? "" })),
     );
   });
