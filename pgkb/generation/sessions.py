@@ -27,15 +27,24 @@ def ttl_seconds() -> int:
         return DEFAULT_TTL_S
 
 
-def create(conn: Any, kb_id: str) -> str:
-    session_id = str(uuid.uuid4())
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def create(conn: Any, kb_id: str, session_id: str | None = None) -> str:
+    """Store a new session now (the stream sends its id before the answer exists)."""
+    session_id = session_id or new_id()
     with conn.transaction():
-        conn.execute("DELETE FROM pgkb.rag_sessions WHERE expires_at < now()")
-        conn.execute(
-            "INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
-            (session_id, kb_id, ttl_seconds()),
-        )
+        _insert(conn, session_id, kb_id)
     return session_id
+
+
+def _insert(conn: Any, session_id: str, kb_id: str) -> None:
+    conn.execute("DELETE FROM pgkb.rag_sessions WHERE expires_at < now()")
+    conn.execute(
+        "INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
+        (session_id, kb_id, ttl_seconds()),
+    )
 
 
 def history(conn: Any, session_id: str, kb_id: str) -> list[Turn]:
@@ -58,9 +67,15 @@ def history(conn: Any, session_id: str, kb_id: str) -> list[Turn]:
     return [Turn(question=q, answer=a, rewritten=r) for q, a, r in rows]
 
 
-def append(conn: Any, session_id: str, question: str, rewritten: str, answer: str) -> None:
-    """Record a turn and extend the session; the row lock orders concurrent calls on one session."""
+def append(conn: Any, session_id: str, question: str, rewritten: str, answer: str, *,
+           new_for_kb: str | None = None) -> None:
+    """Record a turn and extend the session; `new_for_kb` first stores the session itself (one
+    transaction for a first call). The row lock orders concurrent calls on one session. A turn lost
+    to a crash costs a conversation one exchange, so the commit does not wait for the disk flush."""
     with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = off")
+        if new_for_kb is not None:
+            _insert(conn, session_id, new_for_kb)
         found = conn.execute(
             "UPDATE pgkb.rag_sessions SET updated_at = now(), expires_at = now() + make_interval(secs => %s)"
             " WHERE id = %s RETURNING id",

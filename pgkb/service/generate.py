@@ -45,6 +45,7 @@ class _Plan:
     query: str  # the question as retrieval saw it (rewritten for a follow-up)
     generator: Any
     request: GenerationRequest
+    new_session: bool  # stored with the first turn (one transaction) rather than up front
 
 
 def _obj(value: Any, field: str) -> dict[str, Any]:
@@ -139,7 +140,8 @@ class GenerateOps(ServiceBase):
         userContext: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         with _query_memo():
-            plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration)
+            plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration,
+                                 store_session_now=False)
             answer = plan.generator.generate(plan.request)
         self._record(plan, answer)
         out: dict[str, Any] = {
@@ -162,7 +164,8 @@ class GenerateOps(ServiceBase):
         """`{"sessionId", "stream"}`: `stream` yields `{"output": {"text"}}` and `{"citation": {...}}`
         events; a failure while generating is raised from the iterator (the server frames it)."""
         with _query_memo():
-            plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration)
+            plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration,
+                                 store_session_now=True)
         return {
             "sessionId": plan.session_id,
             "stream": self._events(plan),
@@ -193,7 +196,7 @@ class GenerateOps(ServiceBase):
         self._record(plan, answer)
 
     def _prepare(
-        self, input: Any, config: Any, session_id: str | None, session_config: Any
+        self, input: Any, config: Any, session_id: str | None, session_config: Any, *, store_session_now: bool
     ) -> _Plan:
         inp = _obj(input, "input")
         question = inp.get("text")
@@ -244,11 +247,16 @@ class GenerateOps(ServiceBase):
         kb = self.resolve(kb_id)  # ResourceNotFoundException before any model work
         generator = generator_for(model_arn)
         generator.check(extra)
-        with self.db.connection() as conn:
-            if session_id is None:
-                history: list[Turn] = []
-                session_id = sessions.create(conn, kb.id)
-            else:
+        history: list[Turn] = []
+        new_session = session_id is None
+        if session_id is None:
+            session_id = sessions.new_id()
+            if store_session_now:
+                with self.db.connection() as conn:
+                    sessions.create(conn, kb.id, session_id)
+                new_session = False
+        else:
+            with self.db.connection() as conn:
                 history = sessions.history(conn, session_id, kb.id)
         query = question
         if history:
@@ -261,11 +269,12 @@ class GenerateOps(ServiceBase):
             question=question, results=results, history=history, prompt_template=template,
             inference=inference, additional_fields=extra, embedding_model=kb.model(), query_vector=qvec,
         )
-        return _Plan(kb.id, session_id, question, query, generator, request)
+        return _Plan(kb.id, session_id, question, query, generator, request, new_session)
 
     def _record(self, plan: _Plan, answer: Answer) -> None:
         with self.db.connection() as conn:
-            sessions.append(conn, plan.session_id, plan.question, plan.query, answer.text)
+            sessions.append(conn, plan.session_id, plan.question, plan.query, answer.text,
+                            new_for_kb=plan.kb_id if plan.new_session else None)
 
 
 def _reference(result: dict[str, Any]) -> dict[str, Any]:
