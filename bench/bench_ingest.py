@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import shutil
 import statistics
@@ -32,28 +30,6 @@ DATA = ROOT.parent / "shared" / "datasets" / "msmarco-5k"
 sys.path.insert(0, str(ROOT))
 
 
-def load(n: int) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
-    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").read_text().splitlines()][:n]
-    queries = {q["_id"]: q["text"] for q in map(json.loads, (DATA / "queries.jsonl").read_text().splitlines())}
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (DATA / "qrels" / "test.tsv").read_text().splitlines():
-        qid, did, score = line.rstrip("\n").split("\t")
-        qrels.setdefault(qid, {})[did] = int(score)
-    return corpus, queries, qrels
-
-
-def ndcg_at_10(ranked: list[str], judged: dict[str, int]) -> float:
-    dcg = sum((2 ** judged.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
-    ideal = sorted(judged.values(), reverse=True)[:10]
-    idcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=5000)
@@ -63,9 +39,12 @@ def main() -> None:
 
     from pgkb.config import Settings
     from pgkb.embeddings import get_model, model_arn
+    from pgkb.retrieval.evaluation import load_beir, ndcg_at, percentile
     from pgkb.service import KnowledgeBaseService
 
-    corpus, queries, qrels = load(args.docs)
+    data = load_beir(DATA)
+    corpus = [{"_id": i, **d} for i, d in list(data.corpus.items())[: args.docs]]
+    queries, qrels = data.queries, data.qrels
     work = Path(tempfile.mkdtemp(prefix="pgkb-bench-"))
     folder = work / "docs"
     folder.mkdir()
@@ -134,7 +113,7 @@ def main() -> None:
                     conn.execute("SET hnsw.ef_search = 40")
                     conn.execute(sql_text, (vec,)).fetchall()
                 raw_lat.append(time.perf_counter() - t)
-        ndcg = statistics.mean(ndcg_at_10(ranked_by_q[q], qrels[q]) for q in judged)
+        ndcg = statistics.mean(ndcg_at(ranked_by_q[q], qrels[q], 10) for q in judged)
 
     n = len(corpus)
     print(f"corpus: {n} documents, {chunks} chunks, model {args.model}")
@@ -144,7 +123,7 @@ def main() -> None:
         print(f"ratio pgkb/raw throughput: {ref_s / sync_s:.3f}  (target >= 0.85)")
     print(f"re-sync unchanged:  {resync_s:7.3f} s  = {100 * resync_s / sync_s:.2f}% of the first sync (target < 5%);"
           f" new+modified indexed: {job2['statistics']['numberOfNewDocumentsIndexed'] + job2['statistics']['numberOfModifiedDocumentsIndexed']}")
-    p50a, p95a, p50r, p95r = (pct(api_lat, 50), pct(api_lat, 95), pct(raw_lat, 50), pct(raw_lat, 95))
+    p50a, p95a, p50r, p95r = (percentile(api_lat, 50), percentile(api_lat, 95), percentile(raw_lat, 50), percentile(raw_lat, 95))
     print(f"Retrieve (API):     p50 {1000 * p50a:6.2f} ms  p95 {1000 * p95a:6.2f} ms  over {len(api_lat)} queries")
     print(f"embed + raw SQL:    p50 {1000 * p50r:6.2f} ms  p95 {1000 * p95r:6.2f} ms")
     print(f"ratio p50 API/raw: {p50a / p50r:.3f}  p95: {p95a / p95r:.3f}  (target <= 1.3)")
