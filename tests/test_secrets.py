@@ -236,3 +236,37 @@ def test_no_password_in_output_logs_or_errors(server: str, aws: Any, moto_url: s
         os.environ.pop("PGKB_SECRET_LEAK_GOOD", None)
         os.environ.pop("PGKB_SECRET_WRONGPW_SVC", None)
         svc.close()
+
+
+def test_secrets_put_reads_the_password_from_stdin(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PGKB_DATABASE_URL"}
+    r = subprocess.run([sys.executable, "-m", "pgkb.cli", "secrets", "put", "team-db", "--username", "u", "--host", "h",
+                        "--port", "6432", "--dbname", "kb", "--sslmode", "require", "--password-stdin",
+                        "--data-dir", str(tmp_path)], input="Stdin-Pw-1\n", capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "arn:aws:secretsmanager:us-east-1:000000000000:secret:team-db"
+    assert "Stdin-Pw-1" not in r.stdout + r.stderr
+    stored = LocalSecretStore(tmp_path).get("team-db")
+    assert stored == {"username": "u", "password": "Stdin-Pw-1", "host": "h", "port": 6432, "dbname": "kb",
+                      "engine": "postgres", "sslmode": "require"}
+
+
+def test_setup_stores_the_role_in_secrets_manager(server: str, aws: Any, moto_url: str, tmp_path: Path) -> None:
+    role = "sm_" + uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if k != "PGKB_DATABASE_URL"}
+    args = [sys.executable, "-m", "pgkb.cli", "db", "setup", "--database-url", server, "--role", role, "--table",
+            f"t_{role}", "--no-catalog", "--secrets-manager", "--json", "--data-dir", str(tmp_path)]
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 0, first.stderr
+    arn = json.loads(first.stdout)["credentialsSecretArn"]
+    assert arn.startswith(f"arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkb-{role}")
+    value = json.loads(aws.get_secret_value(SecretId=arn)["SecretString"])
+    assert value["username"] == role and value["password"] not in first.stdout + first.stderr
+    assert LocalSecretStore(tmp_path).get(f"pgkb-{role}") is None  # not in the local store
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and not json.loads(again.stdout)["passwordChanged"], again.stderr
+    # The secret resolves by its ARN and logs the role in.
+    creds = SecretResolver(tmp_path, "us-east-1", "000000000000").resolve(arn)
+    with psycopg.connect(creds.conninfo()) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == role
