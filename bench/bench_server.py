@@ -195,6 +195,7 @@ def main() -> None:
     from pgkb.db.embedded import ensure_embedded, stop_embedded
     from pgkb.server.keys import create_key
 
+    load_start = f"{os.getloadavg()[0]:.2f}"
     root = Path(tempfile.mkdtemp(prefix="pgkbb-"))
     os.chmod(root, 0o755)
     s3_port = free_port()
@@ -362,9 +363,8 @@ def main() -> None:
         server.wait(120)
         batching = [line for line in server_log.read_text().splitlines() if "micro-batching" in line]
 
-        print(
-            f"\nmsmarco-5k: {len(corpus)} passages, {len(queries)} queries, k={a.k}, {os.cpu_count()} cores"
-        )
+        print(f"\nload average at start {load_start}, at end {os.getloadavg()[0]:.2f} (the cores are shared)")
+        print(f"msmarco-5k: {len(corpus)} passages, {len(queries)} queries, k={a.k}, {os.cpu_count()} cores")
         print(
             f"ingestion via StartIngestionJob: {ingest_s:.1f} s ({len(corpus) / ingest_s:.0f} docs/s); "
             f"raw model embed_documents: {raw_embed_s:.1f} s -> ratio {raw_embed_s / ingest_s:.2f} (target >= 0.85)"
