@@ -453,6 +453,18 @@ def test_console_in_chromium(page: Page, server: Served, kb: dict[str, str], tmp
         "document.getElementById('error').textContent"
     )
     assert "not valid JSON" in err
+
+    # a reload in the same tab keeps the key (sessionStorage) and comes back to the same KB and source
+    page.reload()
+    page.wait_for("document.body.dataset.ready === 'true'")
+    page.wait_for("!document.getElementById('ds').hidden", timeout=30)
+    assert _text(page, "#kb-name") == kb["name"]
+    assert (
+        page.evaluate(f"document.querySelector(\"#ds-rows tr[data-ds-id='{kb['ds']}']\").dataset.selected")
+        == "true"
+    )
+    assert page.wait_for("document.querySelector('#job-rows tr')?.dataset.status") == "COMPLETE"
+    assert page.evaluate("document.getElementById('error').hidden")
     assert page.problems() == []
 
 

@@ -96,6 +96,11 @@ class Page:
         self.send("Page.navigate", {"url": url})
         self.wait_for("document.readyState === 'complete'")
 
+    def reload(self) -> None:
+        self.evaluate("window.__stale = true")  # gone once the new document has replaced the old one
+        self.send("Page.reload")
+        self.wait_for("!window.__stale && document.readyState === 'complete'")
+
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})["data"]
         path.write_bytes(base64.b64decode(data))

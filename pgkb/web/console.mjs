@@ -116,6 +116,8 @@ function initCredentials() {
     const secret = $("secret").value.trim();
     const region = $("region").value.trim() || "us-east-1";
     sessionStorage.setItem(STORE.region, region);
+    // A different key id without a new secret must not be paired with the old key's secret.
+    if (akid !== sessionStorage.getItem(STORE.akid) && !secret) sessionStorage.removeItem(STORE.secret);
     if (akid) sessionStorage.setItem(STORE.akid, akid);
     else sessionStorage.removeItem(STORE.akid);
     if (secret) sessionStorage.setItem(STORE.secret, secret);
@@ -215,6 +217,7 @@ function kbDetailRows(kb) {
 async function selectKb(kbId, dsId = null) {
   const view = ++state.view;
   state.pollToken++;
+  const sameKb = state.kbId === kbId;
   state.kbId = kbId;
   state.dsId = null;
   writeHash();
@@ -222,8 +225,10 @@ async function selectKb(kbId, dsId = null) {
     b.setAttribute("aria-current", b.dataset.kbId === kbId ? "true" : "false");
   }
   $("ds").hidden = true;
-  $("results").replaceChildren();
-  $("query-state").textContent = "";
+  if (!sameKb) {
+    $("results").replaceChildren();
+    $("query-state").textContent = "";
+  }
   await guarded(async () => {
     const [{ knowledgeBase: kb }, sources] = await Promise.all([
       state.client.call("GetKnowledgeBase", { knowledgeBaseId: kbId }),
@@ -248,7 +253,7 @@ function renderSources(sources) {
   const rows = sources.map((ds) =>
     el(
       "tr",
-      { class: "selectable", "data-ds-id": ds.dataSourceId, "aria-selected": ds.dataSourceId === state.dsId },
+      { class: "selectable", "data-ds-id": ds.dataSourceId, "data-selected": ds.dataSourceId === state.dsId ? "true" : "false" },
       el("td", {}, el("button", { type: "button", class: "link", text: ds.name, onclick: () => selectDs(ds.dataSourceId) })),
       el("td", { class: "mono", text: ds.dataSourceId }),
       el("td", {}, badge(ds.status)),
@@ -286,7 +291,7 @@ async function selectDs(dsId) {
   state.dsId = dsId;
   writeHash();
   for (const tr of $("ds-rows").querySelectorAll("tr")) {
-    tr.setAttribute("aria-selected", tr.dataset.dsId === dsId ? "true" : "false");
+    tr.dataset.selected = tr.dataset.dsId === dsId ? "true" : "false";
   }
   await guarded(async () => {
     const { dataSource: ds } = await state.client.call("GetDataSource", { knowledgeBaseId: state.kbId, dataSourceId: dsId });
@@ -370,6 +375,7 @@ async function sync() {
         dataSourceId: dsId,
         ingestionJobId: job.ingestionJobId,
       }));
+      if (token !== state.pollToken) break;
       upsertJob(job);
     }
   });
@@ -478,7 +484,10 @@ async function retrieve(ev) {
 // -- start ------------------------------------------------------------------------------------
 function start() {
   initCredentials();
-  $("refresh").addEventListener("click", () => loadKbs());
+  $("refresh").addEventListener("click", async () => {
+    await loadKbs();
+    if (state.kbId) await selectKb(state.kbId, state.dsId);
+  });
   $("sync").addEventListener("click", () => sync());
   $("query-form").addEventListener("submit", retrieve);
   document.body.dataset.ready = "true";
