@@ -537,3 +537,34 @@ def test_deeply_nested_filters_never_500(server: tuple[str, Recorder], depth: in
     else:
         assert status == 400 and headers["x-amzn-errortype"] == "ValidationException"
         assert b"nested" in out
+
+
+def test_router_labels_greedy_and_trailing_slash() -> None:
+    from pgkb.server.model import Router, _compile_template
+
+    r = Router()
+    m = r.match(
+        "POST",
+        "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A%3Afoundation-model%2Famazon.titan-embed-text-v2%3A0/invoke",
+    )
+    assert m is not None and m.operation.name == "InvokeModel"
+    assert m.labels["modelId"] == "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"
+    assert r.match("PUT", "/knowledgebases/").operation.name == "CreateKnowledgeBase"  # type: ignore[union-attr]
+    assert r.match("PUT", "/knowledgebases") is None
+    assert (
+        r.match("GET", "/knowledgebases/ABCDEFGHIJ/").operation.name != "GetKnowledgeBase"
+        if r.match("GET", "/knowledgebases/ABCDEFGHIJ/")
+        else True
+    )
+    put = r.match("PUT", "/knowledgebases/K/datasources/D/documents")
+    post = r.match("POST", "/knowledgebases/K/datasources/D/documents")
+    assert (
+        put
+        and post
+        and (put.operation.name, post.operation.name)
+        == ("IngestKnowledgeBaseDocuments", "ListKnowledgeBaseDocuments")
+    )
+    rx, labels = _compile_template("/objects/{Bucket}/{Key+}")
+    found = rx.match("/objects/b/a/deep/key.txt")
+    assert labels == ("Bucket", "Key") and found is not None
+    assert found.group("L_Key") == "a/deep/key.txt" and found.group("L_Bucket") == "b"
