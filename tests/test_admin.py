@@ -213,7 +213,14 @@ def test_registered_database_holds_a_knowledge_base(fresh_db: str, settings: Set
         assert report(problems)["ok"] and problems == [], [p.to_dict() for p in problems]
         # A second knowledge base on the same database shares the pool.
         assert svc.database_for(rds) is svc.database_for(dict(rds))
+        from pgkb.admin.registry import unregister_database
+        from pgkb.errors import ConflictError
+
+        with pytest.raises(ConflictError, match=f"byo-{role}"):
+            unregister_database(db, name)
         svc.delete_knowledge_base(knowledgeBaseId=kb["knowledgeBaseId"])
+        unregister_database(db, name)
+        assert name not in [r["name"] for r in list_databases(db)]
     finally:
         svc.close()
 

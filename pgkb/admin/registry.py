@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 from pgkb.config import Settings
 from pgkb.db import Database
 from pgkb.db.database import wait_for_database
-from pgkb.errors import NotFoundError, ValidationError
+from pgkb.errors import ConflictError, NotFoundError, ValidationError
 from pgkb.secrets import SecretResolver
 
 _CLUSTER_NAME = re.compile(r"^[a-zA-Z0-9-]{1,63}$")
@@ -75,7 +75,14 @@ def list_databases(home: Database) -> list[dict[str, Any]]:
 
 
 def unregister_database(home: Database, name: str) -> None:
+    """Forget a database; refused while knowledge bases keep their vectors there."""
     with home.connection() as conn:
+        users = [r[0] for r in conn.execute(
+            "SELECT k.name FROM pgkb.knowledge_bases k JOIN pgkb.databases d"
+            " ON k.storage -> 'rdsConfiguration' ->> 'resourceArn' = d.resource_arn WHERE d.name = %s ORDER BY 1",
+            (name,))]
+        if users:
+            raise ConflictError(f"database {name!r} holds knowledge bases {', '.join(users)}: delete them first")
         if conn.execute("DELETE FROM pgkb.databases WHERE name = %s", (name,)).rowcount == 0:
             raise NotFoundError(f"no registered database named {name!r}")
 
