@@ -251,10 +251,6 @@ class GenerateOps(ServiceBase):
         new_session = session_id is None
         if session_id is None:
             session_id = sessions.new_id()
-            if store_session_now:
-                with self.db.connection() as conn:
-                    sessions.create(conn, kb.id, session_id)
-                new_session = False
         else:
             with self.db.connection() as conn:
                 history = sessions.history(conn, session_id, kb.id)
@@ -264,6 +260,10 @@ class GenerateOps(ServiceBase):
                 RewriteRequest(question, history, orch_template, orch_inference, orch_extra)
             )
         results, _ = self.retrieve_results(kb.id, query, retrieval)
+        if new_session and store_session_now:  # after retrieval: a refused request leaves no session
+            with self.db.connection() as conn:
+                sessions.create(conn, kb.id, session_id)
+            new_session = False
         qvec = self.embed_query(kb, query) if generator.name == "extractive" else None
         request = GenerationRequest(
             question=question, results=results, history=history, prompt_template=template,
