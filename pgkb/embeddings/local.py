@@ -41,6 +41,9 @@ class LocalModel:
                 "or use sentence-transformers.all-minilm-l6-v2-onnx"
             ) from e
         torch.set_num_threads(os.cpu_count() or 1)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start of the CLI or server
         self.spec = spec
         self.dimensions = dimensions
         self._st = SentenceTransformer(str(path), device="cpu")
