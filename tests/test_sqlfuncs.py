@@ -387,3 +387,26 @@ def test_concurrent_calls_share_model_calls(new_database_url: str, endpoint: End
         assert max(vec[0] for _, vec in results) > 1  # some model calls served several sessions
     finally:
         thread.stop()
+
+
+def test_endpoint_query_parser() -> None:
+    from pgkb.sqlfuncs import sqltext
+    from pgkb.sqlfuncs.errors import WireError
+
+    call = sqltext.parse("SELECT pgkb_invoke('a''b', E'c\\\\d''e', NULL, 'x'::text);")
+    assert call == sqltext.Call("pgkb_invoke", ["a'b", "c\\d'e", None, "x"], False)
+    call = sqltext.parse("select * from PGKB_EMBED_BATCH('m', '[\"t\"]') AS t(ord int, e real[])")
+    assert call == sqltext.Call("pgkb_embed_batch", ["m", '["t"]'], True)
+    assert sqltext.parse("SET client_encoding TO 'UTF8'") == sqltext.SetCommand("client_encoding", "UTF8")
+    assert sqltext.parse(" ; ") is None
+    for bad in ("DROP TABLE x", "SELECT f('a') ; DROP TABLE x", "SELECT f(a)", "SELECT f('a'", "SELECT f('a) "):
+        with pytest.raises(WireError) as info:
+            sqltext.parse(bad)
+        assert info.value.sqlstate == "42601"
+
+
+def test_arguments_cannot_inject(db_url: str) -> None:
+    good = json.dumps({"inputText": "hello"})
+    evil = "x', 'a', 'b', 'c'); SELECT pgkb_invoke('y"
+    err = _sql_error(db_url, CALL, (evil, "embedding", good))
+    assert err.sqlstate == "42704" and evil in err.diag.message_primary

@@ -39,6 +39,7 @@ CANCEL_REQUEST = 80877102
 # Before authentication a peer may send little; after it, a query carries whole batches of texts.
 MAX_STARTUP_MESSAGE = 10_000
 MAX_MESSAGE = 512 * 1024 * 1024
+STARTUP_TIMEOUT_S = 30.0
 
 _ENCODINGS = {"UTF8": "utf-8", "UNICODE": "utf-8", "SQL_ASCII": "utf-8", "LATIN1": "latin-1"}
 
@@ -221,10 +222,11 @@ class WireServer:
             self._conns.add(task)
         peer = writer.get_extra_info("peername")
         try:
-            enc = await self._startup(reader, writer)
+            # A peer that does not finish logging in promptly is dropped (no idle pre-auth sockets).
+            enc = await asyncio.wait_for(self._startup(reader, writer), STARTUP_TIMEOUT_S)
             if enc is not None:
                 await self._session(reader, writer, enc)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError, TimeoutError):
             pass
         except _ProtocolViolation as exc:
             log.info("closing connection from %s: %s", peer, exc)
