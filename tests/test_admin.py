@@ -47,6 +47,16 @@ def pgkb(*args: str, data_dir: Path, env: dict[str, str] | None = None, stdin: s
                           capture_output=True, text=True, env=e, input=stdin, timeout=120)
 
 
+def setup_in_process(admin_url: str, role: str, data_dir: Path) -> str:
+    """What `pgkb db setup --role ROLE` does (the CLI itself is tested above); returns the password."""
+    from pgkb.admin.setup import run_setup
+    from pgkb.secrets import SecretResolver
+
+    result = run_setup(admin_url, SetupPlan(role=role))
+    SecretResolver(data_dir, "us-east-1", "000000000000").put_local(f"pgkb-{role}", result.credentials)
+    return result.credentials.password
+
+
 def unique_role() -> str:
     return "kb_" + uuid.uuid4().hex[:8]
 
@@ -85,8 +95,7 @@ def test_setup_creates_everything_and_prints_only_the_secret_reference(fresh_db:
 
 def test_runtime_role_has_least_privilege(fresh_db: str, tmp_path: Path) -> None:
     role = unique_role()
-    assert pgkb("db", "setup", "--database-url", fresh_db, "--role", role, data_dir=tmp_path).returncode == 0
-    password = LocalSecretStore(tmp_path).get(f"pgkb-{role}")["password"]
+    password = setup_in_process(fresh_db, role, tmp_path)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA private; CREATE TABLE private.payroll (x int); INSERT INTO private.payroll VALUES (1)")
     dbname = psycopg.conninfo.conninfo_to_dict(fresh_db)["dbname"]
@@ -242,7 +251,7 @@ def test_unknown_cluster_is_a_validation_error(settings: Settings, db: Any) -> N
 def test_runtime_role_runs_pgkb_on_its_catalog(fresh_db: str, tmp_path: Path) -> None:
     """pgkb started as the setup role (PGKB_DATABASE_URL=secret:<name>): catalog DML works, DDL is not needed."""
     role = unique_role()
-    assert pgkb("db", "setup", "--database-url", fresh_db, "--role", role, data_dir=tmp_path).returncode == 0
+    setup_in_process(fresh_db, role, tmp_path)
     env = {"PGKB_DATABASE_URL": f"secret:pgkb-{role}"}
     info = pgkb("db", "info", "--json", data_dir=tmp_path, env=env)
     assert info.returncode == 0, info.stderr
