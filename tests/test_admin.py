@@ -151,6 +151,21 @@ def test_hnsw_parameters_follow_table_size() -> None:
     assert hnsw_parameters(1_000_000, 384)[1] > 64
 
 
+def test_setup_refuses_a_table_that_does_not_fit_before_changing_anything(fresh_db: str) -> None:
+    from pgkb.admin.setup import run_setup
+    from pgkb.errors import ValidationError
+
+    role = unique_role()
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector; CREATE SCHEMA bedrock_integration;"
+                     " CREATE TABLE bedrock_integration.bedrock_kb (id uuid PRIMARY KEY, embedding vector(1024),"
+                     " chunks text, metadata json, custom_metadata jsonb)")
+    with pytest.raises(ValidationError, match="1024-dimensional"):
+        run_setup(fresh_db, SetupPlan(role=role, dimensions=384))
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None
+
+
 def test_setup_refuses_a_bad_role_name(fresh_db: str, tmp_path: Path) -> None:
     r = pgkb("db", "setup", "--database-url", fresh_db, "--role", "x'; DROP TABLE t; --", data_dir=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--role" in r.stderr

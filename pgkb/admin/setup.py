@@ -36,6 +36,7 @@ from pgkb.store.vector_table import FieldMapping, TableRef
 log = logging.getLogger(__name__)
 
 PASSWORD_VAR = "pgkb_role_password"  # psql variable the printed SQL reads the password from
+_PASSWORD_SLOT = "<password>"  # where run_setup puts the quoted password literal
 _IDENT = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_\-]{0,62}$")
 
 
@@ -227,25 +228,31 @@ def run_setup(admin_url: str, plan: SetupPlan, *, existing_password: str | None 
 
         rows, existing = 0, []
         if table_oid is not None:
-            rows = int(conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s",
-                                    (table_oid,)).fetchone()[0])  # type: ignore[index]
+            # An existing table that cannot hold this knowledge base is refused before anything changes.
+            misfit = [p for p in diagnose(conn, plan.ref, plan.mapping, dimensions=plan.dimensions)
+                      if p.severity == "error" and p.check in ("table", "column", "type", "dimensions", "primary key")]
+            if misfit:
+                raise ValidationError(f"table {plan.ref} exists but does not fit: "
+                                      + "; ".join(f"{p.message} Fix: {p.fix}" for p in misfit))
             existing = table_indexes(conn, table_oid)
+            rows = int(conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s",
+                                    (table_oid,)).fetchone()[0])  # type: ignore[index]
+            if rows < 0 and not has_hnsw(existing, plan.mapping.vector):  # never analysed: count, to size the build
+                rows = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(plan.ref.ident)).fetchone()[0])  # type: ignore[index]
             conn.rollback()
-        stmts = statements(plan, dbname, rows=rows, existing=existing, role_exists=role_exists,
-                           password_literal="{password}")
+        stmts = statements(plan, dbname, rows=max(rows, 0), existing=existing, role_exists=role_exists,
+                           password_literal=_PASSWORD_SLOT)
         with conn.transaction():
             if installed and version_tuple(installed) < (0, 5) and available:
                 conn.execute("ALTER EXTENSION vector UPDATE")
             for stmt in stmts:
-                if "{password}" in stmt:
-                    if not password_changed:
-                        stmt = stmt.split(" PASSWORD ")[0]
-                        conn.execute(stmt)  # type: ignore[arg-type]  # identifiers quoted, no values
-                        continue
-                    head = stmt.split(" PASSWORD ")[0]
+                head, slot, _ = stmt.partition(" PASSWORD " + _PASSWORD_SLOT)
+                if not slot:
+                    conn.execute(stmt)  # type: ignore[arg-type]  # identifiers quoted, no values
+                elif password_changed:  # the password is a literal (ALTER ROLE takes no parameters), quoted by psycopg
                     conn.execute(sql.SQL(head + " PASSWORD {}").format(sql.Literal(password)))  # type: ignore[arg-type]
                 else:
-                    conn.execute(stmt)  # type: ignore[arg-type]  # identifiers quoted, no values
+                    conn.execute(head)  # type: ignore[arg-type]  # keep the working password
         if plan.catalog:
             migrate(conn)
             conn.commit()
