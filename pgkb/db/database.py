@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -135,6 +136,20 @@ def migrate(conn: psycopg.Connection) -> list[int]:
     return applied
 
 
+def _check_connection(conn: psycopg.Connection) -> None:
+    """Pool checkout check without a round trip when none is needed.
+
+    A server that restarts (or kills the backend) sends a FATAL and closes the socket, so an idle
+    connection with something to read is suspect: only then is it verified with a round trip (and
+    discarded by the pool if dead). That saves the empty query per checkout on the hot path.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("connection closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
+
+
 class Database:
     """A pool of connections with pgvector's types registered.
 
@@ -161,7 +176,7 @@ class Database:
             max_size=max_size,
             open=False,
             configure=self._configure,
-            check=ConnectionPool.check_connection,  # a restarted server leaves dead connections behind
+            check=_check_connection,  # a restarted server leaves dead connections behind
             reconnect_timeout=timeout_s,
             timeout=timeout_s,
             name=name,
