@@ -102,6 +102,29 @@ def test_pgvector_missing(server: str) -> None:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+def test_pgvector_older_than_0_5(server: str) -> None:
+    """An old pgvector, faked in the catalog of a throwaway database (no 0.4 build to install)."""
+    from pgkb.admin.setup import SetupPlan, run_setup
+    from pgkb.errors import ValidationError
+
+    name = "d_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server.replace("/postgres?", f"/{name}?")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")
+            conn.execute("UPDATE pg_extension SET extversion = '0.4.4' WHERE extname = 'vector'")
+        p = [p for p in run(url, role=None) if p.check == "pgvector"][0]
+        assert p.severity == "error" and "pgvector 0.4.4 is installed" in p.message and "0.5.0" in p.message
+        assert p.fix.startswith("ALTER EXTENSION vector UPDATE;")
+        with pytest.raises(ValidationError, match="pgvector 0.4.4 is installed"):
+            run_setup(url, SetupPlan(role="kb_" + uuid.uuid4().hex[:8]))
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 def test_pgvector_version_comparison() -> None:
     # "0.4.4" < 0.5 < "0.10.0": compared as numbers, not strings.
     assert version_tuple("0.4.4") < (0, 5, 0) <= version_tuple("0.5.0") < version_tuple("0.10.0")

@@ -244,7 +244,15 @@ def run_setup(admin_url: str, plan: SetupPlan, *, existing_password: str | None 
                            password_literal=_PASSWORD_SLOT)
         with conn.transaction():
             if installed and version_tuple(installed) < (0, 5) and available:
-                conn.execute("ALTER EXTENSION vector UPDATE")
+                try:
+                    with conn.transaction():
+                        conn.execute("ALTER EXTENSION vector UPDATE")
+                except psycopg.Error as exc:
+                    raise ValidationError(
+                        f"pgvector {installed} is installed and HNSW needs 0.5.0 or later; updating it to {available} "
+                        f"failed: {str(exc).splitlines()[0]}. Fix: update pgvector on the server, then "
+                        "ALTER EXTENSION vector UPDATE;"
+                    ) from None
             for stmt in stmts:
                 head, slot, _ = stmt.partition(" PASSWORD " + _PASSWORD_SLOT)
                 if not slot:
