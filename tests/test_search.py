@@ -210,3 +210,21 @@ def test_pgvector_version_gate() -> None:
 
     assert parse_version("0.8.0") >= (0, 8) and parse_version("0.10.1") >= (0, 8)
     assert parse_version("0.7.4") < (0, 8) and parse_version("") == (0,)
+
+
+def test_range_filters_fill_k_with_the_nearest_matches(conn, big) -> None:
+    t, m, vecs = big
+    q = vecs[5]
+    buckets = np.arange(3000) % 10
+    for lo in (9, 2):  # 300 and 2,400 matching chunks: no index serves a range on custom_metadata
+        f = {"greaterThanOrEquals": {"key": "bucket", "value": lo}}
+        hits = search(conn, t, m, query_embedding=q, query_text=None, k=10, filter=f)
+        got = [int(h.text.split()[1]) for h in hits]
+        assert len(got) == 10 and all(buckets[i] >= lo for i in got)
+        matching = np.flatnonzero(buckets >= lo)
+        exact = list(matching[np.argsort(-(vecs[matching] @ q))[:10]])
+        assert len(set(got) & set(exact)) >= 8
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True)
+    f = {"lessThan": {"key": "bucket", "value": -1}}
+    assert search(conn, t, m, query_embedding=q, query_text="chunk", k=10, filter=f, search_type="HYBRID") == []
