@@ -6,6 +6,7 @@ write or search it); warnings are slow or over-privileged set-ups that still wor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +66,11 @@ def has_hnsw(indexes: list[IndexInfo], column: str, opclass: str = "vector_cosin
 
 
 def has_fts(indexes: list[IndexInfo], column: str) -> bool:
+    # pg_get_expr prints e.g. to_tsvector('simple'::regconfig, chunks): the column as the last argument.
+    arg = re.compile(rf"to_tsvector\((?:[^,()]+,\s*)?(?:{re.escape(column)}|{re.escape(q(column))})\)")
+
     def mentions(expr: str) -> bool:
-        return "to_tsvector(" in expr and (f"{column})" in expr or f"{q(column)})" in expr or f"({column}" in expr)
+        return bool(arg.search(expr))
 
     return any(i.method == "gin" and i.valid and i.expression and mentions(i.expression) for i in indexes)
 
