@@ -76,11 +76,35 @@ def ndcg_at_10(doc_vecs: np.ndarray, doc_ids: list[str], q_vecs: np.ndarray, q_i
     return total / len(q_ids)
 
 
+def measure_latency(models: dict, queries: list[str], rounds: int) -> dict[str, list[float]]:
+    """embed_queries([q]) wall time in ms, interleaved per query across variants."""
+    lat: dict[str, list[float]] = {n: [] for n in models}
+    for _ in range(rounds):
+        for q in queries:
+            for name, model in models.items():
+                t = time.perf_counter()
+                model.embed_queries([q])
+                lat[name].append((time.perf_counter() - t) * 1000)
+    return lat
+
+
+def latency_only(models: dict, queries: list[str], rounds: int) -> None:
+    lat = measure_latency(models, queries, rounds)
+    ref = statistics.median(next(iter(lat.values())))
+    print(f"\n{'variant':<18} {'p50 ms':>7} {'p95 ms':>7} {'x ref':>6}")
+    for name, v in lat.items():
+        p = sorted(v)
+        p50 = statistics.median(p)
+        print(f"{name:<18} {p50:>7.2f} {p[int(0.95 * (len(p) - 1))]:>7.2f} {ref / p50:>6.2f}")
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None, help="first N documents only (default: all 5,000)")
     ap.add_argument("--rounds", type=int, default=5, help="passes over the queries for latency")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--latency-only", action="store_true", help="only single-query latency (quick)")
     args = ap.parse_args()
 
     doc_ids, docs, q_ids, extra = load(args.limit)
@@ -90,6 +114,7 @@ def main() -> None:
     print(f"msmarco-5k: {len(docs)} documents, {len(queries)} judged queries, {os.cpu_count()} cores, "
           f"load average at start {os.getloadavg()[0]:.1f}")
 
+    names = list(VARIANTS)
     models, load_s = {}, {}
     for name, mid in VARIANTS.items():
         t = time.perf_counter()
@@ -97,10 +122,13 @@ def main() -> None:
         models[name].embed_documents(docs[:16])  # warm up
         load_s[name] = time.perf_counter() - t
 
+    if args.latency_only:
+        latency_only(models, queries, args.rounds)
+        return
+
     # Ingestion: interleave slices, rotating the order, so background load is shared fairly.
     vecs: dict[str, list[np.ndarray]] = {n: [] for n in VARIANTS}
     spent = dict.fromkeys(VARIANTS, 0.0)
-    names = list(VARIANTS)
     for k, start in enumerate(range(0, len(docs), CHUNK)):
         part = docs[start : start + CHUNK]
         for name in names[k % len(names):] + names[: k % len(names)]:
@@ -112,13 +140,7 @@ def main() -> None:
     doc_vecs = {n: np.concatenate(v) for n, v in vecs.items()}
 
     # Query latency, batch of 1, interleaved per query.
-    lat: dict[str, list[float]] = {n: [] for n in VARIANTS}
-    for _ in range(args.rounds):
-        for q in queries:
-            for name in names:
-                t = time.perf_counter()
-                models[name].embed_queries([q])
-                lat[name].append((time.perf_counter() - t) * 1000)
+    lat = measure_latency(models, queries, args.rounds)
     q_vecs = {n: models[n].embed_queries(queries) for n in VARIANTS}
 
     ref = names[0]
