@@ -120,7 +120,9 @@ async def _client(
 
 def load(
     host: str, port: int, requests: list[bytes], clients: int, seconds: float, server_pid: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """One window of `clients` concurrent keep-alive clients; raw figures, merged by `summarize`."""
+
     async def run(duration: float) -> tuple[list[float], int]:
         lat: list[float] = []
         deadline = time.perf_counter() + duration
@@ -129,15 +131,28 @@ def load(
         )
         return lat, sum(errs)
 
-    asyncio.run(run(min(2.0, seconds / 4)))  # warm-up: connections, caches, batcher
+    asyncio.run(run(1.0))  # warm-up: connections, caches, batcher
     cpu_gen0, cpu_srv0, t0 = self_cpu_s(), proc_cpu_s(server_pid), time.perf_counter()
     lat, errors = asyncio.run(run(seconds))
     wall = time.perf_counter() - t0
-    gen, srv = self_cpu_s() - cpu_gen0, proc_cpu_s(server_pid) - cpu_srv0
     return {
         "clients": clients,
-        "requests": len(lat),
+        "lat": lat,
         "errors": errors,
+        "wall": wall,
+        "gen": self_cpu_s() - cpu_gen0,
+        "srv": proc_cpu_s(server_pid) - cpu_srv0,
+    }
+
+
+def summarize(windows: list[dict[str, Any]]) -> dict[str, float]:
+    lat = [x for w in windows for x in w["lat"]]
+    wall = sum(w["wall"] for w in windows)
+    gen, srv = sum(w["gen"] for w in windows), sum(w["srv"] for w in windows)
+    return {
+        "clients": windows[0]["clients"],
+        "requests": len(lat),
+        "errors": sum(w["errors"] for w in windows),
         "p50_ms": 1000 * statistics.median(lat),
         "p99_ms": 1000 * pct(lat, 99),
         "throughput_rps": len(lat) / wall,
@@ -185,9 +200,12 @@ def wait_port(port: int, proc: subprocess.Popen) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--seconds", type=float, default=15.0, help="load seconds per client count, over all rounds"
+    )
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved reference/load rounds")
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
     a = ap.parse_args()
 
@@ -332,12 +350,12 @@ def main() -> None:
             batch = [queries[i % len(queries)] for i in range(64)]
             model.embed_queries(batch)
             t0, n = time.perf_counter(), 0
-            while time.perf_counter() - t0 < 3:
+            while time.perf_counter() - t0 < 2:
                 model.embed_queries(batch)
                 n += len(batch)
             qps = n / (time.perf_counter() - t0)
             ref: list[float] = []
-            for i in range(120):
+            for i in range(70):
                 q = queries[i % len(queries)]
                 t1 = time.perf_counter()
                 v = model.embed_queries([q])[0]
@@ -345,20 +363,25 @@ def main() -> None:
                 ref.append(time.perf_counter() - t1)
             return qps, 1000 * statistics.median(ref[20:])
 
-        progress("references (before)")
-        before = references()
         sanity = runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": queries[0]})
         assert sanity["retrievalResults"], "Retrieve returned nothing"
-
         requests = [presign("127.0.0.1", port, kb_id, q, creds, a.k) for q in queries]
-        rows = []
-        for c in (1, 8, 32):
-            progress(f"load: {c} clients")
-            rows.append(load("127.0.0.1", port, requests, c, a.seconds, server.pid))
+
+        # The cores are shared with other work, so references and load windows are interleaved in
+        # rounds: each ratio compares figures taken minutes, not tens of minutes, apart.
+        refs: list[tuple[float, float]] = []
+        windows: dict[int, list[dict[str, Any]]] = {1: [], 8: [], 32: []}
+        for rnd in range(a.rounds):
+            progress(f"round {rnd + 1}/{a.rounds}: references")
+            refs.append(references())
+            for c in windows:
+                progress(f"round {rnd + 1}/{a.rounds}: {c} clients")
+                windows[c].append(load("127.0.0.1", port, requests, c, a.seconds / a.rounds, server.pid))
         progress("references (after)")
-        after = references()
-        model_batch_qps = (before[0] + after[0]) / 2
-        ref_p50 = (before[1] + after[1]) / 2
+        refs.append(references())
+        rows = [summarize(w) for w in windows.values()]
+        model_batch_qps = statistics.mean(r[0] for r in refs)
+        ref_p50 = statistics.mean(r[1] for r in refs)
         server.send_signal(signal.SIGTERM)
         server.wait(120)
         batching = [line for line in server_log.read_text().splitlines() if "micro-batching" in line]
@@ -371,11 +394,11 @@ def main() -> None:
         )
         print(
             f"reference embedding + SQL, 1 query at a time: p50 {ref_p50:.2f} ms "
-            f"(before {before[1]:.2f}, after {after[1]:.2f})"
+            f"(per round {', '.join(f'{r[1]:.1f}' for r in refs)})"
         )
         print(
             f"model batch throughput (64 short queries per call): {model_batch_qps:.0f} queries/s "
-            f"(before {before[0]:.0f}, after {after[0]:.0f})"
+            f"(per round {', '.join(f'{r[0]:.0f}' for r in refs)})"
         )
         print(
             f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'loadgen CPU':>11} {'server cores':>12}"
