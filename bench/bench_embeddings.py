@@ -77,11 +77,17 @@ def ndcg_at_10(doc_vecs: np.ndarray, doc_ids: list[str], q_vecs: np.ndarray, q_i
 
 
 def measure_latency(models: dict, queries: list[str], rounds: int) -> dict[str, list[float]]:
-    """embed_queries([q]) wall time in ms, interleaved per query across variants."""
+    """embed_queries([q]) wall time in ms. Each round runs one variant over all queries at a time
+    (rotating which goes first): per-query interleaving in one process lets torch's OpenMP threads,
+    still spinning after their call, steal the cores from the next variant."""
     lat: dict[str, list[float]] = {n: [] for n in models}
-    for _ in range(rounds):
-        for q in queries:
-            for name, model in models.items():
+    names = list(models)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            model = models[name]
+            model.embed_queries([queries[0]])  # settle this backend's threads
+            time.sleep(0.3)  # let the previous backend's spinning threads go idle
+            for q in queries:
                 t = time.perf_counter()
                 model.embed_queries([q])
                 lat[name].append((time.perf_counter() - t) * 1000)
