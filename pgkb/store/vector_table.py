@@ -335,16 +335,17 @@ def write_rows(
     if mapping.custom_metadata:
         cols.append(mapping.custom_metadata)
     cols += extra
-    stage = sql.Identifier("pgkb_stage")
-    conn.execute(
-        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
-            stage, table.ident
-        )
-    )
     col_ids = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     types = ["uuid", "vector", "text", "json"] + (["jsonb"] if mapping.custom_metadata else [])
     types += [attribute_cols[c] for c in extra]
-    with conn.cursor() as cur:
+    updates = sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in cols[1:]
+    )
+    # A staging table per call, shaped like this target table, dropped when done: works on autocommit
+    # connections and for several tables on one connection.
+    stage = sql.Identifier("pgkb_stage_" + uuid.uuid4().hex[:12])
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, table.ident))
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(stage, col_ids)) as copy:
             copy.set_types(types)
             for r in rows:
@@ -355,15 +356,12 @@ def write_rows(
                 for c in extra:
                     values.append(_attribute_value(r.custom_metadata.get(c), attribute_cols[c]))
                 copy.write_row(values)
-        updates = sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in cols[1:]
-        )
         cur.execute(
             sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT ({pk}) DO UPDATE SET {u}").format(
                 t=table.ident, c=col_ids, s=stage, pk=sql.Identifier(mapping.primary_key), u=updates
             )
         )
-        cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+        cur.execute(sql.SQL("DROP TABLE {}").format(stage))
 
 
 def _attribute_value(value: Any, pg_type: str) -> Any:

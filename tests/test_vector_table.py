@@ -1,0 +1,31 @@
+"""write_rows on its own: autocommit connections, several tables on one connection, idempotent upserts."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from pgkb.store.vector_table import ChunkRow, FieldMapping, TableRef, create_table, write_rows
+
+
+def test_write_rows_on_autocommit_and_two_tables(new_database_url: str) -> None:
+    with psycopg.connect(new_database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        a, b = TableRef("kb", "a"), TableRef("kb", "b")
+        m = FieldMapping()
+        custom = FieldMapping(vector="vec", text="body", custom_metadata=None)
+        create_table(conn, a, m, 3)
+        create_table(conn, b, custom, 2)
+        ida = uuid.uuid4()
+        rows_a = [ChunkRow(ida, "alpha", np.array([1, 0, 0], dtype=np.float32), {"s": 1}, {"k": "v"})]
+        write_rows(conn, a, m, rows_a)
+        write_rows(conn, a, m, [ChunkRow(ida, "alpha2", np.array([0, 1, 0], dtype=np.float32), {"s": 2}, {})])
+        write_rows(conn, b, custom, [ChunkRow(uuid.uuid4(), "beta", np.array([1, 0], dtype=np.float32), {}, {})])
+        assert conn.execute("SELECT id, chunks, metadata FROM kb.a").fetchall() == [(ida, "alpha2", {"s": 2})]
+        assert conn.execute("SELECT body FROM kb.b").fetchall() == [("beta",)]
+        # staging tables do not linger
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'pgkb_stage_%'").fetchone()[0] == 0
