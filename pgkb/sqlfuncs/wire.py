@@ -400,6 +400,14 @@ class EndpointThread:
             self._thread.join(timeout=10)
 
 
+def start_in_background(data_dir: Path | str, host: str = "127.0.0.1", port: int = 5444,
+                        max_workers: int = 4) -> EndpointThread:
+    """Start the endpoint inside another process (e.g. `pgkb serve`); `.stop()` it on shutdown."""
+    thread = EndpointThread(WireServer(file_users(data_dir), Calls(), host, port, max_workers))
+    thread.start()
+    return thread
+
+
 def serve(data_dir: Path | str, host: str = "127.0.0.1", port: int = 5444, max_workers: int = 4) -> None:
     """Run the endpoint in the foreground (`pgkb sql serve`) until interrupted."""
     server = WireServer(file_users(data_dir), Calls(), host, port, max_workers)
