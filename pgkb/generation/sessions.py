@@ -9,8 +9,11 @@ sessionId. Expired sessions are deleted when new sessions are created.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from typing import Any
+
+import psycopg
 
 from pgkb.errors import ValidationError
 from pgkb.generation.base import Turn
@@ -34,17 +37,28 @@ def new_id() -> str:
 def create(conn: Any, kb_id: str, session_id: str | None = None) -> str:
     """Store a new session now (the stream sends its id before the answer exists)."""
     session_id = session_id or new_id()
+    _purge_now_and_then(conn)
     with conn.transaction():
-        _insert(conn, session_id, kb_id)
+        conn.execute(
+            "INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
+            (session_id, kb_id, ttl_seconds()),
+        )
     return session_id
 
 
-def _insert(conn: Any, session_id: str, kb_id: str) -> None:
-    conn.execute("DELETE FROM pgkb.rag_sessions WHERE expires_at < now()")
-    conn.execute(
-        "INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
-        (session_id, kb_id, ttl_seconds()),
-    )
+_PURGE_EVERY_S = 600.0
+_last_purge = 0.0
+
+
+def _purge_now_and_then(conn: Any) -> None:
+    """Delete expired sessions at most every 10 minutes per process, not on every call."""
+    global _last_purge
+    now = time.monotonic()
+    if now - _last_purge < _PURGE_EVERY_S:
+        return
+    _last_purge = now
+    with conn.transaction():
+        conn.execute("DELETE FROM pgkb.rag_sessions WHERE expires_at < now()")
 
 
 def history(conn: Any, session_id: str, kb_id: str) -> list[Turn]:
@@ -67,24 +81,37 @@ def history(conn: Any, session_id: str, kb_id: str) -> list[Turn]:
     return [Turn(question=q, answer=a, rewritten=r) for q, a, r in rows]
 
 
+_NEW_TURN = (
+    "WITH s AS (INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at)"
+    " VALUES (%(id)s, %(kb)s, now() + make_interval(secs => %(ttl)s)) RETURNING id)"
+    " INSERT INTO pgkb.rag_turns (session_id, turn, question, rewritten, answer)"
+    " SELECT s.id, 1, %(q)s, %(r)s, %(a)s FROM s"
+)
+_NEXT_TURN = (
+    "WITH s AS (UPDATE pgkb.rag_sessions SET updated_at = now(), expires_at = now() + make_interval(secs => %(ttl)s)"
+    " WHERE id = %(id)s RETURNING id)"
+    " INSERT INTO pgkb.rag_turns (session_id, turn, question, rewritten, answer)"
+    " SELECT s.id, coalesce((SELECT max(turn) FROM pgkb.rag_turns WHERE session_id = %(id)s), 0) + 1,"
+    " %(q)s, %(r)s, %(a)s FROM s"
+)
+
+
 def append(conn: Any, session_id: str, question: str, rewritten: str, answer: str, *,
            new_for_kb: str | None = None) -> None:
-    """Record a turn and extend the session; `new_for_kb` first stores the session itself (one
-    transaction for a first call). The row lock orders concurrent calls on one session. A turn lost
-    to a crash costs a conversation one exchange, so the commit does not wait for the disk flush."""
-    with conn.transaction():
-        conn.execute("SET LOCAL synchronous_commit = off")
-        if new_for_kb is not None:
-            _insert(conn, session_id, new_for_kb)
-        found = conn.execute(
-            "UPDATE pgkb.rag_sessions SET updated_at = now(), expires_at = now() + make_interval(secs => %s)"
-            " WHERE id = %s RETURNING id",
-            (ttl_seconds(), session_id),
-        ).fetchone()
-        if found is None:
-            return  # deleted meanwhile (its knowledge base went away): nothing to keep
-        conn.execute(
-            "INSERT INTO pgkb.rag_turns (session_id, turn, question, rewritten, answer)"
-            " SELECT %s, coalesce(max(turn), 0) + 1, %s, %s, %s FROM pgkb.rag_turns WHERE session_id = %s",
-            (session_id, question, rewritten, answer, session_id),
-        )
+    """Record a turn and extend the session (or, with `new_for_kb`, store the session with its first
+    turn) in one statement, pipelined with its transaction in one round trip. A turn lost to a crash
+    costs a conversation one exchange, so the commit does not wait for the disk flush. A turn lost
+    because its session was deleted meanwhile (its knowledge base went away) is not an error."""
+    if new_for_kb is not None:
+        _purge_now_and_then(conn)
+    params = {"id": session_id, "kb": new_for_kb, "ttl": ttl_seconds(), "q": question, "r": rewritten, "a": answer}
+    for attempt in (1, 2):
+        try:
+            with conn.pipeline(), conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = off")
+                conn.execute(_NEW_TURN if new_for_kb is not None else _NEXT_TURN, params)
+            return
+        except psycopg.errors.UniqueViolation:
+            if attempt == 2 or new_for_kb is not None:
+                raise
+            # two calls on one session took the same turn number: the later one takes the next

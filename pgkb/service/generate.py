@@ -102,12 +102,15 @@ def _check_common(cfg: dict[str, Any], field: str) -> dict[str, Any]:
 
 @contextmanager
 def _query_memo() -> Iterator[dict[tuple[str, str], Any]]:
-    """Within one call on this thread, the question is embedded once (retrieval and sentence scoring)."""
+    """Within one call on this thread, the question is embedded once (retrieval and sentence scoring)
+    and the knowledge base resolved once."""
     _memo.vectors = {}
+    _memo.kbs = {}
     try:
         yield _memo.vectors
     finally:
         _memo.vectors = None
+        _memo.kbs = None
 
 
 class GenerateOps(ServiceBase):
@@ -117,6 +120,16 @@ class GenerateOps(ServiceBase):
             self, knowledge_base_id: str, text: str, retrieval_configuration: dict[str, Any] | None = None,
             offset: int = 0,
         ) -> tuple[list[dict[str, Any]], bool]: ...
+
+    def resolve(self, kb_id: str) -> Any:
+        """Within one call on this thread, the knowledge base is read from the catalog once."""
+        memo = getattr(_memo, "kbs", None)
+        if memo is not None and kb_id in memo:
+            return memo[kb_id]
+        kb = super().resolve(kb_id)
+        if memo is not None:
+            memo[kb_id] = memo[kb.id] = kb
+        return kb
 
     def embed_query(self, kb: Any, text: str) -> Any:
         memo = getattr(_memo, "vectors", None)
