@@ -248,3 +248,25 @@ def test_vectorizer_text_changed_while_embedding_is_not_overwritten(vdb: str, mo
     assert [r[0] for r in _queue(vdb, vid)] == [1]  # re-queued by the trigger
     run_worker(vdb, once=True)
     assert _close(_notes(vdb)[1], model.embed_documents(["new text"])[0])
+
+
+def test_vectorizer_worker_wakes_on_insert(vdb: str, model) -> None:
+    import threading
+
+    register(vdb, "notes", "body", "embedding", MODEL)
+    stop = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(vdb,), kwargs={"poll_s": 600, "stop": stop})
+    worker.start()
+    try:
+        time.sleep(0.5)  # the worker is asleep on LISTEN with a 10-minute poll interval
+        with psycopg.connect(vdb, autocommit=True) as conn:
+            conn.execute("INSERT INTO notes (id, body) VALUES (1, 'woken by a notify')")
+        deadline = time.monotonic() + 120
+        while _notes(vdb)[1] is None:
+            assert time.monotonic() < deadline, "the worker did not wake on the trigger's NOTIFY"
+            time.sleep(0.1)
+        assert _close(_notes(vdb)[1], model.embed_documents(["woken by a notify"])[0])
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert not worker.is_alive()

@@ -174,8 +174,13 @@ class Worker:
                         pass
                 if once:
                     break
-                # Sleep until a trigger notifies or the poll interval passes (retries become due).
-                select.select([listener.pgconn.socket], [], [], poll_s)
+                # Sleep until a trigger notifies, the poll interval passes (retries become due) or stop.
+                deadline = time.monotonic() + poll_s
+                while not stop.is_set() and time.monotonic() < deadline:
+                    ready, _, _ = select.select([listener.pgconn.socket], [], [],
+                                                min(0.5, max(0.0, deadline - time.monotonic())))
+                    if ready:
+                        break
                 for _ in listener.notifies(timeout=0):
                     pass
         return stats
