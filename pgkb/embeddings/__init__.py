@@ -3,6 +3,7 @@
 from pgkb.embeddings.base import EmbeddingModel, Tokenizer
 from pgkb.embeddings.registry import (
     DEFAULT_MODEL_ID,
+    FAST_MODEL_ID,
     ModelSpec,
     get_model,
     get_spec,
@@ -13,6 +14,7 @@ from pgkb.embeddings.registry import (
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "FAST_MODEL_ID",
     "EmbeddingModel",
     "ModelSpec",
     "Tokenizer",

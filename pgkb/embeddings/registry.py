@@ -14,6 +14,9 @@ from pgkb.errors import ModelNotAvailableError, ValidationError
 Provider = Literal["local", "bedrock", "openai"]
 
 DEFAULT_MODEL_ID = "sentence-transformers.all-minilm-l6-v2"
+#: What a new knowledge base uses when no model is named: the same model on ONNX Runtime, int8.
+#: It ingests over 5x faster than the torch reference at nDCG@10 within 0.005 of it (bench/).
+FAST_MODEL_ID = "sentence-transformers.all-minilm-l6-v2-onnx-int8"
 
 
 @dataclass(frozen=True)
