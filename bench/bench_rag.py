@@ -27,6 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pgkb.config import Settings  # noqa: E402
+from pgkb.embeddings import FAST_MODEL_ID  # noqa: E402
 from pgkb.errors import NotFoundError  # noqa: E402
 from pgkb.generation.extractive import SENTENCE_VECTORS  # noqa: E402
 from pgkb.service import KnowledgeBaseService  # noqa: E402
@@ -34,11 +35,10 @@ from pgkb.service import KnowledgeBaseService  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "rag"
 MSMARCO = ROOT.parent.parent / "shared" / "datasets" / "msmarco-5k"
-ARN = "arn:aws:bedrock:us-east-1::foundation-model/sentence-transformers.all-minilm-l6-v2"
 
 
-def knowledge_base(svc: KnowledgeBaseService, passages: int) -> str:
-    name = f"bench-rag-{passages}"
+def knowledge_base(svc: KnowledgeBaseService, passages: int, model: str) -> str:
+    name = f"bench-rag-{passages}-" + model.rsplit(".", 1)[-1].replace(":", "-")
     try:
         return str(svc.get_knowledge_base(knowledgeBaseId=name)["knowledgeBase"]["knowledgeBaseId"])
     except NotFoundError:
@@ -50,7 +50,7 @@ def knowledge_base(svc: KnowledgeBaseService, passages: int) -> str:
             d = json.loads(line)
             (docs / f"{d['_id']}.txt").write_text(d["text"], encoding="utf-8")
     kb = svc.create_knowledge_base(
-        name=name, knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": ARN}}
+        name=name, knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": model}}
     )["knowledgeBase"]["knowledgeBaseId"]
     ds = svc.create_data_source(
         knowledgeBaseId=kb, name="msmarco",
@@ -84,11 +84,12 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=2000)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model", default=FAST_MODEL_ID, help="embedding model of the knowledge base (default: pgkb's default)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=OUT / "data")
     with KnowledgeBaseService(settings) as svc:
-        kb = knowledge_base(svc, args.passages)
+        kb = knowledge_base(svc, args.passages, args.model)
         qs = queries(args.queries)
         rc = {"vectorSearchConfiguration": {"numberOfResults": 5}}
         cfg = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
@@ -116,7 +117,7 @@ def main() -> None:
                     fn(q)
                     times[name].append(time.perf_counter() - t)
         base = p50(times["retrieve"])
-        print(f"knowledge base {kb}: {args.passages} msmarco-5k passages, {len(qs)} queries x {args.rounds} rounds, k=5")
+        print(f"knowledge base {kb} ({args.model}): {args.passages} msmarco-5k passages, {len(qs)} queries x {args.rounds} rounds, k=5")
         print(f"Retrieve                          p50 {base:7.1f} ms")
         for name, label in (("rag_cold", "RetrieveAndGenerate (cold cache)"), ("rag_warm", "RetrieveAndGenerate (warm cache)")):
             v = p50(times[name])
