@@ -111,6 +111,9 @@ def main() -> None:
     print(f"load average at start: {loadavg()}  (cores: {os.cpu_count()})", flush=True)
     started = time.perf_counter()
 
+    import numpy as np
+    from psycopg import sql
+
     from pgkb.config import Settings
     from pgkb.db.embedded import ensure_embedded, stop_embedded
     from pgkb.embeddings import get_model, model_arn
@@ -178,6 +181,20 @@ def main() -> None:
                         if r == 0:
                             ranked[m][qid] = [Path(x["metadata"]["x-amz-bedrock-kb-source-uri"]).stem
                                               for x in res["retrievalResults"]]
+
+            # Exact (sequential scan) ranking of the same tables, to tell the model's loss from HNSW's.
+            exact: dict[str, dict[str, list[str]]] = {m: {} for m in models}
+            for m in models:
+                kb = svc.resolve(kb_ids[m])
+                stmt = sql.SQL("SELECT metadata->>'x-amz-bedrock-kb-source-uri' FROM {}.{} "
+                               "ORDER BY embedding <=> %s LIMIT 40").format(
+                    sql.Identifier(kb.table.schema), sql.Identifier(kb.table.name))
+                vecs = get_model(m).embed_queries([queries[q] for q in judged])
+                with kb.database.connection() as conn, conn.transaction():
+                    conn.execute("SET LOCAL enable_indexscan = off")
+                    for qid, vec in zip(judged, vecs, strict=True):
+                        rows = conn.execute(stmt, (np.asarray(vec, dtype=np.float32),)).fetchall()
+                        exact[m][qid] = list(dict.fromkeys(Path(r[0]).stem for r in rows))[:10]
     finally:
         stop_embedded(settings.data_dir)
         shutil.rmtree(work, ignore_errors=True)
@@ -202,6 +219,12 @@ def main() -> None:
                                   else "  MISSES the 0.005 bar")
         print(f"  {m:52s} nDCG@10 lin {lin:.4f} ({lin - ref_lin:+.4f})  exp {exp:.4f} ({exp - ref_exp:+.4f})"
               f"  Retrieve p50 {1000 * percentile(lat[m], 50):6.2f} ms  p95 {1000 * percentile(lat[m], 95):6.2f} ms{ok}")
+    print("  exact search (sequential scan of the same tables, no HNSW):")
+    ref_x = statistics.mean(ndcg_at(exact[REF][q], qrels[q], 10) for q in judged)
+    for m in [REF] + [x for x in models if x != REF]:
+        lin = statistics.mean(ndcg_at(exact[m][q], qrels[q], 10) for q in judged)
+        exp = statistics.mean(ndcg_at(exact[m][q], qrels[q], 10, exponential=True) for q in judged)
+        print(f"  {m:52s} nDCG@10 lin {lin:.4f} ({lin - ref_x:+.4f})  exp {exp:.4f}")
     print(f"\nload average at end: {loadavg()}; total {time.perf_counter() - started:.0f} s")
 
 
