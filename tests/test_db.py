@@ -35,3 +35,15 @@ def test_unreachable_database_is_one_line_error(tmp_path) -> None:
 def test_redact_url() -> None:
     assert redact_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
     assert redact_url("host=h password=abc user=u") == "host=h password=*** user=u"
+
+
+def test_a_migration_numbered_below_applied_ones_still_runs(new_database_url: str, monkeypatch) -> None:
+    import pgkb.db.database as database
+
+    with psycopg.connect(new_database_url) as conn:
+        migrate(conn)
+        files = migration_files()
+        late = (5, "added_later", "CREATE TABLE pgkb.added_later (x int)")
+        monkeypatch.setattr(database, "migration_files", lambda: sorted([*files, late]))
+        assert migrate(conn) == [5]
+        assert conn.execute("SELECT to_regclass('pgkb.added_later') IS NOT NULL").fetchone()[0]

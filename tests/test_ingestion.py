@@ -435,3 +435,23 @@ def test_two_models_never_share_a_table(svc: Any) -> None:
         "embeddingModelArn": "arn:aws:bedrock:us-east-1::foundation-model/sentence-transformers.all-minilm-l6-v2-onnx-int8"}}
     with pytest.raises(ValidationError, match="holds vectors of sentence-transformers.all-minilm-l6-v2;"):
         svc.create_knowledge_base(name=unique("mixed"), knowledgeBaseConfiguration=other, storageConfiguration=storage)
+
+
+def test_closing_the_service_stops_its_running_jobs(settings: Settings, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `pgkb serve` does on SIGTERM: running jobs end STOPPED promptly instead of blocking shutdown."""
+    monkeypatch.setattr("pgkb.ingestion.sync.EMBED_BATCH", 2)
+    folder = tmp_path / "docs"
+    write_corpus(folder, 80)
+    other = KnowledgeBaseService(settings)
+    kb_id, ds_id = make_kb(other, folder)
+    job_id = other.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
+    deadline = time.time() + 60
+    while time.time() < deadline and other.get_ingestion_job(
+            knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)["ingestionJob"]["status"] == "STARTING":
+        time.sleep(0.05)
+    other.close()
+    with KnowledgeBaseService(settings) as svc:
+        job = svc.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)["ingestionJob"]
+        assert job["status"] == "STOPPED"
+        assert job["statistics"]["numberOfNewDocumentsIndexed"] < 80

@@ -107,12 +107,13 @@ def migration_files() -> list[tuple[int, str, str]]:
 def migrate(conn: psycopg.Connection) -> list[int]:
     """Apply pending migrations; returns the versions applied. Safe to run from several processes."""
     files = migration_files()
-    latest = files[-1][0]
     # Fast path that needs no privileges beyond reading: everything is applied already.
     try:
-        row = conn.execute("SELECT max(version) FROM pgkb.schema_migrations").fetchone()
+        # Every file's version must be there, not just one as high as the newest: a file numbered
+        # below an applied one (added later) must still run.
+        done = {r[0] for r in conn.execute("SELECT version FROM pgkb.schema_migrations")}
         conn.commit()
-        if row and row[0] is not None and row[0] >= latest:
+        if {v for v, _, _ in files} <= done:
             return []
     except psycopg.errors.UndefinedTable:
         conn.rollback()

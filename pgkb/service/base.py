@@ -28,13 +28,16 @@ class ServiceBase:
             self.database_name = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
 
     def close(self) -> None:
-        self.wait_for_jobs()
+        self.stop_jobs()
         if self._registered is not None:
             self._registered.close()
         if self._owns_db:
             self.db.close()
 
     def wait_for_jobs(self, timeout: float | None = None) -> None:  # overridden by the jobs mixin
+        pass
+
+    def stop_jobs(self, timeout: float = 60.0) -> None:  # overridden by the jobs mixin
         pass
 
     def __enter__(self) -> Any:

@@ -32,16 +32,33 @@ def _lock_key(ds_id: str) -> str:
 
 
 class JobControl(ServiceBase):
-    _threads: list[threading.Thread]
+    _threads: list[tuple[threading.Thread, str]]
 
-    def _job_threads(self) -> list[threading.Thread]:
+    def _job_threads(self) -> list[tuple[threading.Thread, str]]:
         if not hasattr(self, "_threads"):
             self._threads = []
         return self._threads
 
     def wait_for_jobs(self, timeout: float | None = None) -> None:
-        for t in list(self._job_threads()):
+        """Wait for this process's background jobs to finish."""
+        for t, _ in list(self._job_threads()):
             t.join(timeout)
+
+    def stop_jobs(self, timeout: float = 60.0) -> None:
+        """Ask this process's running jobs to stop (they end STOPPED after their current batch), then wait.
+
+        Used on shutdown (SIGTERM of `pgkb serve`): a job stopped here, or killed past the timeout,
+        loses nothing; the next sync finishes the work.
+        """
+        running = [job_id for t, job_id in self._job_threads() if t.is_alive()]
+        if running:
+            with self.db.connection() as conn:
+                conn.execute(
+                    "UPDATE pgkb.ingestion_jobs SET status = 'STOPPING', updated_at = now()"
+                    " WHERE id = ANY(%s) AND status IN ('STARTING', 'IN_PROGRESS')",
+                    (running,),
+                )
+        self.wait_for_jobs(timeout)
 
     # ------------------------------------------------------------------ locking and orphans
 
@@ -153,7 +170,7 @@ class JobControl(ServiceBase):
         if lock is not None:
             t = threading.Thread(target=self._run, args=(job, kb, ds, lock, None), daemon=True,
                                  name=f"ingestion-{job['id']}")
-            self._job_threads().append(t)
+            self._job_threads().append((t, job["id"]))
             t.start()
         return {"ingestionJob": shapes.ingestion_job(job)}
 
