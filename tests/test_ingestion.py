@@ -455,3 +455,14 @@ def test_closing_the_service_stops_its_running_jobs(settings: Settings, tmp_path
         job = svc.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)["ingestionJob"]
         assert job["status"] == "STOPPED"
         assert job["statistics"]["numberOfNewDocumentsIndexed"] < 80
+
+
+def test_deleted_knowledge_base_is_gone_at_once_in_this_process(svc: Any) -> None:
+    """resolve() caches knowledge bases briefly; this process's own deletions bypass the cache."""
+    name = unique("gone")
+    kb_id = svc.create_knowledge_base(name=name, knowledgeBaseConfiguration=kb_config())["knowledgeBase"]["knowledgeBaseId"]
+    assert svc.retrieve(knowledgeBaseId=name, retrievalQuery={"text": "x"})["retrievalResults"] == []
+    svc.delete_knowledge_base(knowledgeBaseId=kb_id)
+    for ref in (kb_id, name):
+        with pytest.raises(NotFoundError):
+            svc.retrieve(knowledgeBaseId=ref, retrievalQuery={"text": "x"})

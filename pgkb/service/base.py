@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from pgkb.config import Settings
@@ -14,6 +15,9 @@ from pgkb.store.vector_table import FieldMapping, TableRef, attribute_columns
 
 HOME_CLUSTER = "pgkb"
 HOME_SECRET = "pgkb-home"
+# How long a resolved knowledge base is trusted without a catalog read (other processes' updates
+# and deletions are seen after at most this; this process's own are seen at once).
+RESOLVE_TTL_S = 1.0
 
 
 class ServiceBase:
@@ -22,6 +26,7 @@ class ServiceBase:
         self.db = database or open_database(self.settings)
         self._owns_db = database is None
         self._kbs: dict[str, KnowledgeBase] = {}
+        self._recent: dict[str, tuple[float, KnowledgeBase]] = {}  # id or name as asked -> (when, kb)
         self._kb_lock = threading.Lock()
         self._registered: Any = None  # pgkb.admin.registry.RegisteredDatabases, made on first use
         with self.db.connection() as conn:
@@ -101,11 +106,18 @@ class ServiceBase:
     # ------------------------------------------------------------ knowledge bases resolved for work
 
     def resolve(self, kb_id: str) -> KnowledgeBase:
+        """The knowledge base, re-read from the catalog at most once a second (a Retrieve's hot path)."""
+        now = time.monotonic()
+        with self._kb_lock:
+            recent = self._recent.get(kb_id)
+            if recent is not None and now - recent[0] < RESOLVE_TTL_S:
+                return recent[1]
         with self.db.connection() as conn:
             row = catalog.get_knowledge_base(conn, kb_id)
         with self._kb_lock:
             cached = self._kbs.get(row["id"])
             if cached is not None and cached.row["updated_at"] == row["updated_at"]:
+                self._recent[kb_id] = (now, cached)
                 return cached
         rds = row["storage"]["rdsConfiguration"]
         database = self.database_for(rds)
@@ -118,8 +130,11 @@ class ServiceBase:
         kb = KnowledgeBase(row, table, mapping, database, attrs)
         with self._kb_lock:
             self._kbs[row["id"]] = kb
+            self._recent[kb_id] = (now, kb)
         return kb
 
     def forget(self, kb_id: str) -> None:
         with self._kb_lock:
             self._kbs.pop(kb_id, None)
+            for key in [k for k, (_, kb) in self._recent.items() if kb.id == kb_id]:
+                del self._recent[key]
