@@ -27,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pgkb.config import Settings  # noqa: E402
-from pgkb.embeddings import FAST_MODEL_ID  # noqa: E402
+from pgkb.embeddings import DEFAULT_MODEL_ID  # noqa: E402
 from pgkb.errors import NotFoundError  # noqa: E402
 from pgkb.generation.extractive import SENTENCE_VECTORS  # noqa: E402
 from pgkb.service import KnowledgeBaseService  # noqa: E402
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=2000)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--model", default=FAST_MODEL_ID, help="embedding model of the knowledge base (default: pgkb's default)")
+    ap.add_argument("--model", default=DEFAULT_MODEL_ID, help="embedding model of the knowledge base (default: pgkb's default)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=OUT / "data")

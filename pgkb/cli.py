@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pgkb.config import Settings
-from pgkb.embeddings.registry import FAST_MODEL_ID
+from pgkb.embeddings.registry import DEFAULT_MODEL_ID
 from pgkb.errors import PgkbError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Amazon Bedrock Knowledge Bases on PostgreSQL.")
@@ -97,7 +97,7 @@ def _chunking(strategy: str, max_tokens: int | None, overlap: int | None,
 @kb_app.command("create")
 def kb_create(
     name: str,
-    model: Annotated[str, typer.Option(help="Embedding model id or ARN (`pgkb models` lists them).")] = FAST_MODEL_ID,
+    model: Annotated[str, typer.Option(help="Embedding model id or ARN (`pgkb models` lists them).")] = DEFAULT_MODEL_ID,
     dimensions: Annotated[int | None, typer.Option(help="Vector dimensions, for models that offer several.")] = None,
     table: Annotated[str | None, typer.Option(help="schema.table for the vectors (default bedrock_integration.<name>).")] = None,
     description: Annotated[str | None, typer.Option()] = None,

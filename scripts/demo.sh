@@ -6,7 +6,7 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export PGKB_DATA_DIR=${PGKB_DATA_DIR:-$PWD/.pgkb-demo}
 QUESTION=${1:-"how do I rotate credentials?"}
-pgkb kb show handbook >/dev/null 2>&1 || pgkb kb create handbook   # default model: all-MiniLM-L6-v2 on ONNX Runtime, int8
+pgkb kb show handbook >/dev/null 2>&1 || pgkb kb create handbook --model sentence-transformers.all-minilm-l6-v2
 pgkb ds list handbook --json | grep -q '"name": "docs"' || pgkb ds create handbook docs --path ./docs
 pgkb sync handbook docs
 pgkb retrieve handbook "$QUESTION" -k 3
