@@ -70,7 +70,10 @@ def main() -> None:
     ap.add_argument("--fill-rows", type=int, default=5000)
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--model", default=DEFAULT_MODEL_ID, help="a local model id, e.g. ...-onnx-int8")
     args = ap.parse_args()
+    global MODEL
+    MODEL = args.model
 
     root = Path(tempfile.mkdtemp(prefix="pgkbb-"))
     os.chmod(root, 0o755)
@@ -117,7 +120,7 @@ def main() -> None:
         _load(url, "documents", do_texts)
         t = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(DO_BLOCK)
+            conn.execute(DO_BLOCK.replace(DEFAULT_MODEL_ID, MODEL))  # type: ignore[arg-type]
         do_s = time.perf_counter() - t
         t = time.perf_counter()
         model.embed_documents(do_texts)
