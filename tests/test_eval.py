@@ -93,7 +93,6 @@ def test_evaluate_scores_each_judged_query_and_dedupes_chunks(tmp_path: Path) ->
     assert set(r.to_dict()) >= {"ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10", "p50_ms", "p95_ms"}
 
 
-@pytest.mark.skipif(not MSMARCO.exists(), reason="shared dataset not present")
 def test_msmarco_5k_has_43_judged_queries() -> None:
     ds = load_beir(MSMARCO)
     assert len(ds.corpus) == 5000 and len(ds.queries) == 43
