@@ -8,14 +8,7 @@ from typing import Any
 from pgkb import chunking as chunking_mod
 from pgkb import parsing
 from pgkb.parsing import Sidecar
-from pgkb.store.vector_table import chunk_id
-
-SOURCE_URI = "x-amz-bedrock-kb-source-uri"
-DATA_SOURCE_ID = "x-amz-bedrock-kb-data-source-id"
-PAGE_NUMBER = "x-amz-bedrock-kb-document-page-number"
-CHUNK_ID = "x-amz-bedrock-kb-chunk-id"
-PARENT_ID = "x-pgkb-parent-id"
-RESERVED_PREFIX = "x-amz-bedrock-kb-"
+from pgkb.store.vector_table import DATA_SOURCE_ID, PAGE_NUMBER, PARENT_ID, SOURCE_URI, chunk_id
 
 
 @dataclass

@@ -29,7 +29,16 @@ from psycopg import sql
 from pgkb.errors import ValidationError
 from pgkb.retrieval import bm25
 from pgkb.retrieval.filters import SYSTEM_PREFIXES, compile_filter
-from pgkb.store.vector_table import FieldMapping, TableRef
+from pgkb.store.vector_table import (
+    CHUNK_ID,
+    DATA_SOURCE_ID,
+    PAGE_NUMBER,
+    PARENT_ID,
+    SOURCE_URI,
+    FieldMapping,
+    TableRef,
+    attribute_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +57,6 @@ MAX_SCAN_TUPLES = 20_000
 #: ef_search for filtered queries on pgvector < 0.8, which cannot continue a scan past ef_search.
 OLD_PGVECTOR_FILTER_EF = 400
 
-SOURCE_URI = "x-amz-bedrock-kb-source-uri"
-DATA_SOURCE_ID = "x-amz-bedrock-kb-data-source-id"
-PAGE_NUMBER = "x-amz-bedrock-kb-document-page-number"
-CHUNK_ID = "x-amz-bedrock-kb-chunk-id"
-PARENT_ID = "x-pgkb-parent-id"
 
 
 @dataclass
@@ -106,17 +110,6 @@ def parse_version(text: str) -> tuple[int, ...]:
             break
         parts.append(int(digits))
     return tuple(parts) or (0,)
-
-
-def _attribute_columns(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> dict[str, str]:
-    mapped = set(mapping.to_bedrock().values())
-    rows = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
-        " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
-        (table.schema, table.name),
-    ).fetchall()
-    return {name: typ for name, typ in rows if name not in mapped}
 
 
 def validate_request(query_text: str | None, k: int, search_type: str) -> None:
@@ -332,7 +325,7 @@ def search(
     validate_request(query_text, k, "SEMANTIC" if search_type == "LEXICAL" else search_type)
     qvec = _vector_literal(query_embedding) if search_type != "LEXICAL" else "[0]"
     if filter is not None and attribute_cols is None and not mapping.custom_metadata:
-        attribute_cols = _attribute_columns(conn, table, mapping)  # one catalog query; pass them to skip it
+        attribute_cols = attribute_columns(conn, table, mapping)  # one catalog query; pass them to skip it
     for attempt in range(2):
         ix = _bm25_index(conn, table) if search_type != "SEMANTIC" else None
         try:

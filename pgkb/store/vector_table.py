@@ -25,6 +25,13 @@ _COLUMN = re.compile(r"^[a-zA-Z0-9_\-]{1,63}$")
 _TABLE = re.compile(r"^[a-zA-Z0-9_\.\-]{1,63}$")
 
 DEFAULT_SCHEMA = "bedrock_integration"
+
+# System keys of a row's `metadata` json (Bedrock's names, plus pgkb's parent link for HIERARCHICAL).
+SOURCE_URI = "x-amz-bedrock-kb-source-uri"
+DATA_SOURCE_ID = "x-amz-bedrock-kb-data-source-id"
+PAGE_NUMBER = "x-amz-bedrock-kb-document-page-number"
+CHUNK_ID = "x-amz-bedrock-kb-chunk-id"
+PARENT_ID = "x-pgkb-parent-id"
 # Namespace for chunk ids: uuid5(namespace, "<data source id>/<document uri>#<position>").
 CHUNK_NAMESPACE = uuid.UUID("4f1d9a52-5b1c-4a55-9d63-7a0c2b8f6e11")
 
@@ -303,10 +310,15 @@ def ensure_table(
 
 
 def attribute_columns(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> dict[str, str]:
-    """Per-attribute metadata columns (every column not in the mapping), name -> type."""
-    info = inspect_table(conn, table)
+    """Per-attribute metadata columns (every column not in the mapping), name -> type. One catalog query."""
     mapped = set(mapping.to_bedrock().values())
-    return {c: t for c, t in info.columns.items() if c not in mapped}
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        (table.schema, table.name),
+    ).fetchall()
+    return {name: typ for name, typ in rows if name not in mapped}
 
 
 @dataclass
