@@ -87,6 +87,28 @@ def test_semantic_ranks_by_cosine_with_scores_and_metadata(conn) -> None:
     assert [h.text for h in search(conn, t, m, query_embedding=axis(1), query_text=None, k=1)] == ["one"]
 
 
+def test_hybrid_reranks_candidates_toward_the_best_chunk(conn) -> None:
+    """HYBRID's feedback round: candidates are re-ranked by closeness to the query and to the best
+    chunk of the first fusion, so the chunk that resembles the best match outranks one that is a
+    little nearer the query alone. SEMANTIC keeps plain cosine order."""
+    t, m = new_table(conn, "feedback")
+    best = unit([1, 0.3, 0, 0, 0, 0, 0, 0])  # cosine 0.958 to the query, and the only word match
+    near_query = unit([1, 0, 0.45, 0, 0, 0, 0, 0])  # 0.912 to the query, 0.874 to `best`
+    near_best = unit([1, 0.5, 0, 0, 0, 0, 0, 0])  # 0.894 to the query, 0.985 to `best`
+    write(conn, t, m, [
+        ChunkRow(uuid.uuid4(), "alpha", best, md("a.txt"), {}),
+        ChunkRow(uuid.uuid4(), "bravo", near_query, md("b.txt"), {}),
+        ChunkRow(uuid.uuid4(), "charlie", near_best, md("c.txt"), {}),
+    ])
+    with conn.transaction():
+        bm25.install_bm25(conn, t, m)
+    sem = search(conn, t, m, query_embedding=axis(0), query_text="alpha", k=3)
+    assert [h.text for h in sem] == ["alpha", "bravo", "charlie"]
+    hyb = search(conn, t, m, query_embedding=axis(0), query_text="alpha", k=3, search_type="HYBRID")
+    assert [h.text for h in hyb] == ["alpha", "charlie", "bravo"]
+    assert hyb[0].score == pytest.approx(1.0) and 0 < hyb[2].score < hyb[1].score < 1
+
+
 @pytest.mark.parametrize("k", [0, 101, -1, True, 2.5])
 def test_k_out_of_range(conn, k) -> None:
     t, m = TableRef(conn.info_schema, "sem"), FieldMapping()

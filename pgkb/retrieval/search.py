@@ -3,9 +3,10 @@
 Scores are in [0, 1], higher is better:
 - SEMANTIC: `1 - cosine_distance / 2` = `(1 + cos) / 2` (pgvector's `<=>` distance is in [0, 2]);
 - HYBRID: weighted reciprocal rank fusion of the dense and BM25 rankings,
-  `1.5 / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least k) of each, divided by
-  its maximum `2.5 / 11`, so a chunk ranked first by both scores 1.0. Measured on msmarco-5k
-  (bench/bench_retrieval.py) against RRF k=60 and min-max convex combinations: see docs/retrieval.md.
+  `1.5 / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least k) of each, then one
+  round of dense feedback: the candidates are re-ranked by cosine to the query plus the best fused
+  chunk, and fused again with the BM25 ranking, `3 / (10 + feedback rank) + 1 / (10 + BM25 rank)`,
+  divided by its maximum `4 / 11`, so a chunk ranked first by both scores 1.0. Alternatives measured in bench/bench_fusion.py, see docs/retrieval.md.
 
 HIERARCHICAL knowledge bases: children (rows whose metadata has `x-pgkb-parent-id`) are searched, and
 each is replaced by its parent row; children of one parent collapse to one result, at the best child's
@@ -47,8 +48,11 @@ SearchType = Literal["SEMANTIC", "HYBRID", "LEXICAL"]
 MAX_QUERY_CHARS = 20_000
 MAX_K = 100
 RRF_K = 10
-#: Weight of the dense ranking in the fusion (the lexical one weighs 1).
+#: Weight of the dense ranking in the first fusion (the lexical one weighs 1).
 DENSE_WEIGHT = 1.5
+#: Weight of the feedback ranking in the second fusion: chosen by leave-one-query-out cross-validation
+#: on msmarco-5k (every fold picks it; bench/bench_fusion.py).
+FEEDBACK_WEIGHT = 3.0
 #: Candidates taken from each ranking before fusion (per query, at least k).
 HYBRID_CANDIDATES = 50
 EF_SEARCH = 64
@@ -249,6 +253,42 @@ def _hit(row: tuple[Any, ...]) -> SearchHit:
     )
 
 
+def _hybrid_sql(
+    t: sql.Composable, m: FieldMapping, dense: sql.Composable, lexical: sql.Composable, k: int, cand: int
+) -> sql.Composed:
+    """Weighted RRF of the dense and BM25 rankings, then one round of dense feedback (Rocchio).
+
+    The feedback query is the unit query vector plus the unit vector of the first fusion's best
+    chunk; ranking by cosine to it is ranking by the sum of the two cosine distances (any vector
+    scale, any pgvector version). A best chunk pointing away from the query (cosine <= 0) is no
+    evidence of what the query means: then the candidates are ranked by the query alone. The candidates of both rankings (no others: a filter stays exact)
+    are re-ranked that way, and that ranking replaces the dense one in a second fusion with the same
+    BM25 ranking (weights 3 : 1). No second index scan. Yields `(id, score, rank)`, top k, best first."""
+    pk, vec = sql.Identifier(m.primary_key), sql.Identifier(m.vector)
+    rrf, w = sql.Literal(RRF_K), sql.Literal(DENSE_WEIGHT)
+    return sql.SQL(
+        "WITH dr AS MATERIALIZED (SELECT id, row_number() OVER (ORDER BY dist, id) AS r FROM ({dense}) AS d),"
+        " lr AS MATERIALIZED (SELECT doc AS id, row_number() OVER (ORDER BY s DESC, doc) AS r FROM ({lexical}) AS l),"
+        " first AS (SELECT coalesce(dr.id, lr.id) AS id FROM dr FULL JOIN lr ON dr.id = lr.id"
+        "   ORDER BY coalesce({w} / ({rrf} + dr.r), 0) + coalesce(1.0 / ({rrf} + lr.r), 0) DESC, 1 LIMIT 1),"
+        " fb AS (SELECT c.{vec} AS v FROM first JOIN {t} AS c ON c.{pk} = first.id"
+        "   WHERE c.{vec} <=> %(qvec)s::vector < 1),"
+        " fr AS (SELECT cd.id, row_number() OVER ("
+        "     ORDER BY (c.{vec} <=> %(qvec)s::vector) + coalesce(c.{vec} <=> fb.v, 0), cd.id) AS r"
+        "   FROM (SELECT id FROM dr UNION SELECT id FROM lr) AS cd JOIN {t} AS c ON c.{pk} = cd.id"
+        "   LEFT JOIN fb ON true),"
+        " fused AS (SELECT coalesce(fr.id, lr.id) AS id,"
+        "   coalesce({wf} / ({rrf} + fr.r), 0) + coalesce(1.0 / ({rrf} + lr.r), 0) AS f"
+        "   FROM (SELECT * FROM fr WHERE r <= {cand}) AS fr FULL JOIN lr ON fr.id = lr.id)"
+        " SELECT id, f * {norm} AS score, row_number() OVER (ORDER BY f DESC, id) AS rank"
+        " FROM fused ORDER BY f DESC, id LIMIT {k}"
+    ).format(
+        dense=dense, lexical=lexical, rrf=rrf, w=w, t=t, pk=pk, vec=vec, cand=sql.Literal(int(cand)),
+        k=sql.Literal(int(k)),
+        wf=sql.Literal(FEEDBACK_WEIGHT), norm=sql.Literal((RRF_K + 1) / (FEEDBACK_WEIGHT + 1)),
+    )
+
+
 def build_query(
     table: TableRef,
     mapping: FieldMapping,
@@ -290,17 +330,7 @@ def build_query(
             "SELECT doc AS id, s / (1 + s) AS score, row_number() OVER (ORDER BY s DESC, doc) AS rank FROM ({}) AS l"
         ).format(lexical)
     elif search_type == "HYBRID":
-        ranked = sql.SQL(
-            "SELECT coalesce(dr.id, lr.id) AS id, coalesce({w} / ({rrf} + dr.r), 0) + coalesce(1.0 / ({rrf} + lr.r), 0)"
-            "   AS fused, NULL::float8 AS score, NULL::bigint AS rank"
-            " FROM (SELECT id, row_number() OVER (ORDER BY dist) AS r FROM ({dense}) AS d) AS dr"
-            " FULL JOIN (SELECT doc AS id, row_number() OVER (ORDER BY s DESC) AS r FROM ({lexical}) AS l) AS lr"
-            " ON dr.id = lr.id"
-        ).format(rrf=sql.Literal(RRF_K), w=sql.Literal(DENSE_WEIGHT), dense=_dense_sql(t, mapping, where, params["cand"]), lexical=lexical)
-        ranked = sql.SQL(
-            "SELECT id, fused * {norm} AS score, row_number() OVER (ORDER BY fused DESC, id) AS rank"
-            " FROM ({}) AS f ORDER BY fused DESC, id LIMIT {k}"
-        ).format(ranked, k=sql.Literal(k), norm=sql.Literal((RRF_K + 1) / (DENSE_WEIGHT + 1)))
+        ranked = _hybrid_sql(t, mapping, _dense_sql(t, mapping, where, params["cand"]), lexical, k, params["cand"])
     return _result_sql(t, mapping, ranked, attribute_cols), params
 
 
