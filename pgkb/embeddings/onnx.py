@@ -17,6 +17,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,26 @@ from pgkb.embeddings.registry import ModelSpec
 from pgkb.errors import ModelNotAvailableError
 
 GRAPH_PREFIX = "all-minilm-l6-v2-"
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How a variant's graph is derived from the fp32 export: ONNX Runtime dynamic quantization.
+
+    A registered variant's recipe never changes (tables record the model id that produced their
+    vectors): a different recipe is a new variant with its own file and model id.
+    """
+
+    per_channel: bool = True
+    weight_type: str = "QInt8"  # onnxruntime.quantization.QuantType member name
+    op_types: tuple[str, ...] | None = None  # None: every op type the quantizer supports
+    exclude: tuple[str, ...] = ()  # node names left in fp32
+    reduce_range: bool = False
+    extra: tuple[tuple[str, object], ...] = ()  # quantize_dynamic extra_options
+
+
 FILES = {"fp32": "model.onnx", "int8": "model-int8.onnx"}
+QUANTIZATION: dict[str, Quantization] = {"int8": Quantization()}
 SOURCE_FILES = ("model.safetensors", "config.json", "tokenizer.json", "1_Pooling/config.json")
 # Padded tokens per run. On 2 cores small runs win (cache-resident activations): measured 4-8 texts of
 # ~80 tokens beat 32 by 1.3-1.6x; a token budget keeps that for long texts and batches short ones.
@@ -121,7 +141,8 @@ def _export_fp32(src: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _quantize_int8(fp32: Path, dest: Path) -> None:
+def quantize(fp32: Path, dest: Path, q: Quantization) -> None:
+    """Write `dest`, the dynamic quantization of the fp32 graph by recipe `q` (atomically)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = dest.with_suffix(".tmp")
@@ -130,7 +151,11 @@ def _quantize_int8(fp32: Path, dest: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            str(fp32), str(tmp), op_types_to_quantize=list(q.op_types) if q.op_types else None,
+            per_channel=q.per_channel, reduce_range=q.reduce_range, weight_type=QuantType[q.weight_type],
+            nodes_to_exclude=list(q.exclude) or None, extra_options=dict(q.extra) or None,
+        )
     finally:
         root.setLevel(level)
     os.replace(tmp, dest)
@@ -151,22 +176,25 @@ def ensure_graph(variant: str, data_dir: Path | None = None) -> Path:
         fp32 = d / FILES["fp32"]
         if not fp32.exists():
             _export_fp32(src, fp32)
-        if variant == "int8" and not target.exists():
-            _quantize_int8(fp32, target)
+        if variant in QUANTIZATION and not target.exists():
+            quantize(fp32, target, QUANTIZATION[variant])
         if not (d / "tokenizer.json").exists():
             shutil.copyfile(src / "tokenizer.json", d / "tokenizer.json")
     return target
 
 
 class OnnxModel:
-    def __init__(self, spec: ModelSpec, dimensions: int, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, dimensions: int, data_dir: Path | None = None, *, path: Path | None = None
+    ) -> None:
+        """`path`: run this graph (benchmarks of candidate variants) instead of the spec's variant."""
         try:
             import onnxruntime as ort
         except ImportError as e:
             raise ModelNotAvailableError(f"Model {spec.id} needs onnxruntime: install 'pgkb[onnx]'") from e
         self.spec = spec
         self.dimensions = dimensions
-        self.path = ensure_graph(str(spec.options.get("variant", "fp32")), data_dir)
+        self.path = path or ensure_graph(str(spec.options.get("variant", "fp32")), data_dir)
         self.tokenizer = HFTokenizer(self.path.parent / "tokenizer.json", max_length=spec.max_input_tokens)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = os.cpu_count() or 1

@@ -1,0 +1,255 @@
+"""Candidate ONNX variants of all-MiniLM-L6-v2 against the torch reference on msmarco-5k (issue 8).
+
+For each candidate graph (a dynamic-quantization recipe applied to pgkb's fp32 export, see RECIPES):
+  - speed: documents/s over the first --speed-docs documents, interleaved in slices with the torch
+    reference (same run, so the ratio holds under the shared machine's load), and query p50 of
+    embed_queries([q]) over the 43 judged queries x --rounds;
+  - quality: cosine to the reference vectors over all 5,000 documents (mean, min); nDCG@10 by exact
+    search (numpy), and through pgvector HNSW the way pgkb's Retrieve runs it (index created with the
+    table and filled by COPY in corpus order, `hnsw.ef_search` 64 set in the query's own transaction),
+    over --builds rebuilds of the index, since HNSW's level assignment is random.
+The reference itself goes through the same HNSW rebuilds: its spread is what a 0.005 difference is
+measured against. Documents are embedded in calls of 256, as ingestion does (int8's activation scales
+are per batch, so batching is part of the result). Queries one at a time, as Retrieve does.
+
+    python bench/bench_onnx_variants.py [--recipes int8,int8-matmul,...] [--builds 5] [--rounds 3]
+
+Graphs are written to bench/out/onnx-variants/ (git-ignored), the reference vectors cached there too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "datasets" / "msmarco-5k"
+OUT = ROOT / "bench" / "out" / "onnx-variants"
+
+from pgkb.embeddings import get_model, get_spec  # noqa: E402
+from pgkb.embeddings.onnx import Quantization, ensure_graph, quantize  # noqa: E402
+from pgkb.retrieval.evaluation import load_beir, ndcg_at  # noqa: E402
+
+REF = "sentence-transformers.all-minilm-l6-v2"
+FP32 = REF + "-onnx"
+EMBED_CALL = 256  # texts per embed_documents call, like ingestion (pgkb/ingestion/sync.py EMBED_BATCH)
+EF_SEARCH = 64  # what pgkb's Retrieve sets for k=10 (pgkb/retrieval/search.py EF_SEARCH)
+
+
+def _layers(kind: str, layers: range = range(6)) -> tuple[str, ...]:
+    paths = {
+        "ffn_out": "output/dense", "ffn_in": "intermediate/dense", "attn_out": "attention/output/dense",
+        "q": "attention/self/query", "k": "attention/self/key", "v": "attention/self/value",
+    }
+    return tuple(f"/bert/encoder/layer.{i}/{paths[kind]}/MatMul" for i in layers)
+
+
+def _all_matmuls(layer: int) -> tuple[str, ...]:
+    return sum((_layers(k, range(layer, layer + 1)) for k in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")), ())
+
+
+MATMUL = ("MatMul",)
+RECIPES: dict[str, Quantization] = {
+    "int8": Quantization(),  # the registered `-onnx-int8`: MatMul + Gather (embeddings), per channel
+    "int8-matmul": Quantization(op_types=MATMUL),  # embeddings' Gather left in fp32
+    "int8-per-tensor": Quantization(per_channel=False),
+    "int8-reduce-range": Quantization(reduce_range=True),
+    "int8-uint8w": Quantization(weight_type="QUInt8"),
+    "int8-sym-act": Quantization(extra=(("ActivationSymmetric", True),)),
+    "int8-matmul-keep-ffn-out": Quantization(op_types=MATMUL, exclude=_layers("ffn_out")),
+    "int8-matmul-keep-ffn-in": Quantization(op_types=MATMUL, exclude=_layers("ffn_in")),
+    "int8-matmul-keep-attn-out": Quantization(op_types=MATMUL, exclude=_layers("attn_out")),
+    "int8-matmul-keep-qkv": Quantization(op_types=MATMUL, exclude=_layers("q") + _layers("k") + _layers("v")),
+    **{f"int8-matmul-keep-L{i}": Quantization(op_types=MATMUL, exclude=_all_matmuls(i)) for i in range(6)},
+    "int8-matmul-keep-L0-L5": Quantization(op_types=MATMUL, exclude=_all_matmuls(0) + _all_matmuls(5)),
+}
+
+
+def build(name: str) -> Path:
+    """The candidate's graph (built once), next to a copy of the tokenizer."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    fp32 = ensure_graph("fp32")
+    if name == "fp32":
+        return fp32
+    dest = OUT / f"{name}.onnx"
+    if not dest.exists():
+        quantize(fp32, dest, RECIPES[name])
+    if not (OUT / "tokenizer.json").exists():
+        shutil.copyfile(fp32.parent / "tokenizer.json", OUT / "tokenizer.json")
+    return dest
+
+
+def embed_corpus(model, texts: list[str]) -> np.ndarray:
+    return np.concatenate([model.embed_documents(texts[i : i + EMBED_CALL]) for i in range(0, len(texts), EMBED_CALL)])
+
+
+def embed_queries(model, queries: list[str]) -> np.ndarray:
+    return np.concatenate([model.embed_queries([q]) for q in queries])
+
+
+def exact_ranking(docs: np.ndarray, queries: np.ndarray, ids: list[str]) -> list[list[str]]:
+    scores = queries @ docs.T
+    return [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in scores]
+
+
+def mean_ndcg(rankings: list[list[str]], qids: list[str], qrels: dict[str, dict[str, int]]) -> float:
+    return statistics.mean(ndcg_at(r, qrels[q], 10) for r, q in zip(rankings, qids, strict=True))
+
+
+class Hnsw:
+    """pgvector HNSW rankings, built like a pgkb knowledge-base table (index first, then COPY)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(self.conn)
+
+    def rankings(self, docs: np.ndarray, ids: list[str], queries: np.ndarray, ef: int) -> list[list[str]]:
+        c = self.conn
+        c.execute("DROP TABLE IF EXISTS variant_bench")
+        c.execute("CREATE TABLE variant_bench (id text PRIMARY KEY, embedding vector(384))")
+        c.execute("ALTER TABLE variant_bench ALTER COLUMN embedding SET STORAGE PLAIN")
+        c.execute("CREATE INDEX ON variant_bench USING hnsw (embedding vector_cosine_ops)")
+        with c.cursor() as cur, cur.copy("COPY variant_bench (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as cp:
+            cp.set_types(["text", "vector"])
+            for i, v in zip(ids, docs, strict=True):
+                cp.write_row((i, v))
+        out = []
+        with c.transaction():
+            # Same transaction as the queries (a SET on another pooled connection would not apply).
+            c.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+            plan = c.execute("EXPLAIN SELECT id FROM variant_bench ORDER BY embedding <=> %s LIMIT 10",
+                             (queries[0],)).fetchall()
+            assert any("variant_bench_embedding_idx" in r[0] for r in plan), plan
+            for q in queries:
+                out.append([r[0] for r in c.execute(
+                    "SELECT id FROM variant_bench ORDER BY embedding <=> %s LIMIT 10", (q,)).fetchall()])
+        return out
+
+
+def speed(models: dict[str, object], texts: list[str], queries: list[str], rounds: int) -> dict[str, tuple[float, float]]:
+    """docs/s and query p50 (ms) per model, slices interleaved with rotating order."""
+    names = list(models)
+    spent = dict.fromkeys(names, 0.0)
+    for k, start in enumerate(range(0, len(texts), EMBED_CALL)):
+        part = texts[start : start + EMBED_CALL]
+        for n in names[k % len(names):] + names[: k % len(names)]:
+            t = time.perf_counter()
+            models[n].embed_documents(part)
+            spent[n] += time.perf_counter() - t
+    lat: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[: r % len(names)]:
+            models[n].embed_queries([queries[0]])
+            time.sleep(0.2)  # torch's spinning OpenMP threads go idle before the next backend
+            for q in queries:
+                t = time.perf_counter()
+                models[n].embed_queries([q])
+                lat[n].append(1000 * (time.perf_counter() - t))
+    return {n: (len(texts) / spent[n], statistics.median(lat[n])) for n in names}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recipes", default="fp32,int8", help=f"comma-separated; known: fp32,{','.join(RECIPES)}")
+    ap.add_argument("--builds", type=int, default=5, help="HNSW index rebuilds per variant")
+    ap.add_argument("--speed-docs", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--ef", default=f"{EF_SEARCH},400", help="hnsw.ef_search values (the first is pgkb's)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    names = args.recipes.split(",")
+    efs = [int(x) for x in args.ef.split(",")]
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  (cores: {os.cpu_count()})",
+          flush=True)
+
+    from pgkb.db.embedded import ensure_embedded, stop_embedded
+    from pgkb.embeddings.onnx import OnnxModel
+
+    data = load_beir(DATA)
+    ids = list(data.corpus)
+    texts = [data.corpus[i]["text"] for i in ids]
+    qids = [q for q in data.qrels if q in data.queries]
+    qtexts = [data.queries[q] for q in qids]
+
+    ref_model = get_model(REF)
+    cache = OUT / "reference.npz"
+    OUT.mkdir(parents=True, exist_ok=True)
+    if cache.exists():
+        z = np.load(cache)
+        ref_docs, ref_q = z["docs"], z["queries"]
+    else:
+        ref_docs, ref_q = embed_corpus(ref_model, texts), embed_queries(ref_model, qtexts)
+        np.savez(cache, docs=ref_docs, queries=ref_q)
+
+    spec = get_spec(FP32)
+    models = {n: OnnxModel(spec, 384, path=build(n)) for n in names}
+    for m in models.values():
+        m.embed_documents(texts[:32])
+
+    results: dict[str, dict[str, object]] = {}
+    if not args.no_speed:
+        ref_model.embed_documents(texts[:32])
+        sp = speed({"reference": ref_model, **models}, texts[: args.speed_docs], qtexts, args.rounds)
+        print(f"speed measured (load {' '.join(f'{x:.2f}' for x in os.getloadavg())})", flush=True)
+        for n, (dps, p50) in sp.items():
+            results[n] = {"docs_per_s": round(dps, 1), "x_ref": round(dps / sp["reference"][0], 2),
+                          "query_p50_ms": round(p50, 2)}
+    vectors = {"reference": (ref_docs, ref_q)}
+    for n, m in models.items():
+        vectors[n] = (embed_corpus(m, texts), embed_queries(m, qtexts))
+
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"pgkb-variants-{os.getpid()}"
+    url = ensure_embedded(work)
+    try:
+        hnsw = Hnsw(url)
+        for n, (d, q) in vectors.items():
+            r = results.setdefault(n, {})
+            cos = (d * ref_docs).sum(axis=1)
+            r["cos_mean"], r["cos_min"] = round(float(cos.mean()), 5), round(float(cos.min()), 5)
+            r["ndcg_exact"] = round(mean_ndcg(exact_ranking(d, q, ids), qids, data.qrels), 4)
+            for ef in efs:
+                runs = [mean_ndcg(hnsw.rankings(d, ids, q, ef), qids, data.qrels) for _ in range(args.builds)]
+                r[f"ndcg_hnsw{ef}"] = [round(x, 4) for x in runs]
+            print(f"  {n}: {json.dumps(r)}", flush=True)
+        hnsw.conn.close()
+    finally:
+        stop_embedded(work)
+        shutil.rmtree(work, ignore_errors=True)
+
+    ref = results["reference"]
+    print(f"\n{'variant':28s} {'docs/s':>7} {'x ref':>6} {'q p50':>6} {'cos mean':>8} {'cos min':>7} "
+          f"{'exact':>7} {'d':>7} " + " ".join(f"{'hnsw' + str(ef) + ' mean [min,max]':>26} {'d':>7}" for ef in efs))
+    for n, r in results.items():
+        row = (f"{n:28s} {r.get('docs_per_s', float('nan')):7.1f} {r.get('x_ref', float('nan')):6.2f} "
+               f"{r.get('query_p50_ms', float('nan')):6.2f} {r['cos_mean']:8.5f} {r['cos_min']:7.4f} "
+               f"{r['ndcg_exact']:7.4f} {r['ndcg_exact'] - ref['ndcg_exact']:+7.4f}")
+        for ef in efs:
+            xs, rs = r[f"ndcg_hnsw{ef}"], ref[f"ndcg_hnsw{ef}"]
+            row += (f" {statistics.mean(xs):7.4f} [{min(xs):.4f},{max(xs):.4f}]   "
+                    f"{statistics.mean(xs) - statistics.mean(rs):+7.4f}")
+        print(row)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
