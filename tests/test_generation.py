@@ -368,17 +368,44 @@ def test_deterministic_rewrite() -> None:
     assert render("$query$ / $search_results$", {"query": "$search_results$", "search_results": "R"}) == "$search_results$ / R"
 
 
-def test_extractive_scores_a_bounded_preselection_of_long_chunks() -> None:
-    from pgkb.embeddings import get_model
+class NoModel:
+    """Stands where the knowledge base's embedding model would: any use of it fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the extractive generator used the embedding model ({name})")
+
+
+def test_extractive_answers_long_chunks_without_a_model_call() -> None:
     from pgkb.generation.base import GenerationRequest
-    from pgkb.generation.extractive import MAX_CANDIDATES, ExtractiveGenerator, SentenceVectors
+    from pgkb.generation.extractive import ExtractiveGenerator
 
     filler = " ".join(f"Filler sentence number {i} talks about nothing in particular." for i in range(40))
     chunk = filler + " The lighthouse keeper lit the lamp at dusk every evening. " + filler
-    results = [{"content": {"text": chunk, "type": "TEXT"}, "location": {"type": "CUSTOM"}, "score": 0.5}]
-    vectors = SentenceVectors()
-    answer = ExtractiveGenerator(vectors).generate(GenerationRequest(
-        "When did the lighthouse keeper light the lamp?", results,
-        embedding_model=get_model("sentence-transformers.all-minilm-l6-v2")))
-    assert "The lighthouse keeper lit the lamp at dusk every evening." in [s.text for s in answer.segments]
-    assert len(vectors._items) == MAX_CANDIDATES  # 81 sentences, one bounded model call
+    other = "Lamps were once lit with whale oil. A keeper lived in the lighthouse."
+    results = [{"content": {"text": chunk, "type": "TEXT"}, "location": {"type": "CUSTOM"}, "score": 0.6},
+               {"content": {"text": other, "type": "TEXT"}, "location": {"type": "CUSTOM"}, "score": 0.5}]
+    answer = ExtractiveGenerator().generate(GenerationRequest(
+        "When did the lighthouse keeper light the lamp?", results, embedding_model=NoModel(), query_vector=None))
+    cited = [s for s in answer.segments if s.sources]
+    assert cited[0].text == "The lighthouse keeper lit the lamp at dusk every evening."
+    assert cited[0].sources == (0,)
+    assert all(s.text in results[s.sources[0]]["content"]["text"] for s in cited)
+    assert not any(s.text.startswith("Filler") for s in cited)
+
+
+def test_sentence_support_prefers_the_asked_for_words() -> None:
+    from pgkb.generation.support import chunk_prior, lexical_support, stem
+
+    assert stem("completed") == stem("complete") == stem("completing")
+    assert stem("volcanoes") == stem("volcano") and stem("berries") == stem("berry")
+    texts = ["The Eiffel Tower is in Paris.", "The tower was completed in 1889.",
+             "The Eiffel Tower is made of iron.", "Penguins cannot fly."]
+    lex = lexical_support("When was the Eiffel Tower completed?", texts)
+    # the rarer asked-for word outweighs the subject's words that every other sentence repeats
+    assert lex[1] > lex[0] > lex[2] > lex[3] == 0.0
+    # word pairs adjacent in the question count more when they stay adjacent
+    pair = lexical_support("red wine", ["A red wine from Spain.", "Wine, white or red, from Spain."])
+    assert pair[0] > pair[1]
+    assert lexical_support("the of and", texts).tolist() == [0.0] * 4
+    assert chunk_prior([0.8, 0.4]).tolist() == [1.0, 0.5]
+    assert chunk_prior([None, None]).tolist() == [1.0, 0.5]  # no scores: by rank
