@@ -25,7 +25,7 @@ import numpy as np
 K1 = 1.2  # BM25 term-frequency saturation
 B = 0.75  # BM25 length normalisation
 PAIR_WEIGHT = 0.25  # bonus per adjacent question word pair found adjacent in the sentence, x its idf share
-CHUNK_WEIGHT = 1.0  # weight of the chunk prior (0..1) next to the lexical support (about 0..2)
+CHUNK_WEIGHT = 2.0  # the chunk prior (0..1) weighs as much as the lexical support's range (about 0..2)
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 STOP = frozenset(
