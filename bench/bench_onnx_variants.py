@@ -40,7 +40,7 @@ DATA = ROOT.parent / "shared" / "datasets" / "msmarco-5k"
 OUT = ROOT / "bench" / "out" / "onnx-variants"
 
 from pgkb.embeddings import get_model, get_spec  # noqa: E402
-from pgkb.embeddings.onnx import Quantization, ensure_graph, quantize  # noqa: E402
+from pgkb.embeddings.onnx import Quantization, Recipe, derive, ensure_graph  # noqa: E402
 from pgkb.retrieval.evaluation import load_beir, ndcg_at  # noqa: E402
 
 REF = "sentence-transformers.all-minilm-l6-v2"
@@ -62,19 +62,32 @@ def _all_matmuls(layer: int) -> tuple[str, ...]:
 
 
 MATMUL = ("MatMul",)
-RECIPES: dict[str, Quantization] = {
-    "int8": Quantization(),  # the registered `-onnx-int8`: MatMul + Gather (embeddings), per channel
-    "int8-matmul": Quantization(op_types=MATMUL),  # embeddings' Gather left in fp32
-    "int8-per-tensor": Quantization(per_channel=False),
-    "int8-reduce-range": Quantization(reduce_range=True),
-    "int8-uint8w": Quantization(weight_type="QUInt8"),
-    "int8-sym-act": Quantization(extra=(("ActivationSymmetric", True),)),
-    "int8-matmul-keep-ffn-out": Quantization(op_types=MATMUL, exclude=_layers("ffn_out")),
-    "int8-matmul-keep-ffn-in": Quantization(op_types=MATMUL, exclude=_layers("ffn_in")),
-    "int8-matmul-keep-attn-out": Quantization(op_types=MATMUL, exclude=_layers("attn_out")),
-    "int8-matmul-keep-qkv": Quantization(op_types=MATMUL, exclude=_layers("q") + _layers("k") + _layers("v")),
-    **{f"int8-matmul-keep-L{i}": Quantization(op_types=MATMUL, exclude=_all_matmuls(i)) for i in range(6)},
-    "int8-matmul-keep-L0-L5": Quantization(op_types=MATMUL, exclude=_all_matmuls(0) + _all_matmuls(5)),
+FUSED_MATMUL = ("MatMul", "Attention")  # after fusion, Q/K/V projections live inside Attention
+Q = Quantization
+RECIPES: dict[str, Recipe] = {
+    "fp32": Recipe(),
+    "int8": Recipe(quantization=Q()),  # the registered `-onnx-int8`: MatMul + Gather (embeddings), per channel
+    "int8-matmul": Recipe(quantization=Q(op_types=MATMUL)),  # embeddings' Gather left in fp32
+    "int8-per-tensor": Recipe(quantization=Q(per_channel=False)),
+    "int8-reduce-range": Recipe(quantization=Q(reduce_range=True)),
+    "int8-uint8w": Recipe(quantization=Q(weight_type="QUInt8")),
+    "int8-sym-act": Recipe(quantization=Q(extra=(("ActivationSymmetric", True),))),
+    "int8-matmul-keep-ffn-out": Recipe(quantization=Q(op_types=MATMUL, exclude=_layers("ffn_out"))),
+    "int8-matmul-keep-ffn-in": Recipe(quantization=Q(op_types=MATMUL, exclude=_layers("ffn_in"))),
+    "int8-matmul-keep-attn-out": Recipe(quantization=Q(op_types=MATMUL, exclude=_layers("attn_out"))),
+    "int8-matmul-keep-qkv": Recipe(quantization=Q(op_types=MATMUL, exclude=_layers("q") + _layers("k") + _layers("v"))),
+    **{f"int8-matmul-keep-L{i}": Recipe(quantization=Q(op_types=MATMUL, exclude=_all_matmuls(i))) for i in range(6)},
+    **{f"int8-matmul-keep-ffn-out-L{i}": Recipe(quantization=Q(op_types=MATMUL, exclude=_layers("ffn_out", range(i, i + 1))))
+       for i in range(6)},
+    "int8-matmul-keep-ffn-out-L0-L1": Recipe(quantization=Q(op_types=MATMUL, exclude=_layers("ffn_out", range(2)))),
+    "int8-matmul-keep-ffn-out-L0-L2": Recipe(quantization=Q(op_types=MATMUL, exclude=_layers("ffn_out", range(3)))),
+    "int8-matmul-keep-ffn-out-L3-L5": Recipe(quantization=Q(op_types=MATMUL, exclude=_layers("ffn_out", range(3, 6)))),
+    "fp32-fused": Recipe(fuse=True),
+    "int8-fused": Recipe(fuse=True, quantization=Q()),
+    "int8-fused-matmul": Recipe(fuse=True, quantization=Q(op_types=FUSED_MATMUL)),
+    "int8-fused-keep-ffn-out": Recipe(fuse=True, quantization=Q(op_types=FUSED_MATMUL, exclude=_layers("ffn_out"))),
+    **{f"int8-fused-keep-ffn-out-L{i}": Recipe(fuse=True, quantization=Q(
+        op_types=FUSED_MATMUL, exclude=_layers("ffn_out", range(i, i + 1)))) for i in range(6)},
 }
 
 
@@ -86,7 +99,7 @@ def build(name: str) -> Path:
         return fp32
     dest = OUT / f"{name}.onnx"
     if not dest.exists():
-        quantize(fp32, dest, RECIPES[name])
+        derive(fp32, dest, RECIPES[name])
     if not (OUT / "tokenizer.json").exists():
         shutil.copyfile(fp32.parent / "tokenizer.json", OUT / "tokenizer.json")
     return dest
@@ -167,12 +180,19 @@ def speed(models: dict[str, object], texts: list[str], queries: list[str], round
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--recipes", default="fp32,int8", help=f"comma-separated; known: fp32,{','.join(RECIPES)}")
+    ap.add_argument("--recipes", default="fp32,int8", help=f"comma-separated; known: {','.join(RECIPES)}")
     ap.add_argument("--builds", type=int, default=5, help="HNSW index rebuilds per variant")
     ap.add_argument("--speed-docs", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--ef", default=f"{EF_SEARCH},400", help="hnsw.ef_search values (the first is pgkb's)")
+    ap.add_argument("--shuffles", type=int, default=0,
+                    help="also embed the corpus N times in shuffled order: int8's activation scales are per "
+                         "batch, so a document's vector depends on its batch; exact nDCG@10 per shuffle")
+    ap.add_argument("--texts-per-run", type=int, default=None,
+                    help="1: one text per session run (a text's int8 vector then does not depend on its batch)")
+    ap.add_argument("--cos-only", type=int, default=0, metavar="N",
+                    help="only cosine to the reference over the first N documents (a quick sensitivity sweep)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     names = args.recipes.split(",")
@@ -200,9 +220,18 @@ def main() -> None:
         np.savez(cache, docs=ref_docs, queries=ref_q)
 
     spec = get_spec(FP32)
-    models = {n: OnnxModel(spec, 384, path=build(n)) for n in names}
+    models = {n: OnnxModel(spec, 384, path=build(n), texts_per_run=args.texts_per_run) for n in names}
     for m in models.values():
         m.embed_documents(texts[:32])
+    if args.cos_only:
+        for n, m in models.items():
+            t = time.perf_counter()
+            d = embed_corpus(m, texts[: args.cos_only])
+            dps = args.cos_only / (time.perf_counter() - t)
+            cos = (d * ref_docs[: args.cos_only]).sum(axis=1)
+            print(f"{n:34s} cos mean {cos.mean():.5f} min {cos.min():.5f}  p1 {np.percentile(cos, 1):.5f}"
+                  f"  ({dps:.0f} docs/s, load {os.getloadavg()[0]:.1f})", flush=True)
+        return
 
     results: dict[str, dict[str, object]] = {}
     if not args.no_speed:
@@ -215,6 +244,16 @@ def main() -> None:
     vectors = {"reference": (ref_docs, ref_q)}
     for n, m in models.items():
         vectors[n] = (embed_corpus(m, texts), embed_queries(m, qtexts))
+        shuffled = []
+        for seed in range(args.shuffles):
+            perm = np.random.default_rng(seed).permutation(len(texts))
+            d = np.empty_like(vectors[n][0])
+            d[perm] = embed_corpus(m, [texts[i] for i in perm])
+            shuffled.append(round(mean_ndcg(exact_ranking(d, vectors[n][1], ids), qids, data.qrels), 4))
+            cos = (d * ref_docs).sum(axis=1)
+            results.setdefault(n, {}).setdefault("shuffled_cos_min", []).append(round(float(cos.min()), 5))
+        if shuffled:
+            results[n]["ndcg_exact_shuffled"] = shuffled
 
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"pgkb-variants-{os.getpid()}"
     url = ensure_embedded(work)
@@ -246,6 +285,12 @@ def main() -> None:
             row += (f" {statistics.mean(xs):7.4f} [{min(xs):.4f},{max(xs):.4f}]   "
                     f"{statistics.mean(xs) - statistics.mean(rs):+7.4f}")
         print(row)
+    for n, r in results.items():
+        if "ndcg_exact_shuffled" in r:
+            xs = r["ndcg_exact_shuffled"]
+            print(f"{n:28s} exact nDCG@10 over {len(xs)} shuffled batchings: {statistics.mean(xs):.4f} "
+                  f"[{min(xs):.4f}, {max(xs):.4f}] ({statistics.mean(xs) - ref['ndcg_exact']:+.4f}); "
+                  f"cos min per batching {r['shuffled_cos_min']}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pgkb.embeddings import DEFAULT_MODEL_ID, get_model, get_spec
+from pgkb.embeddings import REFERENCE_MODEL_ID, get_model, get_spec
 from pgkb.embeddings.base import minilm_dir
 from pgkb.embeddings.onnx import FILES, GRAPH_PREFIX, OnnxModel, graph_dir, source_checksum
 from pgkb.embeddings.registry import clear_cache
@@ -21,6 +21,8 @@ pytest.importorskip("onnxruntime")
 
 FP32 = "sentence-transformers.all-minilm-l6-v2-onnx"
 INT8 = "sentence-transformers.all-minilm-l6-v2-onnx-int8"
+UNBATCHED = "sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched"
+IDS = {"fp32": FP32, "int8": INT8, "int8-unbatched": UNBATCHED}
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k" / "corpus.jsonl"
 
 
@@ -42,12 +44,12 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def models(data_dir):
-    return {v: OnnxModel(get_spec(mid), 384, data_dir=data_dir) for v, mid in (("fp32", FP32), ("int8", INT8))}
+    return {v: OnnxModel(get_spec(mid), 384, data_dir=data_dir) for v, mid in IDS.items()}
 
 
 @pytest.fixture(scope="module")
 def reference():
-    return get_model(DEFAULT_MODEL_ID)
+    return get_model(REFERENCE_MODEL_ID)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def sample(reference) -> tuple[list[str], np.ndarray]:
 def test_export_cached_by_checksum(models, data_dir) -> None:
     d = graph_dir(data_dir)
     assert d.name == GRAPH_PREFIX + source_checksum(minilm_dir())
-    assert {p.name for p in d.iterdir()} >= {FILES["fp32"], FILES["int8"], "tokenizer.json"}
+    assert {p.name for p in d.iterdir()} >= {*FILES.values(), "tokenizer.json"}
     # int8 weights are about a quarter of fp32.
     assert (d / FILES["int8"]).stat().st_size < 0.4 * (d / FILES["fp32"]).stat().st_size
 
@@ -80,6 +82,28 @@ def test_int8_close_to_reference(models, sample) -> None:
     texts, ref = sample
     cos = (models["int8"].embed_documents(texts) * ref).sum(axis=1)
     assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
+
+
+def test_unbatched_int8_close_to_reference(models, sample) -> None:
+    texts, ref = sample
+    cos = (models["int8-unbatched"].embed_documents(texts) * ref).sum(axis=1)
+    assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
+    # Same graph file as int8, only run differently.
+    assert models["int8-unbatched"].path == models["int8"].path
+
+
+def test_a_texts_vector_does_not_depend_on_its_batch(models, sample) -> None:
+    """int8's activation scales are per session run: the unbatched id runs one text per run."""
+    texts, _ = sample
+    unbatched, int8 = models["int8-unbatched"], models["int8"]
+    together = unbatched.embed_documents(texts)
+    np.testing.assert_array_equal(unbatched.embed_documents(texts[::-1])[::-1], together)
+    np.testing.assert_array_equal(unbatched.embed_documents(texts[3:9]), together[3:9])
+    # Documents and queries alike, and the same as the batched id gives a text run on its own.
+    np.testing.assert_array_equal(unbatched.embed_queries([texts[5]])[0], together[5])
+    np.testing.assert_array_equal(int8.embed_documents([texts[5]])[0], together[5])
+    # What the option fixes: the batched int8 id gives a text different vectors in different batches.
+    assert np.abs(int8.embed_documents(texts[:10]) - int8.embed_documents(texts)[:10]).max() > 1e-3
 
 
 def test_tokenizer_shared_with_reference(models, reference) -> None:
@@ -109,10 +133,10 @@ print(json.dumps(v[0].tolist()))
 """
 
 
-@pytest.mark.parametrize("variant", ["fp32", "int8"])
+@pytest.mark.parametrize("variant", list(IDS))
 def test_runs_without_torch(models, data_dir, variant) -> None:
     env = dict(os.environ, PGKB_DATA_DIR=str(data_dir))
-    mid = FP32 if variant == "fp32" else INT8
+    mid = IDS[variant]
     out = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, mid], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

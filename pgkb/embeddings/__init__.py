@@ -4,6 +4,7 @@ from pgkb.embeddings.base import EmbeddingModel, Tokenizer
 from pgkb.embeddings.registry import (
     DEFAULT_MODEL_ID,
     FAST_MODEL_ID,
+    REFERENCE_MODEL_ID,
     ModelSpec,
     get_model,
     get_spec,
@@ -15,6 +16,7 @@ from pgkb.embeddings.registry import (
 __all__ = [
     "DEFAULT_MODEL_ID",
     "FAST_MODEL_ID",
+    "REFERENCE_MODEL_ID",
     "EmbeddingModel",
     "ModelSpec",
     "Tokenizer",
