@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import psycopg  # noqa: E402
 
 from pgkb.db.embedded import ensure_embedded, stop_embedded  # noqa: E402
-from pgkb.embeddings.registry import DEFAULT_MODEL_ID, get_model  # noqa: E402
+from pgkb.embeddings.registry import DEFAULT_MODEL_ID, REFERENCE_MODEL_ID, get_model  # noqa: E402
 from pgkb.sqlfuncs.calls import Calls  # noqa: E402
 from pgkb.sqlfuncs.credentials import set_user  # noqa: E402
 from pgkb.sqlfuncs.fill import fill_embeddings  # noqa: E402
@@ -120,7 +120,7 @@ def main() -> None:
         _load(url, "documents", do_texts)
         t = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(DO_BLOCK.replace(DEFAULT_MODEL_ID, MODEL))  # type: ignore[arg-type]
+            conn.execute(DO_BLOCK.replace(REFERENCE_MODEL_ID, MODEL))  # type: ignore[arg-type]
         do_s = time.perf_counter() - t
         t = time.perf_counter()
         model.embed_documents(do_texts)

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from pgkb.embeddings import DEFAULT_MODEL_ID, get_model, get_spec, list_specs, model_arn, model_id_from_arn
+from pgkb.embeddings import REFERENCE_MODEL_ID, get_model, get_spec, list_specs, model_arn, model_id_from_arn
 from pgkb.errors import ModelNotAvailableError, ValidationError
 
 TEXTS = [
@@ -20,13 +20,13 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model():
-    return get_model(DEFAULT_MODEL_ID)
+    return get_model(REFERENCE_MODEL_ID)
 
 
 def test_specs_registered() -> None:
     ids = {s.id for s in list_specs()}
     assert {
-        DEFAULT_MODEL_ID,
+        REFERENCE_MODEL_ID,
         "amazon.titan-embed-text-v1",
         "amazon.titan-embed-text-v2:0",
         "cohere.embed-english-v3",
@@ -37,7 +37,7 @@ def test_specs_registered() -> None:
         "bedrock", 1024, (256, 512, 1024), 8192)
     assert get_spec("amazon.titan-embed-text-v1").dimensions == 1536
     assert get_spec("cohere.embed-english-v3").max_input_tokens == 512
-    local = get_spec(DEFAULT_MODEL_ID)
+    local = get_spec(REFERENCE_MODEL_ID)
     assert (local.provider, local.dimensions, local.max_input_tokens) == ("local", 384, 256)
 
 
@@ -56,7 +56,7 @@ def test_arns() -> None:
 def test_unknown_model_names_known_ids() -> None:
     with pytest.raises(ModelNotAvailableError) as ei:
         get_spec("acme.embed-9000")
-    assert "acme.embed-9000" in str(ei.value) and DEFAULT_MODEL_ID in str(ei.value)
+    assert "acme.embed-9000" in str(ei.value) and REFERENCE_MODEL_ID in str(ei.value)
     assert isinstance(ei.value, ValidationError)
     with pytest.raises(ModelNotAvailableError):
         get_model("arn:aws:bedrock:us-east-1::foundation-model/acme.embed-9000")
@@ -66,13 +66,13 @@ def test_bad_dimensions() -> None:
     with pytest.raises(ValidationError, match="256, 512, 1024"):
         get_model("amazon.titan-embed-text-v2:0", dimensions=300)
     with pytest.raises(ValidationError, match="384"):
-        get_model(DEFAULT_MODEL_ID, dimensions=512)
+        get_model(REFERENCE_MODEL_ID, dimensions=512)
 
 
 def test_model_cached_per_process(model) -> None:
-    assert get_model(DEFAULT_MODEL_ID) is model
-    assert get_model(DEFAULT_MODEL_ID, dimensions=384) is model
-    assert get_model("arn:aws:bedrock:us-east-1::foundation-model/" + DEFAULT_MODEL_ID) is model
+    assert get_model(REFERENCE_MODEL_ID) is model
+    assert get_model(REFERENCE_MODEL_ID, dimensions=384) is model
+    assert get_model("arn:aws:bedrock:us-east-1::foundation-model/" + REFERENCE_MODEL_ID) is model
 
 
 def test_local_vectors(model) -> None:

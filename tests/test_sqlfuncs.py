@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from pgkb.embeddings.registry import DEFAULT_MODEL_ID, get_model
+from pgkb.embeddings.registry import REFERENCE_MODEL_ID, get_model
 from pgkb.sqlfuncs.calls import Calls
 from pgkb.sqlfuncs.credentials import set_user
 from pgkb.sqlfuncs.install import install, is_installed, uninstall
@@ -22,7 +22,7 @@ from pgkb.sqlfuncs.wire import EndpointThread, WireServer, file_users
 
 MSMARCO = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k"
 
-MODEL = DEFAULT_MODEL_ID
+MODEL = REFERENCE_MODEL_ID
 
 # The block from Aurora's guide, verbatim but for the model id and vector(384).
 DO_BLOCK = """

@@ -12,13 +12,13 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from pgkb.embeddings.registry import DEFAULT_MODEL_ID, get_model
+from pgkb.embeddings.registry import REFERENCE_MODEL_ID, get_model
 from pgkb.errors import ValidationError
 from pgkb.sqlfuncs.fill import fill_embeddings
 from pgkb.sqlfuncs.install import install
 from pgkb.sqlfuncs.vectorizer import register, run_worker, status, unregister
 
-MODEL = DEFAULT_MODEL_ID
+MODEL = REFERENCE_MODEL_ID
 N_ROWS = 400
 
 

@@ -15,11 +15,13 @@ Provider = Literal["local", "bedrock", "openai"]
 
 #: all-MiniLM-L6-v2 on sentence-transformers/torch: the reference every local variant is measured against.
 REFERENCE_MODEL_ID = "sentence-transformers.all-minilm-l6-v2"
-DEFAULT_MODEL_ID = REFERENCE_MODEL_ID
-#: The int8 ONNX variant: 5x the reference's ingestion and ~2 ms queries, but through pgkb's HNSW
-#: retrieval its nDCG@10 on msmarco-5k is 0.0066 below the reference (bench/bench_ingest_backends.py),
-#: over the 0.005 bar for a default. Offered by id; new knowledge bases default to DEFAULT_MODEL_ID.
-FAST_MODEL_ID = "sentence-transformers.all-minilm-l6-v2-onnx-int8"
+#: What a new knowledge base uses when no model is named: the reference model on ONNX Runtime, int8,
+#: one text per run (so a text's vector does not depend on its batch). On msmarco-5k through pgkb's
+#: Retrieve (bench/bench_ingest_backends.py) its nDCG@10 is within 0.005 of the reference's, at about
+#: 3x the reference's ingestion and ~6 ms Retrieve; the figures are in docs/embeddings.md.
+DEFAULT_MODEL_ID = "sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched"
+#: The fastest local model with nDCG@10 within 0.005 of the reference: the default.
+FAST_MODEL_ID = DEFAULT_MODEL_ID
 
 
 @dataclass(frozen=True)
