@@ -15,6 +15,29 @@ are per batch, so batching is part of the result). Queries one at a time, as Ret
     python bench/bench_onnx_variants.py [--recipes int8,int8-matmul,...] [--builds 5] [--rounds 3]
 
 Graphs are written to bench/out/onnx-variants/ (git-ignored), the reference vectors cached there too.
+`--cos-only N` is a quick sensitivity sweep (cosine over the first N documents); `--shuffles N` embeds
+the corpus in N random orders (the batch-dependence of int8's vectors); `--texts-per-run 1` runs
+every candidate one text per run, as the default id does.
+
+Figures of 2026-11-25 20:17-21:00 UTC (2 cores, load average 2-7, other jobs running; quality figures
+do not depend on the load):
+  recipe                     cos mean / min     exact nDCG@10   HNSW ef 64 over 5 builds
+  reference                  1 / 1              0.7977          0.7977 every build
+  int8 (registered)          0.99434 / 0.98166  +0.0001         +0.0001 every build
+  int8-matmul                0.99464 / 0.98108  -0.0037         0.7768 in 2 of 5 builds (ef 400: -0.0037)
+  int8-per-tensor            0.95764 / 0.8887   -0.0055
+  int8-reduce-range          0.99323 / 0.98101  -0.0017
+  int8-sym-act               0.99387 / 0.98241  -0.0041
+  int8-uint8w                0.99449 / 0.98099  -0.0063
+  int8-matmul-keep-ffn-out   0.99737 / 0.99244  -0.0005         -0.0005 every build
+  --shuffles 4: int8 0.7937-0.7989, int8-matmul-keep-ffn-out 0.7942-0.8024 (exact nDCG@10 per batching)
+  --texts-per-run 1: int8 0.99470 / 0.97702, +0.0012; int8-matmul-keep-ffn-out 0.99770 / 0.98178, -0.0022
+  --cos-only 1000 --texts-per-run 1 (cos mean, docs/s at load ~3): int8 0.99471 (137), int8-matmul
+  0.99504 (125), keep-ffn-out 0.99773 (79-90), keep-ffn-out-L0..L5 0.99606 / 0.99556 / 0.99583 /
+  0.99525 / 0.99512 / 0.99509, keep-ffn-out-L0-L2 0.99740 (105), keep-ffn-in 0.99643 (77),
+  keep-attn-out 0.99510, keep-qkv 0.99585 (96), int8-fused-keep-ffn-out 0.99772 (84).
+Speed, first run (--speed-docs 500, load 6.8): reference 16.0 docs/s, query p50 116.9 ms; fp32 2.37x,
+9.1 ms; int8 6.23x, 1.84 ms; int8-matmul 6.14x, 1.85 ms (torch suffers most under load).
 """
 
 from __future__ import annotations
