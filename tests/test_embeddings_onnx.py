@@ -106,6 +106,21 @@ def test_a_texts_vector_does_not_depend_on_its_batch(models, sample) -> None:
     assert np.abs(int8.embed_documents(texts[:10]) - int8.embed_documents(texts)[:10]).max() > 1e-3
 
 
+def test_unbatched_concurrent_callers(models, sample) -> None:
+    """Callers share the per-core sessions of the parallel path (and the query session) safely."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts, _ = sample
+    model = models["int8-unbatched"]
+    expected = model.embed_documents(texts)
+    with ThreadPoolExecutor(3) as pool:
+        docs = list(pool.map(lambda i: model.embed_documents(texts[i:]), range(6)))
+        one = list(pool.map(lambda t: model.embed_queries([t])[0], texts[:6]))
+    for i, got in enumerate(docs):
+        np.testing.assert_array_equal(got, expected[i:])
+    np.testing.assert_array_equal(np.stack(one), expected[:6])
+
+
 def test_tokenizer_shared_with_reference(models, reference) -> None:
     text = "Tokenizers split unbelievably long words, don't they?"
     assert models["fp32"].tokenizer.offsets(text) == reference.tokenizer.offsets(text)
