@@ -189,6 +189,13 @@ def bench_msmarco(conn: psycopg.Connection, rounds: int) -> None:
     qs = list(qtexts.values())
     lat: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
     e2e: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
+    # Retrieve's path with pgkb's default query model (the table's vectors stay the reference's:
+    # this line measures latency only).
+    from pgkb.embeddings import DEFAULT_MODEL_ID
+    from pgkb.embeddings.registry import get_model
+
+    fast = get_model(DEFAULT_MODEL_ID)
+    e2e_default: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
     for _ in range(rounds):
         for text in qs:
             for st in ("SEMANTIC", "HYBRID"):
@@ -199,7 +206,11 @@ def bench_msmarco(conn: psycopg.Connection, rounds: int) -> None:
                 v = m.embed_queries([text])[0]
                 search(conn, table, MAPPING, query_embedding=v, query_text=text, k=10, search_type=st)
                 e2e[st].append((time.perf_counter() - t0) * 1000)
-    for label, d in (("search only", lat), ("embed + search", e2e)):
+                t0 = time.perf_counter()
+                v = fast.embed_queries([text])[0]
+                search(conn, table, MAPPING, query_embedding=v, query_text=text, k=10, search_type=st)
+                e2e_default[st].append((time.perf_counter() - t0) * 1000)
+    for label, d in (("search only", lat), ("embed + search", e2e), (f"embed ({DEFAULT_MODEL_ID}) + search", e2e_default)):
         s50, h50 = percentile(d["SEMANTIC"], 50), percentile(d["HYBRID"], 50)
         print(f"k=10 {label}: semantic p50 {s50:.2f} ms, hybrid p50 {h50:.2f} ms, ratio {h50 / s50:.2f} (bar: <= 1.5)")
 
