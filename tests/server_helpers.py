@@ -1,12 +1,17 @@
-"""Shared helpers for the server tests: run an ASGI app under uvicorn on a free port in a thread."""
+"""Shared helpers for the server tests: an ASGI app under uvicorn in a thread, or `pgkb serve` in a process."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -37,3 +42,36 @@ def running(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def pgkb_serve(settings: Any, log: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`pgkb serve` (auth on) in its own process on a free port, over `settings`' data dir and
+    database, with `env` added to this process's environment. Yields (base URL, process); stops it
+    with SIGTERM, as a service manager would."""
+    port = free_port()
+    cmd = [
+        str(Path(sys.executable).parent / "pgkb"), "serve", "--port", str(port),
+        "--data-dir", str(settings.data_dir), "--database-url", str(settings.database_url),
+        "--log-level", "warning",
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pgkb serve exited: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("pgkb serve did not start") from None
+            time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)

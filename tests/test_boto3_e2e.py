@@ -4,11 +4,8 @@ from the store), an S3 data source over moto in server mode, and LangChain's ret
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from server_helpers import free_port
+from server_helpers import free_port, pgkb_serve
 
 from pgkb.config import Settings
 from pgkb.server.keys import create_key
@@ -91,48 +88,16 @@ class Server:
 @pytest.fixture(scope="module")
 def server(settings: Settings, moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`pgkb serve` in a subprocess on a free port, over the session database."""
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {
-        **os.environ,
         "PGKB_S3_ENDPOINT_URL": moto_s3,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
-        "HF_HUB_OFFLINE": "1",
     }
-    cmd = [
-        str(Path(sys.executable).parent / "pgkb"),
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(settings.data_dir),
-        "--database-url",
-        str(settings.database_url),
-        "--log-level",
-        "warning",
-    ]
     key = create_key(settings)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pgkb serve exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("pgkb serve did not start") from None
-            time.sleep(0.1)
-    srv = Server(f"http://127.0.0.1:{port}", key, proc, log)
-    yield srv
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+    with pgkb_serve(settings, log, env) as (url, proc):
+        yield Server(url, key, proc, log)
 
 
 def rds(settings: Settings, table: str) -> dict[str, Any]:

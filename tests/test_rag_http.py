@@ -3,21 +3,15 @@ process, with the offline generator and with an OpenAI-compatible endpoint run b
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import EventStreamError
 from rag_fakes import FakeModel, fake_model, generators_env
-from server_helpers import free_port
+from server_helpers import pgkb_serve
 from test_boto3_e2e import REGION, Server, create_kb
 from test_generation import DOCS, check_citations, documents
 
@@ -33,33 +27,12 @@ def fake() -> Iterator[FakeModel]:
 
 @pytest.fixture(scope="module")
 def server(settings: Settings, fake: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
     log = tmp_path_factory.mktemp("rag-serve") / "serve.log"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": REGION, "HF_HUB_OFFLINE": "1",
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
            "PGKB_OPENAI_GENERATORS": generators_env(fake.url, timeout=1.0)}
-    cmd = [str(Path(sys.executable).parent / "pgkb"), "serve", "--port", str(port),
-           "--data-dir", str(settings.data_dir), "--database-url", str(settings.database_url),
-           "--log-level", "warning"]
     key = create_key(settings)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pgkb serve exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("pgkb serve did not start") from None
-            time.sleep(0.1)
-    yield Server(f"http://127.0.0.1:{port}", key, proc, log)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+    with pgkb_serve(settings, log, env) as (url, proc):
+        yield Server(url, key, proc, log)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,7 +19,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from server_helpers import free_port, running
+from server_helpers import free_port, pgkb_serve, running
 from web_console_cdp import Browser, Page, find_chromium, install_chromium
 
 import pgkb.web
@@ -98,46 +94,11 @@ class Served:
 @pytest.fixture(scope="module")
 def server(settings: Settings, s3_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`pgkb serve` (auth on) in its own process on a free port."""
-    port = free_port()
     log = tmp_path_factory.mktemp("console-serve") / "serve.log"
-    env = {
-        **os.environ,
-        "PGKB_S3_ENDPOINT_URL": s3_url,
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": REGION,
-        "HF_HUB_OFFLINE": "1",
-    }
-    cmd = [
-        str(Path(sys.executable).parent / "pgkb"),
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(settings.data_dir),
-        "--database-url",
-        str(settings.database_url),
-        "--log-level",
-        "warning",
-    ]
+    env = {"PGKB_S3_ENDPOINT_URL": s3_url, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": REGION}
     key = create_key(settings, "web console tests")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pgkb serve exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("pgkb serve did not start") from None
-            time.sleep(0.1)
-    yield Served(f"http://127.0.0.1:{port}", key)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
+    with pgkb_serve(settings, log, env) as (url, _):
+        yield Served(url, key)
 
 
 @pytest.fixture(scope="module")
