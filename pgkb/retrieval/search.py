@@ -136,6 +136,12 @@ def _vector_literal(v: Any) -> str:
     return "[" + ",".join(map(repr, arr.tolist())) + "]"
 
 
+def _f8(x: float) -> sql.Composed:
+    """A float8 constant: a bare decimal literal is numeric, and numeric arithmetic on every posting
+    or candidate row costs several times float8's."""
+    return sql.SQL("{}::float8").format(sql.Literal(float(x)))
+
+
 def _parent_expr(alias: str, m: FieldMapping) -> sql.Composed:
     md = sql.SQL("({}.{} ->> {})").format(sql.Identifier(alias), sql.Identifier(m.metadata), sql.Literal(PARENT_ID))
     return sql.SQL("(CASE WHEN {md} ~ '^[0-9a-fA-F-]{{36}}$' THEN {md}::uuid END)").format(md=md)
@@ -168,7 +174,7 @@ def _bm25_sql(
         " JOIN {postings} AS p ON p.term = w.term"
         " GROUP BY p.doc"
     ).format(
-        k1=sql.Literal(float(ix.k1)), b=sql.Literal(float(ix.b)), postings=ix.postings, stats=ix.stats,
+        k1=_f8(ix.k1), b=_f8(ix.b), postings=ix.postings, stats=ix.stats,
     )
     if where is None:
         return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC LIMIT {}").format(scored, sql.Literal(cand))
@@ -265,12 +271,12 @@ def _hybrid_sql(
     are re-ranked that way, and that ranking replaces the dense one in a second fusion with the same
     BM25 ranking (weights 3 : 1). No second index scan. Yields `(id, score, rank)`, top k, best first."""
     pk, vec = sql.Identifier(m.primary_key), sql.Identifier(m.vector)
-    rrf, w = sql.Literal(RRF_K), sql.Literal(DENSE_WEIGHT)
+    rrf, w, one = _f8(RRF_K), _f8(DENSE_WEIGHT), _f8(1.0)
     return sql.SQL(
         "WITH dr AS MATERIALIZED (SELECT id, row_number() OVER (ORDER BY dist, id) AS r FROM ({dense}) AS d),"
         " lr AS MATERIALIZED (SELECT doc AS id, row_number() OVER (ORDER BY s DESC, doc) AS r FROM ({lexical}) AS l),"
         " first AS (SELECT coalesce(dr.id, lr.id) AS id FROM dr FULL JOIN lr ON dr.id = lr.id"
-        "   ORDER BY coalesce({w} / ({rrf} + dr.r), 0) + coalesce(1.0 / ({rrf} + lr.r), 0) DESC, 1 LIMIT 1),"
+        "   ORDER BY coalesce({w} / ({rrf} + dr.r), 0) + coalesce({one} / ({rrf} + lr.r), 0) DESC, 1 LIMIT 1),"
         " fb AS (SELECT c.{vec} AS v FROM first JOIN {t} AS c ON c.{pk} = first.id"
         "   WHERE c.{vec} <=> %(qvec)s::vector < 1),"
         " fr AS (SELECT cd.id, row_number() OVER ("
@@ -278,14 +284,14 @@ def _hybrid_sql(
         "   FROM (SELECT id FROM dr UNION SELECT id FROM lr) AS cd JOIN {t} AS c ON c.{pk} = cd.id"
         "   LEFT JOIN fb ON true),"
         " fused AS (SELECT coalesce(fr.id, lr.id) AS id,"
-        "   coalesce({wf} / ({rrf} + fr.r), 0) + coalesce(1.0 / ({rrf} + lr.r), 0) AS f"
+        "   coalesce({wf} / ({rrf} + fr.r), 0) + coalesce({one} / ({rrf} + lr.r), 0) AS f"
         "   FROM (SELECT * FROM fr WHERE r <= {cand}) AS fr FULL JOIN lr ON fr.id = lr.id)"
         " SELECT id, f * {norm} AS score, row_number() OVER (ORDER BY f DESC, id) AS rank"
         " FROM fused ORDER BY f DESC, id LIMIT {k}"
     ).format(
         dense=dense, lexical=lexical, rrf=rrf, w=w, t=t, pk=pk, vec=vec, cand=sql.Literal(int(cand)),
         k=sql.Literal(int(k)),
-        wf=sql.Literal(FEEDBACK_WEIGHT), norm=sql.Literal((RRF_K + 1) / (FEEDBACK_WEIGHT + 1)),
+        one=one, wf=_f8(FEEDBACK_WEIGHT), norm=_f8((RRF_K + 1) / (FEEDBACK_WEIGHT + 1)),
     )
 
 
