@@ -368,11 +368,24 @@ def test_deterministic_rewrite() -> None:
     assert render("$query$ / $search_results$", {"query": "$search_results$", "search_results": "R"}) == "$search_results$ / R"
 
 
-class NoModel:
-    """Stands where the knowledge base's embedding model would: any use of it fails the test."""
+def test_extractive_answer_embeds_only_the_question(svc: Any, kb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The offline generator scores sentences without the model: one RetrieveAndGenerate call embeds
+    the question once (for retrieval) and nothing else."""
+    model = svc.resolve(kb).model()  # the registry's shared instance, the one the service calls
+    calls: list[tuple[str, int]] = []
+    for name in ("embed_queries", "embed_documents"):
+        real = getattr(model, name)
 
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the extractive generator used the embedding model ({name})")
+        def counted(texts: Any, *a: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            texts = list(texts)
+            calls.append((_name, len(texts)))
+            return _real(texts, *a, **kw)
+
+        monkeypatch.setattr(model, name, counted)
+    resp = ask(svc, kb, "When was the Eiffel Tower completed?")
+    check_citations(resp)
+    assert "1889" in resp["output"]["text"]
+    assert calls == [("embed_queries", 1)]
 
 
 def test_extractive_answers_long_chunks_without_a_model_call() -> None:
@@ -385,7 +398,7 @@ def test_extractive_answers_long_chunks_without_a_model_call() -> None:
     results = [{"content": {"text": chunk, "type": "TEXT"}, "location": {"type": "CUSTOM"}, "score": 0.6},
                {"content": {"text": other, "type": "TEXT"}, "location": {"type": "CUSTOM"}, "score": 0.5}]
     answer = ExtractiveGenerator().generate(GenerationRequest(
-        "When did the lighthouse keeper light the lamp?", results, embedding_model=NoModel(), query_vector=None))
+        "When did the lighthouse keeper light the lamp?", results))
     cited = [s for s in answer.segments if s.sources]
     assert cited[0].text == "The lighthouse keeper lit the lamp at dusk every evening."
     assert cited[0].sources == (0,)

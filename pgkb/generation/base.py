@@ -44,8 +44,6 @@ class GenerationRequest:
     prompt_template: str | None = None  # generationConfiguration.promptTemplate.textPromptTemplate
     inference: dict[str, Any] = field(default_factory=dict)  # textInferenceConfig
     additional_fields: dict[str, Any] = field(default_factory=dict)  # additionalModelRequestFields
-    embedding_model: Any = None  # the knowledge base's own model (the extractive generator scores with it)
-    query_vector: Any = None  # the vector retrieval searched with (of the rewritten question), if computed
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pgkb.service.jobs import JobControl
 from pgkb.service.retrieve import RetrieveOps
 
 
-# GenerateOps before RetrieveOps: its embed_query shares the question's vector within one call.
+# GenerateOps before RetrieveOps: its resolve() reads the knowledge base once per call.
 class KnowledgeBaseService(ControlPlane, JobControl, DocumentOps, GenerateOps, RetrieveOps):
     """`KnowledgeBaseService(Settings())` opens (or starts) the database; use it as a context manager."""
 

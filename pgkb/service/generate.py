@@ -101,15 +101,12 @@ def _check_common(cfg: dict[str, Any], field: str) -> dict[str, Any]:
 
 
 @contextmanager
-def _query_memo() -> Iterator[dict[tuple[str, str], Any]]:
-    """Within one call on this thread, the question is embedded once (retrieval and sentence scoring)
-    and the knowledge base resolved once."""
-    _memo.vectors = {}
+def _query_memo() -> Iterator[None]:
+    """Within one call on this thread, the knowledge base is resolved once (validation, retrieval)."""
     _memo.kbs = {}
     try:
-        yield _memo.vectors
+        yield
     finally:
-        _memo.vectors = None
         _memo.kbs = None
 
 
@@ -130,16 +127,6 @@ class GenerateOps(ServiceBase):
         if memo is not None:
             memo[kb_id] = memo[kb.id] = kb
         return kb
-
-    def embed_query(self, kb: Any, text: str) -> Any:
-        memo = getattr(_memo, "vectors", None)
-        key = (f"{kb.model_id}/{kb.dimensions}", text)
-        if memo is not None and key in memo:
-            return memo[key]
-        vector = super().embed_query(kb, text)  # type: ignore[misc]
-        if memo is not None:
-            memo[key] = vector
-        return vector
 
     # ------------------------------------------------------------------------------- public API
 
@@ -277,10 +264,9 @@ class GenerateOps(ServiceBase):
             with self.db.connection() as conn:
                 sessions.create(conn, kb.id, session_id)
             new_session = False
-        qvec = self.embed_query(kb, query) if generator.name == "extractive" else None
         request = GenerationRequest(
             question=question, results=results, history=history, prompt_template=template,
-            inference=inference, additional_fields=extra, embedding_model=kb.model(), query_vector=qvec,
+            inference=inference, additional_fields=extra,
         )
         return _Plan(kb.id, session_id, question, query, generator, request, new_session)
 
