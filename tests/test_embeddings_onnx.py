@@ -177,3 +177,26 @@ def test_deleted_cache_is_reexported(models, data_dir) -> None:
     again = OnnxModel(get_spec(FP32), 384, data_dir=data_dir)
     assert again.path.exists() and again.path == models["fp32"].path
     np.testing.assert_allclose(again.embed_documents(["the cache was here"]), before, atol=1e-6)
+
+
+def test_fusion_recipes_keep_the_model(models, sample, tmp_path) -> None:
+    """The BERT-fusion recipes (candidates measured by bench/bench_onnx_variants.py) rewrite the graph
+    into fused operators: fp32 stays numerically the model, fused int8 stays close to the reference."""
+    from pgkb.embeddings.onnx import Quantization, Recipe, derive
+
+    texts, ref = sample
+    fp32 = models["fp32"].path
+    fused, fused_int8 = tmp_path / "fused.onnx", tmp_path / "fused-int8.onnx"
+    derive(fp32, fused, Recipe(fuse=True))
+    derive(fp32, fused_int8, Recipe(fuse=True, quantization=Quantization()))
+    shutil.copyfile(fp32.parent / "tokenizer.json", tmp_path / "tokenizer.json")  # a graph's tokenizer sits beside it
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(fused)).graph.node}
+    assert ops & {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"}, ops
+    spec = get_spec(FP32)
+    vecs = OnnxModel(spec, 384, path=fused).embed_documents(texts)
+    np.testing.assert_allclose(vecs, models["fp32"].embed_documents(texts), atol=2e-4)
+    cos = (OnnxModel(spec, 384, path=fused_int8).embed_documents(texts) * ref).sum(axis=1)
+    assert cos.mean() >= 0.99 and cos.min() >= 0.96, (cos.mean(), cos.min())
+    assert not list(tmp_path.glob("*.tmp"))  # intermediate graphs are cleaned up
