@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import os
 import statistics
 import sys
@@ -215,6 +216,62 @@ def bench_msmarco(conn: psycopg.Connection, rounds: int) -> None:
         print(f"k=10 {label}: semantic p50 {s50:.2f} ms, hybrid p50 {h50:.2f} ms, ratio {h50 / s50:.2f} (bar: <= 1.5)")
 
 
+# ---------------------------------------------------------------------- hybrid without BM25, at scale
+
+
+def bench_fallback(conn: psycopg.Connection, copies: int, rounds: int) -> None:
+    """HYBRID on a Bedrock-made table pgkb may not add statistics to: msmarco-5k copied `copies` times
+    (so every word matches `copies` times as many chunks), only Bedrock's indexes. Against semantic
+    search on the same table, and against the previous fallback (an OR of the words ranked by ts_rank,
+    which re-tokenises every matching chunk)."""
+    S = importlib.import_module("pgkb.retrieval.search")  # the module: the package re-exports search()
+    src = TableRef("bench", "msmarco5k")
+    if not conn.execute("SELECT to_regclass('bench.msmarco5k') IS NOT NULL").fetchone()[0]:
+        bench_msmarco(conn, 1)
+    big = TableRef("bench", f"fallback{copies}x")
+    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (str(big),)).fetchone()[0]:
+        t0 = time.perf_counter()
+        with conn.transaction():
+            create_table(conn, big, MAPPING, 384)
+            conn.execute(sql.SQL("INSERT INTO {} (id, chunks, embedding, metadata) SELECT gen_random_uuid(), chunks,"
+                                 " embedding, metadata FROM {}, generate_series(1, %s)").format(big.ident, src.ident), (copies,))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(big.ident))
+        print(f"built {big} in {time.perf_counter() - t0:.0f}s")
+    assert bm25.lookup(conn, big) is None
+    n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(big.ident)).fetchone()[0]
+    ds = load_beir(MSMARCO)
+    qs = list(ds.queries.values())
+    qemb = dict(zip(qs, np.asarray(model().embed_queries(qs), dtype=np.float32), strict=True))
+
+    def previous(table: TableRef, m: FieldMapping, where: sql.Composable | None, cand: int) -> sql.Composed:
+        return sql.SQL(
+            "SELECT c.id AS doc, ts_rank(to_tsvector('simple', c.chunks), fq.q, 1) AS s"
+            " FROM {t} AS c, (SELECT websearch_to_tsquery('simple', coalesce(string_agg(w, ' or '), '')) AS q"
+            "   FROM unnest(tsvector_to_array(to_tsvector('simple', %(qtext)s))) AS w"
+            "   WHERE to_tsvector('english', w) <> ''::tsvector) AS fq"
+            " WHERE to_tsvector('simple', c.chunks) @@ fq.q AND c.embedding IS NOT NULL ORDER BY s DESC LIMIT {cand}"
+        ).format(t=table.ident, cand=sql.Literal(cand))
+
+    current = S._fts_sql
+    lat: dict[str, list[float]] = {}
+    for label, st, builder in (("semantic", "SEMANTIC", current), ("hybrid, no BM25", "HYBRID", current),
+                               ("hybrid, previous fallback", "HYBRID", previous)):
+        S._fts_sql = builder
+        try:
+            for _ in range(rounds):
+                for text in qs:
+                    t0 = time.perf_counter()
+                    search(conn, big, MAPPING, query_embedding=qemb[text], query_text=text, k=10, search_type=st)
+                    lat.setdefault(label, []).append((time.perf_counter() - t0) * 1000)
+        finally:
+            S._fts_sql = current
+    base = percentile(lat["semantic"], 50)
+    print(f"\nHYBRID without BM25 statistics, {n:,} chunks (msmarco-5k x {copies}), k=10, {len(qs)} queries x {rounds}")
+    for label, d in lat.items():
+        p50 = percentile(d, 50)
+        print(f"{label:<27} p50 {p50:7.2f} ms  p95 {percentile(d, 95):7.2f} ms  max {max(d):7.2f} ms  p50 / semantic {p50 / base:6.2f}")
+
+
 # ------------------------------------------------------------------------------------ trigger cost
 
 
@@ -364,7 +421,8 @@ def bench_filtered(conn: psycopg.Connection, n: int, nq: int, rounds: int) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["msmarco", "filtered", "triggers"])
+    ap.add_argument("--only", choices=["msmarco", "fallback", "filtered", "triggers"])
+    ap.add_argument("--copies", type=int, default=20, help="fallback: copies of msmarco-5k in the table")
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
@@ -375,6 +433,8 @@ def main() -> None:
     print(f"PostgreSQL {conn.info.server_version}, pgvector {pgv}")
     if a.only in (None, "msmarco"):
         bench_msmarco(conn, a.rounds)
+    if a.only in (None, "fallback"):
+        bench_fallback(conn, a.copies, a.rounds)
     if a.only in (None, "triggers"):
         bench_triggers(conn, a.rounds)
     if a.only in (None, "filtered"):

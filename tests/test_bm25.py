@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import uuid
 from collections import Counter
@@ -252,6 +253,32 @@ def test_a_table_we_may_not_alter_keeps_working_without_statistics(conn, session
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_fallback_ranks_by_rare_words_and_leaves_out_common_ones(conn, monkeypatch) -> None:
+    """Without statistics: a chunk scores the idf of the query words it holds, counted through the
+    simple-text index; a word in FTS_MAX_DF chunks or more is left out, so no query visits more rows."""
+    search_mod = importlib.import_module("pgkb.retrieval.search")  # the package re-exports the function
+    t, m = TableRef(conn.info_schema, "fallback_idf"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    texts = ["walrus colony common", "walrus tusk colony common", "penguin common", "seal common", "tusk ivory"]
+    ids = [uuid.uuid4() for _ in texts]
+    write(conn, t, m, [ChunkRow(i, text, vec(n), {}, {}) for n, (i, text) in enumerate(zip(ids, texts, strict=True))])
+    conn.execute(sql.SQL("ANALYZE {}").format(t.ident))
+    assert bm25.lookup(conn, t) is None
+
+    def lexical(query: str) -> list[str]:
+        return [h.text for h in search(conn, t, m, query_embedding=vec(0), query_text=query, k=5, search_type="LEXICAL")]
+
+    # walrus (2 chunks) + tusk (2) + colony (2): the chunk with all three first, then those with two.
+    got = lexical("walrus tusk colony")
+    assert got[0] == "walrus tusk colony common" and set(got[1:]) == {"walrus colony common", "tusk ivory"}
+    assert len(lexical("common")) == 4  # below the cap every word counts
+    monkeypatch.setattr(search_mod, "FTS_MAX_DF", 4)
+    assert lexical("common") == []  # in 4 chunks: left out, nothing is visited
+    assert lexical("common penguin") == ["penguin common"]  # the rare word alone decides
+    hyb = search(conn, t, m, query_embedding=vec(3), query_text="common", k=2, search_type="HYBRID")
+    assert hyb and hyb[0].text == "seal common"  # the dense ranking still answers
 
 
 def test_writers_without_rights_on_the_statistics_keep_them_current(conn, session_db_url: str) -> None:

@@ -56,6 +56,8 @@ FEEDBACK_WEIGHT = 3.0
 #: Candidates taken from each ranking before fusion (per query, at least k).
 HYBRID_CANDIDATES = 50
 EF_SEARCH = 64
+#: Tables without BM25 statistics: query words found in this many chunks or more are left out.
+FTS_MAX_DF = 1000
 #: With a filter: how many index tuples an iterative scan may visit before giving up.
 MAX_SCAN_TUPLES = 20_000
 #: ef_search for filtered queries on pgvector < 0.8, which cannot continue a scan past ef_search.
@@ -184,22 +186,37 @@ def _bm25_sql(
     ).format(scored=scored, t=t, pk=sql.Identifier(m.primary_key), where=where, cand=sql.Literal(cand))
 
 
-def _fts_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable | None, cand: int) -> sql.Composed:
-    """Fallback for tables without BM25 statistics: the Bedrock layout's `to_tsvector('simple', text)`
-    GIN index, an OR of the query's words, ranked by ts_rank with length normalisation.
+def _fts_sql(table: TableRef, m: FieldMapping, where: sql.Composable | None, cand: int) -> sql.Composed:
+    """Fallback for tables without BM25 statistics, served by the Bedrock layout's
+    `to_tsvector('simple', text)` GIN index alone: a chunk scores the sum of the idf of the query words
+    it contains.
 
-    The 'simple' configuration keeps stop words, and an OR with "the" or "of" matches (and ranks)
-    nearly every chunk: words that are English stop words are left out of the query."""
+    Each word's document frequency is counted through the index, up to FTS_MAX_DF rows; a word found
+    in more rows than that carries little idf and would make the query visit that many rows, so it is
+    left out (a query of only such words adds nothing lexical to HYBRID). The work is bounded by
+    FTS_MAX_DF index matches per word, whatever the table's size, and no chunk text is re-tokenised.
+    The 'simple' configuration keeps stop words: words that are English stop words are left out too.
+    N is the planner's row estimate (`pg_class.reltuples`), at least the largest counted frequency."""
+    t = table.ident
+    w = where if where is not None else sql.SQL("")
     return sql.SQL(
-        "SELECT c.{pk} AS doc, ts_rank(to_tsvector('simple', c.{txt}), fq.q, 1) AS s"
-        " FROM {t} AS c, (SELECT websearch_to_tsquery('simple', coalesce(string_agg(w, ' or '), '')) AS q"
-        "   FROM unnest(tsvector_to_array(to_tsvector('simple', %(qtext)s))) AS w"
-        "   WHERE to_tsvector('english', w) <> ''::tsvector) AS fq"
-        " WHERE to_tsvector('simple', c.{txt}) @@ fq.q AND c.{vec} IS NOT NULL{where}"
-        " ORDER BY s DESC LIMIT {cand}"
+        "WITH words AS (SELECT plainto_tsquery('simple', u.w) AS q"
+        "   FROM unnest(tsvector_to_array(to_tsvector('simple', %(qtext)s))) AS u(w)"
+        "   WHERE to_tsvector('english', u.w) <> ''::tsvector),"
+        " df AS (SELECT words.q, d.n FROM words CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM {t} AS c"
+        "     WHERE {tsv} @@ words.q AND c.{vec} IS NOT NULL{where} LIMIT {cap}) AS x) AS d"
+        "   WHERE d.n BETWEEN 1 AND {cap} - 1),"
+        " tot AS (SELECT greatest(max(df.n), (SELECT max(cl.reltuples) FROM pg_class AS cl"
+        "     JOIN pg_namespace AS ns ON ns.oid = cl.relnamespace WHERE ns.nspname = {schema} AND cl.relname = {name}),"
+        "     1)::float8 AS n FROM df),"
+        " hits AS (SELECT c.{pk} AS doc, sum(ln((tot.n + 1) / (df.n + 0.5))) AS s"
+        "   FROM df CROSS JOIN tot CROSS JOIN LATERAL (SELECT c.{pk} FROM {t} AS c"
+        "     WHERE {tsv} @@ df.q AND c.{vec} IS NOT NULL{where}) AS c GROUP BY c.{pk})"
+        " SELECT doc, s FROM hits ORDER BY s DESC, doc LIMIT {cand}"
     ).format(
-        cand=sql.Literal(cand), pk=sql.Identifier(m.primary_key), txt=sql.Identifier(m.text),
-        vec=sql.Identifier(m.vector), t=t, where=where if where is not None else sql.SQL(""),
+        t=t, tsv=sql.SQL("to_tsvector('simple', c.{})").format(sql.Identifier(m.text)), vec=sql.Identifier(m.vector),
+        where=w, cap=sql.Literal(FTS_MAX_DF), schema=sql.Literal(table.schema), name=sql.Literal(table.name),
+        pk=sql.Identifier(m.primary_key), cand=sql.Literal(cand),
     )
 
 
@@ -330,7 +347,7 @@ def build_query(
                 " FROM unnest(to_tsvector({cfg}::regconfig, %(qtext)s)) AS u) {body}"
             ).format(cfg=sql.Literal(bm25_index.config), body=_bm25_sql(t, mapping, bm25_index, lex_where, params["cand"]))
         else:
-            lexical = _fts_sql(t, mapping, lex_where, params["cand"])
+            lexical = _fts_sql(table, mapping, lex_where, params["cand"])
     if search_type == "LEXICAL":
         ranked = sql.SQL(
             "SELECT doc AS id, s / (1 + s) AS score, row_number() OVER (ORDER BY s DESC, doc) AS rank FROM ({}) AS l"
