@@ -172,7 +172,7 @@ def _bm25_sql(
         "       FROM q CROSS JOIN LATERAL (SELECT count(*) AS df FROM {postings} AS p0 WHERE p0.term = q.term) AS d,"
         "            (SELECT greatest(sum(n), 1)::float8 AS n,"
         "                    greatest(sum(total)::float8 / greatest(sum(n), 1), 1) AS avgdl FROM {stats}) AS st"
-        "       WHERE d.df > 0) AS w"
+        "       WHERE d.df > 0 OFFSET 0) AS w"  # OFFSET 0: weights once per term, not once per posting
         " JOIN {postings} AS p ON p.term = w.term"
         " GROUP BY p.doc"
     ).format(
