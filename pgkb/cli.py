@@ -460,13 +460,21 @@ def serve(
         bool, typer.Option("--no-auth", help="Accept unsigned requests (loopback hosts only).")
     ] = False,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    sql_port: Annotated[
+        int | None,
+        typer.Option("--sql-port", help="Also serve the aws_bedrock SQL functions' endpoint on this port (see `pgkb sql`)."),
+    ] = None,
+    sql_host: Annotated[
+        str, typer.Option("--sql-host", help="Address of that endpoint (keep it private).")
+    ] = "127.0.0.1",
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Serve bedrock-agent, bedrock-agent-runtime and bedrock-runtime over HTTP (boto3 endpoint_url)."""
     from pgkb.server.run import serve as run_server
 
-    run_server(settings_for(database_url, data_dir), host, port, no_auth, log_level=log_level)
+    run_server(settings_for(database_url, data_dir), host, port, no_auth, log_level=log_level,
+               sql_port=sql_port, sql_host=sql_host)
 
 
 @keys_app.command("create")

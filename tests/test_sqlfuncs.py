@@ -338,6 +338,52 @@ def test_cli_install_serve_call_uninstall(new_database_url: str, tmp_path: Path)
     assert json.loads(users.read_text()) == {}
 
 
+def test_pgkb_serve_runs_the_endpoint_too(new_database_url: str, tmp_path: Path) -> None:
+    """`pgkb serve --sql-port`: one process serves the HTTP API and the SQL functions' endpoint."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from server_helpers import free_port
+
+    http_port, sql_port = free_port(), free_port()
+    env = {**os.environ, "PGKB_DATA_DIR": str(tmp_path)}
+    pgkb = [sys.executable, "-m", "pgkb.cli"]
+    subprocess.run([*pgkb, "sql", "install", "--database-url", new_database_url, "--endpoint-port", str(sql_port)],
+                   check=True, env=env, capture_output=True)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([*pgkb, "serve", "--no-auth", "--port", str(http_port), "--sql-port", str(sql_port),
+                                   "--database-url", new_database_url], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, log.read_text()
+                time.sleep(0.2)
+        with psycopg.connect(new_database_url, autocommit=True) as conn:
+            vec = conn.execute(CALL, (MODEL, "embedding", json.dumps({"inputText": "hello"}))).fetchone()[0]
+        assert len(vec) == 384
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0, log.read_text()
+    with pytest.raises(OSError):  # the endpoint went down with the server
+        socket.create_connection(("127.0.0.1", sql_port), timeout=1).close()
+    # A port already taken is a one-line error, not a traceback.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = subprocess.run([*pgkb, "serve", "--no-auth", "--port", str(free_port()), "--sql-port",
+                            str(busy.getsockname()[1]), "--database-url", new_database_url],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot listen" in r.stderr, r.stderr
+
+
 class _SlowBackend:
     """A stand-in model (the database side is real): 50 ms per call, vector = (call size, text length)."""
 

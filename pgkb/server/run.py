@@ -93,8 +93,13 @@ def serve(
     no_auth: bool = False,
     *,
     log_level: str = "info",
+    sql_port: int | None = None,
+    sql_host: str = DEFAULT_HOST,
 ) -> None:
-    """Run the server until SIGTERM/SIGINT. Refuses `no_auth` on a non-loopback host."""
+    """Run the server until SIGTERM/SIGINT. Refuses `no_auth` on a non-loopback host.
+
+    `sql_port`: also run the endpoint that the `aws_bedrock.*` SQL functions call (as `pgkb sql serve`
+    would), in this process, with the same data dir's endpoint users."""
     if no_auth and not is_loopback(host):
         raise ValidationError(f"--no-auth is only allowed on a loopback host, not {host!r}")
     import uvicorn
@@ -132,9 +137,20 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
     log.info("web console: http://%s:%d/console", host, port)
+    endpoint = None
     try:
+        if sql_port is not None:
+            from pgkb.sqlfuncs.wire import start_in_background
+
+            try:
+                endpoint = start_in_background(settings.data_dir, sql_host, sql_port)
+            except OSError as exc:
+                raise ValidationError(f"the SQL functions' endpoint cannot listen on {sql_host}:{sql_port}: {exc.strerror}") from None
+            log.info("aws_bedrock SQL functions' endpoint on %s:%d", sql_host, sql_port)
         uvicorn.Server(config).run()
     finally:
+        if endpoint is not None:
+            endpoint.stop()
         if started_embedded:
             from pgkb.db.embedded import stop_embedded
 
