@@ -453,6 +453,43 @@ def test_retrieve_and_generate_and_stream(server: Server, s3_kb: tuple[str, str]
         )
 
 
+def test_docs_boto3_example(server: Server, settings: Settings, moto_s3: str) -> None:
+    """docs/server.md's boto3 block runs as written, with only this test's endpoint, key, bucket,
+    database and names put in (each replacement must still find its text, so the docs cannot drift)."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "server.md").read_text()
+    code = re.search(r"## boto3\n.*?```python\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]
+    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name=REGION, aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    bucket = "doc-example-" + uuid.uuid4().hex[:8]
+    s3.create_bucket(Bucket=bucket)
+    for key, (text, attrs) in DOCS.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=text.encode())
+        s3.put_object(Bucket=bucket, Key=key + ".metadata.json", Body=json.dumps({"metadataAttributes": attrs}).encode())
+    name = "docex" + uuid.uuid4().hex[:6]
+    for old, new in {
+        'endpoint_url="http://127.0.0.1:8400"': f'endpoint_url="{server.url}"',
+        'aws_access_key_id="PGKB..."': f'aws_access_key_id="{server.key["accessKeyId"]}"',
+        'aws_secret_access_key="..."': f'aws_secret_access_key="{server.key["secretAccessKey"]}"',
+        '"databaseName": "postgres"': f'"databaseName": "{rds(settings, "x")["databaseName"]}"',
+        'name="docs"': f'name="{name}"',
+        '"bedrock_integration.docs"': f'"bedrock_integration.{name}"',
+        "arn:aws:s3:::my-bucket": f"arn:aws:s3:::{bucket}",
+    }.items():
+        assert old in code, f"docs/server.md no longer has {old!r}"
+        code = code.replace(old, new)
+    scope: dict[str, Any] = {}
+    exec(compile(code, "docs/server.md", "exec"), scope)  # noqa: S102  (our own documentation)
+    assert scope["job"]["status"] == "COMPLETE"
+    assert scope["job"]["statistics"]["numberOfNewDocumentsIndexed"] == len(DOCS)
+    hits = scope["hits"]
+    assert hits and all(h["metadata"]["genre"] == "science" for h in hits)
+    assert "tides" in hits[0]["content"]["text"]
+    assert "moon" in scope["answer"]["output"]["text"] and scope["answer"]["citations"]
+    assert len(scope["emb"]) == 384
+
+
 def test_sigterm_shuts_down_cleanly(server: Server) -> None:
     """Last test of the module: SIGTERM ends the process with status 0 and no traceback."""
     server.proc.send_signal(signal.SIGTERM)
