@@ -597,7 +597,7 @@ def eval_cmd(
     dataset: Annotated[Path, typer.Argument(help="A BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
     search: Annotated[str, typer.Option(help="semantic | hybrid")] = "semantic",
     k: Annotated[int, typer.Option("-k", "--k", help="Results per query (1-100; recall@100 needs 100).")] = 100,
-    model: Annotated[str, typer.Option(help="Embedding model id.")] = "sentence-transformers.all-minilm-l6-v2",
+    model: Annotated[str, typer.Option(help="Embedding model id.")] = DEFAULT_MODEL_ID,
     chunking: Annotated[str, typer.Option(help="default | fixed | none | hierarchical | semantic")] = "default",
     max_tokens: Annotated[int | None, typer.Option(help="Chunk (or child chunk) size in tokens.")] = None,
     overlap: Annotated[int | None, typer.Option(help="Overlap: percent (fixed) or tokens (hierarchical).")] = None,

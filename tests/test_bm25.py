@@ -281,6 +281,27 @@ def test_fallback_ranks_by_rare_words_and_leaves_out_common_ones(conn, monkeypat
     assert hyb and hyb[0].text == "seal common"  # the dense ranking still answers
 
 
+def test_freshly_written_statistics_are_read_through_the_index(conn) -> None:
+    """Right after a sync (analyzed, not yet vacuumed: no index-only scans), the planner once chose a
+    sequential scan of every posting for a join; each query term's postings must come from the index."""
+    from pgkb.retrieval.search import build_query
+
+    t, m = TableRef(conn.info_schema, "fresh"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    bm25.install_bm25(conn, t, m)
+    rng = np.random.default_rng(7)
+    vocab = [f"w{i:03d}x" for i in range(400)]
+    rows = [ChunkRow(uuid.uuid4(), " ".join(rng.choice(vocab, 30)), vec(i), {}, {}) for i in range(4000)]
+    for i in range(0, len(rows), 1000):
+        write(conn, t, m, rows[i : i + 1000])
+    ix = bm25.lookup(conn, t)
+    conn.execute(sql.SQL("ANALYZE {}").format(ix.postings))  # what autoanalyze does first
+    stmt, params = build_query(t, m, k=10, search_type="LEXICAL", filter=None, attribute_cols=None, bm25_index=ix)
+    plan = "\n".join(r[0] for r in conn.execute(
+        sql.SQL("EXPLAIN ") + stmt, {**params, "qvec": "[0]", "qtext": "w001x w002x w003x"}))
+    assert f"Seq Scan on {ix.base}_postings" not in plan, plan
+
+
 def test_writers_without_rights_on_the_statistics_keep_them_current(conn, session_db_url: str) -> None:
     t, m = TableRef(conn.info_schema, "shared_writes"), FieldMapping()
     create_table(conn, t, m, DIM)
