@@ -612,6 +612,7 @@ def eval_cmd(
     as_json: JsonOut = False,
 ) -> None:
     """Score retrieval on a BEIR dataset: nDCG@10, recall@10, recall@100, MRR@10 and latency percentiles."""
+    import hashlib
     from urllib.parse import quote
 
     from pgkb.retrieval.evaluation import format_reports, load_beir
@@ -624,7 +625,11 @@ def eval_cmd(
     configs = [base] + ([_eval_config(base, compare)] if compare else [])
     settings = settings_for(database_url, data_dir)
     # The corpus as a folder of text files, one per document (its id, percent-encoded, is the file name).
-    docs_dir = Path(settings.data_dir) / "eval" / quote(str(Path(dataset).resolve()), safe="")[-80:] / "docs"
+    # Named after the dataset's folder, with a hash of its full path to keep two datasets apart (the
+    # folder's name shows in every source URI).
+    where = Path(dataset).resolve()
+    tag = hashlib.sha1(str(where).encode()).hexdigest()[:10]
+    docs_dir = Path(settings.data_dir) / "eval" / f"{quote(where.name, safe='')[:60]}-{tag}" / "docs"
     docs_dir.mkdir(parents=True, exist_ok=True)
     for doc_id, text in ds.documents():
         f = docs_dir / (quote(doc_id, safe="") + ".txt")
