@@ -7,6 +7,7 @@ import math
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -91,9 +92,16 @@ def expected_stats(conn, t: TableRef, m: FieldMapping) -> tuple[int, int]:
     return int(n), int(occ)
 
 
+def df_of(conn, ix: bm25.Bm25Index) -> dict[str, int]:
+    rows = conn.execute(sql.SQL("SELECT term, sum(d) FROM {} GROUP BY term HAVING sum(d) <> 0").format(ix.df))
+    return {r[0]: int(r[1]) for r in rows}
+
+
 def check(conn, t, m, ix) -> None:
-    assert postings(conn, ix) == expected_postings(conn, t, m)
+    expected = expected_postings(conn, t, m)
+    assert postings(conn, ix) == expected
     assert stats(conn, ix) == expected_stats(conn, t, m)
+    assert df_of(conn, ix) == dict(Counter(term for term, *_ in expected))
 
 
 def test_statistics_follow_every_kind_of_write(conn) -> None:
@@ -133,15 +141,18 @@ def test_statistics_follow_every_kind_of_write(conn) -> None:
                  ([ids[0], ids[4], parent],))
     check(conn, t, m, ix)
 
-    # Idempotent: a second install keeps everything (and compacts the stats deltas into one row).
+    # Idempotent: a second install keeps everything (and compacts the deltas: one stats row, one df
+    # row per term).
     before = postings(conn, ix)
+    assert conn.execute(sql.SQL("SELECT count(*) > count(DISTINCT term) FROM {}").format(ix.df)).fetchone()[0]
     assert bm25.install_bm25(conn, t, m) is False
     assert postings(conn, ix) == before
     assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ix.stats)).fetchone()[0] == 1
+    assert conn.execute(sql.SQL("SELECT count(*) = count(DISTINCT term) FROM {}").format(ix.df)).fetchone()[0]
     check(conn, t, m, ix)
 
     conn.execute(sql.SQL("TRUNCATE {}").format(t.ident))
-    assert postings(conn, ix) == set() and stats(conn, ix) == (0, 0)
+    assert postings(conn, ix) == set() and stats(conn, ix) == (0, 0) and df_of(conn, ix) == {}
 
     bm25.uninstall_bm25(conn, t)
     assert bm25.lookup(conn, t) is None
@@ -300,6 +311,52 @@ def test_freshly_written_statistics_are_read_through_the_index(conn) -> None:
     plan = "\n".join(r[0] for r in conn.execute(
         sql.SQL("EXPLAIN ") + stmt, {**params, "qvec": "[0]", "qtext": "w001x w002x w003x"}))
     assert f"Seq Scan on {ix.base}_postings" not in plan, plan
+
+
+def test_statistics_of_an_older_install_are_upgraded(conn) -> None:
+    """Statistics made before the df deltas and the impact index: queries count df and read every
+    posting until install_bm25 adds both (df backfilled from the postings), same rankings."""
+    t, m = TableRef(conn.info_schema, "upgrade"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    write(conn, t, m, [ChunkRow(uuid.uuid4(), text, vec(i), {}, {}) for i, text in enumerate(TEXTS)])
+    bm25.install_bm25(conn, t, m)
+    ix = bm25.lookup(conn, t)
+
+    def lexical() -> list[tuple[str, float]]:
+        hits = search(conn, t, m, query_embedding=vec(0), query_text="quick fox ranking", k=5, search_type="LEXICAL")
+        return [(h.id, round(h.score, 9)) for h in hits]
+
+    new_ranking = lexical()
+    conn.execute(sql.SQL("DROP TABLE {}").format(ix.df))
+    conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(bm25.SCHEMA, f"{ix.base}_impact")))
+    old = bm25.lookup(conn, t)
+    assert old is not None and old.has_df is False
+    assert lexical() == new_ranking
+    assert bm25.install_bm25(conn, t, m) is False  # no rebuild: adds what is missing
+    assert bm25.lookup(conn, t).has_df
+    check(conn, t, m, ix)
+    assert lexical() == new_ranking
+
+
+def test_unfiltered_bm25_reads_each_terms_best_postings(conn, monkeypatch) -> None:
+    """A term in more chunks than MAX_POSTINGS_PER_TERM: only its postings of highest impact (more
+    occurrences, shorter chunk) are read; a filtered query still reads them all."""
+    search_mod = importlib.import_module("pgkb.retrieval.search")
+    t, m = TableRef(conn.info_schema, "impact"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    texts = {"a": "otter otter otter", "b": "otter otter river", "c": "otter river bank stone",
+             "d": "otter river bank stone moss fern", "e": "river otter bank stone moss fern reed"}
+    write(conn, t, m, [ChunkRow(uuid.uuid4(), text, vec(i), {}, {"k": key}) for i, (key, text) in enumerate(texts.items())])
+    bm25.install_bm25(conn, t, m)
+
+    def keys(**kw: Any) -> list[str]:
+        hits = search(conn, t, m, query_embedding=vec(0), query_text="otter", k=5, search_type="LEXICAL", **kw)
+        return [h.metadata["k"] for h in hits]
+
+    assert keys() == ["a", "b", "c", "d", "e"]
+    monkeypatch.setattr(search_mod, "MAX_POSTINGS_PER_TERM", 2)
+    assert keys() == ["a", "b"]
+    assert keys(filter={"in": {"key": "k", "value": ["c", "d", "e"]}}) == ["c", "d", "e"]
 
 
 def test_writers_without_rights_on_the_statistics_keep_them_current(conn, session_db_url: str) -> None:

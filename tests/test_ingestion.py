@@ -203,6 +203,20 @@ def test_incremental_sync_statistics_and_no_reembedding(svc: Any, tmp_path: Path
     hits = res["retrievalResults"]
     assert len(hits) == 1 and hits[0]["metadata"]["team"] == "security" and hits[0]["metadata"]["year"] == 2025.0
 
+    # Each job folded the BM25 df deltas its writes appended: one row per term, equal to the postings.
+    from psycopg import sql
+
+    from pgkb.retrieval import bm25
+
+    kb = svc.resolve(kb_id)
+    with kb.database.connection() as conn:
+        ix = bm25.lookup(conn, kb.table)
+        assert ix is not None and ix.has_df
+        df_rows = conn.execute(sql.SQL("SELECT term, d FROM {}").format(ix.df)).fetchall()
+        counts = conn.execute(sql.SQL("SELECT term, count(*) FROM {} GROUP BY term").format(ix.postings)).fetchall()
+    assert len(df_rows) == len({term for term, _ in df_rows})
+    assert dict(df_rows) == dict(counts)
+
 
 def test_retrieve_shape_scores_and_system_keys(svc: Any, tmp_path: Path) -> None:
     folder = tmp_path / "docs"

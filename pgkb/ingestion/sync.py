@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psycopg
 
 from pgkb.db import Database
 from pgkb.errors import PgkbError
@@ -23,6 +24,7 @@ from pgkb.ingestion.documents import PreparedDocument, prepare_document, read_si
 from pgkb.ingestion.sources import MAX_FILE_BYTES, Source, SourceDocument
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.kb import KnowledgeBase
+from pgkb.retrieval.bm25 import compact_bm25
 from pgkb.store import catalog
 
 log = logging.getLogger(__name__)
@@ -181,7 +183,20 @@ class IngestionRun:
         if self.on_progress:
             self.on_progress(self.progress)
         assert row is not None
+        self._compact_statistics()
         return row
+
+    def _compact_statistics(self) -> None:
+        """Fold the BM25 deltas this job's writes appended (queries read fewer rows); best effort."""
+        st = self.progress.stats
+        if not any(st.get(k) for k in ("numberOfNewDocumentsIndexed", "numberOfModifiedDocumentsIndexed",
+                                       "numberOfDocumentsDeleted")):
+            return
+        try:
+            with self.kb.database.connection() as conn:
+                compact_bm25(conn, self.kb.table)
+        except psycopg.Error as exc:  # the job's outcome stands; the next job compacts
+            log.warning("BM25 statistics of %s not compacted: %s", self.kb.table, str(exc).splitlines()[0])
 
     def _run(self) -> None:
         ds_id = self.ds["id"]

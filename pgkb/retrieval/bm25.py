@@ -7,6 +7,12 @@ adopted) creates, in the `pgkb_bm25` schema:
   a query reads only the postings of its terms (document frequencies are counted in the same pass);
 - `<base>_stats (n, total)`: append-only deltas of the number of searchable chunks and their total
   length (no hot row for concurrent writers to queue on; re-installing compacts them);
+- `<base>_df (term, d)`: append-only deltas of each term's document frequency, so a query reads a
+  term's df from a few rows instead of counting its postings (`compact_bm25` folds them, after each
+  ingestion job);
+- an index of each term's postings by impact (their BM25 term weight at a reference length), so an
+  unfiltered query reads only a term's best `MAX_POSTINGS_PER_TERM` postings: bounded work per query
+  however large the table grows;
 - statement-level AFTER INSERT / UPDATE / DELETE triggers with transition tables (set-based: one
   tokenising statement per written batch, never per row) and an AFTER TRUNCATE trigger.
 Only chunks with an embedding are indexed: HIERARCHICAL parent rows (NULL embedding) are never searched.
@@ -33,6 +39,9 @@ DEFAULT_CONFIG = "english"
 # Anserini's MS MARCO passage values: short chunks need little length normalisation.
 DEFAULT_K1 = 0.9
 DEFAULT_B = 0.4
+#: The chunk length (in lexemes) at which postings are ordered by impact. It decides only which
+#: postings a query reads first, never a score, so it can be a constant.
+REF_AVGDL = 64.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class Bm25Index:
     config: str
     k1: float = DEFAULT_K1
     b: float = DEFAULT_B
+    #: False for statistics installed by an older pgkb (no df deltas, no impact index) until the next
+    #: `install_bm25`: queries then count document frequencies and read every posting.
+    has_df: bool = True
 
     @property
     def postings(self) -> sql.Composed:
@@ -51,6 +63,19 @@ class Bm25Index:
     @property
     def stats(self) -> sql.Composed:
         return sql.Identifier(SCHEMA, f"{self.base}_stats")
+
+    @property
+    def df(self) -> sql.Composed:
+        return sql.Identifier(SCHEMA, f"{self.base}_df")
+
+    def impact(self, alias: str | None = None) -> sql.Composed:
+        """A posting's BM25 term weight at length REF_AVGDL: the index's order and the query's ORDER BY
+        (the same expression, so the planner matches them)."""
+        col = (lambda c: sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))) if alias else sql.Identifier
+        return sql.SQL("({tf}::float8 / ({tf} + {k1n}::float8 + {k1b}::float8 * {dl}))").format(
+            tf=col("tf"), dl=col("dl"), k1n=sql.Literal(self.k1 * (1 - self.b)),
+            k1b=sql.Literal(self.k1 * self.b / REF_AVGDL),
+        )
 
 
 def base_name(table: TableRef) -> str:
@@ -89,33 +114,39 @@ def _tokens(rows: sql.Composable, m: FieldMapping, config: str) -> sql.Composed:
 
 
 def _add_sql(rows: sql.Composable, m: FieldMapping, ix: Bm25Index) -> sql.Composed:
-    """Index the searchable rows of `rows`: postings plus one stats delta."""
+    """Index the searchable rows of `rows`: postings, one stats delta, df deltas of the new postings."""
     return sql.SQL(
         "WITH tok AS MATERIALIZED ({tok}),"
         " d AS (SELECT doc, sum(tf)::int AS dl FROM tok GROUP BY doc),"
+        # A row new to the table has no postings yet (deletes and updates remove a row's postings,
+        # TRUNCATE all of them), so nothing conflicts; if something ever did, skipping it keeps the
+        # df deltas equal to the postings: they count exactly the postings inserted.
         " ins AS (INSERT INTO {postings} (term, doc, tf, dl)"
         "   SELECT tok.term, tok.doc, tok.tf, d.dl FROM tok JOIN d USING (doc) ORDER BY 1, 2"
-        "   ON CONFLICT (term, doc) DO UPDATE SET tf = EXCLUDED.tf, dl = EXCLUDED.dl)"
+        "   ON CONFLICT (term, doc) DO NOTHING RETURNING term),"
+        " dfi AS (INSERT INTO {df} (term, d) SELECT term, count(*) FROM ins GROUP BY term)"
         " INSERT INTO {stats} (n, total)"
         " SELECT count(*), coalesce(sum(d.dl), 0) FROM {rows} AS r LEFT JOIN d ON d.doc = r.{pk}"
         " WHERE r.{vec} IS NOT NULL AND r.{txt} IS NOT NULL HAVING count(*) > 0"
     ).format(
-        tok=_tokens(rows, m, ix.config), postings=ix.postings, stats=ix.stats, rows=rows,
+        tok=_tokens(rows, m, ix.config), postings=ix.postings, stats=ix.stats, df=ix.df, rows=rows,
         pk=sql.Identifier(m.primary_key), vec=sql.Identifier(m.vector), txt=sql.Identifier(m.text),
     )
 
 
 def _remove_sql(rows: sql.Composable, m: FieldMapping, ix: Bm25Index) -> sql.Composed:
-    """Un-index the rows of `rows` (re-tokenised: to_tsvector is deterministic), minus one stats delta."""
+    """Un-index the rows of `rows` (re-tokenised: to_tsvector is deterministic), minus one stats delta
+    and minus the df of the postings actually deleted."""
     return sql.SQL(
         "WITH tok AS MATERIALIZED ({tok}),"
         " d AS (SELECT doc, sum(tf)::int AS dl FROM tok GROUP BY doc),"
-        " del AS (DELETE FROM {postings} AS p USING tok WHERE p.term = tok.term AND p.doc = tok.doc)"
+        " del AS (DELETE FROM {postings} AS p USING tok WHERE p.term = tok.term AND p.doc = tok.doc RETURNING p.term),"
+        " dfd AS (INSERT INTO {df} (term, d) SELECT term, -count(*) FROM del GROUP BY term)"
         " INSERT INTO {stats} (n, total)"
         " SELECT -count(*), -coalesce(sum(d.dl), 0) FROM {rows} AS r LEFT JOIN d ON d.doc = r.{pk}"
         " WHERE r.{vec} IS NOT NULL AND r.{txt} IS NOT NULL HAVING count(*) > 0"
     ).format(
-        tok=_tokens(rows, m, ix.config), postings=ix.postings, stats=ix.stats, rows=rows,
+        tok=_tokens(rows, m, ix.config), postings=ix.postings, stats=ix.stats, df=ix.df, rows=rows,
         pk=sql.Identifier(m.primary_key), vec=sql.Identifier(m.vector), txt=sql.Identifier(m.text),
     )
 
@@ -158,12 +189,13 @@ def lookup(conn: psycopg.Connection, table: TableRef) -> Bm25Index | None:
     if not row or not row[0]:
         return None
     row = conn.execute(
-        sql.SQL("SELECT base, config::text, k1, b FROM {} WHERE schema_name = %s AND table_name = %s").format(
-            sql.Identifier(SCHEMA, "tables")
-        ),
-        (table.schema, table.name),
+        sql.SQL(
+            "SELECT base, config::text, k1, b, to_regclass(format('%%I.%%I', %s::text, base || '_df')) IS NOT NULL"
+            " FROM {} WHERE schema_name = %s AND table_name = %s"
+        ).format(sql.Identifier(SCHEMA, "tables")),
+        (SCHEMA, table.schema, table.name),
     ).fetchone()
-    return Bm25Index(row[0], row[1], row[2], row[3]) if row else None
+    return Bm25Index(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
 
 
 def install_bm25(
@@ -212,11 +244,14 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
     ).fetchone()[0]
     wanted = (ix.base, mapping.text, mapping.primary_key, mapping.vector, config, float(k1), float(b))
     if existing and tuple(existing) == wanted and triggers == 4:
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (ix.df.as_string(conn),)).fetchone()[0]:
+            _create_df(conn, ix, backfill=True)  # installed by an older pgkb: add what queries now read
+            _create_impact_index(conn, ix)
         _create_functions(conn, mapping, ix)  # CREATE OR REPLACE: picks up newer trigger code, no backfill
         _compact(conn, ix)
         return False
 
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(ix.postings, ix.stats))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}, {}").format(ix.postings, ix.stats, ix.df))
     conn.execute(
         sql.SQL(
             "CREATE TABLE {} (term text NOT NULL, doc uuid NOT NULL, tf int NOT NULL, dl int NOT NULL,"
@@ -224,8 +259,11 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
         ).format(ix.postings)
     )
     conn.execute(sql.SQL("CREATE TABLE {} (n bigint NOT NULL, total bigint NOT NULL)").format(ix.stats))
-    # Backfill: the same statement the insert trigger runs, over the whole table.
+    _create_df(conn, ix, backfill=False)
+    # Backfill: the same statement the insert trigger runs, over the whole table; then the impact
+    # index, built once over all postings.
     conn.execute(_add_sql(table.ident, mapping, ix))
+    _create_impact_index(conn, ix)
 
     t = table.ident
     fns = _create_functions(conn, mapping, ix)
@@ -270,6 +308,23 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
     return True
 
 
+def _create_df(conn: psycopg.Connection, ix: Bm25Index, *, backfill: bool) -> None:
+    """The df deltas table (with `backfill`: df counted from the existing postings)."""
+    conn.execute(sql.SQL("CREATE TABLE {} (term text NOT NULL, d bigint NOT NULL)").format(ix.df))
+    conn.execute(sql.SQL("CREATE INDEX {} ON {} (term) INCLUDE (d)").format(sql.Identifier(f"{ix.base}_df_term"), ix.df))
+    if backfill:
+        conn.execute(sql.SQL("INSERT INTO {} (term, d) SELECT term, count(*) FROM {} GROUP BY term").format(ix.df, ix.postings))
+
+
+def _create_impact_index(conn: psycopg.Connection, ix: Bm25Index) -> None:
+    """Each term's postings by impact, best first: what an unfiltered query reads."""
+    conn.execute(
+        sql.SQL("CREATE INDEX {} ON {} (term, {} DESC) INCLUDE (doc, tf, dl)").format(
+            sql.Identifier(f"{ix.base}_impact"), ix.postings, ix.impact()
+        )
+    )
+
+
 def _create_functions(conn: psycopg.Connection, mapping: FieldMapping, ix: Bm25Index) -> list[str]:
     """(Re)create the trigger functions; returns their kinds."""
     fns = {
@@ -280,7 +335,7 @@ def _create_functions(conn: psycopg.Connection, mapping: FieldMapping, ix: Bm25I
             _remove_sql(_changed("old_rows", "new_rows", mapping), mapping, ix),
             _add_sql(_changed("new_rows", "old_rows", mapping), mapping, ix),
         ],
-        "trunc": [sql.SQL("TRUNCATE {}, {}").format(ix.postings, ix.stats)],
+        "trunc": [sql.SQL("TRUNCATE {}, {}, {}").format(ix.postings, ix.stats, ix.df)],
     }
     for kind, body in fns.items():
         conn.execute(_function(conn, f"{ix.base}_{kind}", body))
@@ -288,13 +343,36 @@ def _create_functions(conn: psycopg.Connection, mapping: FieldMapping, ix: Bm25I
 
 
 def _compact(conn: psycopg.Connection, ix: Bm25Index) -> None:
-    """Fold the stats deltas into one row."""
+    """Fold the stats deltas into one row and each term's df deltas into one row (writers only ever
+    insert deltas, so compacting alongside them, or alongside another compaction, loses nothing)."""
     conn.execute(
         sql.SQL(
             "WITH gone AS (DELETE FROM {s} RETURNING n, total)"
             " INSERT INTO {s} (n, total) SELECT coalesce(sum(n), 0), coalesce(sum(total), 0) FROM gone"
         ).format(s=ix.stats)
     )
+    if ix.has_df:
+        # Only the terms with several deltas are rewritten (a small sync rewrites a few rows, not all).
+        conn.execute(
+            sql.SQL(
+                "WITH multi AS (SELECT term FROM {df} GROUP BY term HAVING count(*) > 1),"
+                " gone AS (DELETE FROM {df} AS x USING multi WHERE x.term = multi.term RETURNING x.term, x.d)"
+                " INSERT INTO {df} (term, d) SELECT term, sum(d) FROM gone GROUP BY term HAVING sum(d) <> 0"
+            ).format(df=ix.df)
+        )
+
+
+def compact_bm25(conn: psycopg.Connection, table: TableRef) -> None:
+    """Fold a table's statistics deltas (the ingestion service calls it when a job ends). A no-op
+    without statistics or without the rights to them."""
+    ix = lookup(conn, table)
+    if ix is None:
+        return
+    try:
+        with conn.transaction():
+            _compact(conn, ix)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        log.info("BM25 statistics of %s not compacted: %s", table, str(exc).splitlines()[0])
 
 
 def uninstall_bm25(conn: psycopg.Connection, table: TableRef) -> None:
@@ -315,7 +393,7 @@ def _uninstall(conn: psycopg.Connection, table: TableRef) -> None:
         return
     for kind in ("ins", "del", "upd", "trunc"):
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(SCHEMA, f"{ix.base}_{kind}")))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(ix.postings, ix.stats))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}, {}").format(ix.postings, ix.stats, ix.df))
     conn.execute(
         sql.SQL("DELETE FROM {} WHERE schema_name = %s AND table_name = %s").format(sql.Identifier(SCHEMA, "tables")),
         (table.schema, table.name),

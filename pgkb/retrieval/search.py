@@ -56,6 +56,8 @@ FEEDBACK_WEIGHT = 3.0
 #: Candidates taken from each ranking before fusion (per query, at least k).
 HYBRID_CANDIDATES = 50
 EF_SEARCH = 64
+#: BM25, unfiltered: postings read per query term, best impact first (bounds a query's work).
+MAX_POSTINGS_PER_TERM = 1000
 #: Tables without BM25 statistics: query words found in this many chunks or more are left out.
 FTS_MAX_DF = 1000
 #: With a filter: how many index tuples an iterative scan may visit before giving up.
@@ -162,24 +164,35 @@ def _dense_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable, limit:
 def _bm25_sql(
     t: sql.Composable, m: FieldMapping, ix: bm25.Bm25Index, where: sql.Composable | None, cand: int
 ) -> sql.Composed:
-    """BM25 scores of the chunks matching the query terms: (doc, s), best first, top `cand`."""
-    # Per query term: its idf (document frequency counted on the postings index), then one pass
-    # over the postings of the query's terms, summing each chunk's term weights.
+    """BM25 scores of the chunks matching the query terms: (doc, s), best first, top `cand`.
+
+    Per query term: its idf (document frequency summed from the df deltas), then its postings,
+    summing each chunk's term weights. Unfiltered, only a term's MAX_POSTINGS_PER_TERM postings of
+    highest impact are read (exact whenever no query term is in more chunks than that); with a filter,
+    or on statistics without the impact index, all of them."""
+    if ix.has_df:
+        df = sql.SQL("(SELECT coalesce(sum(d0.d), 0) AS df FROM {} AS d0 WHERE d0.term = q.term)").format(ix.df)
+    else:
+        df = sql.SQL("(SELECT count(*) AS df FROM {} AS p0 WHERE p0.term = q.term)").format(ix.postings)
+    if ix.has_df and where is None:
+        read = sql.SQL("ORDER BY {} DESC LIMIT {}").format(ix.impact("p1"), sql.Literal(MAX_POSTINGS_PER_TERM))
+    else:
+        read = sql.SQL("OFFSET 0")
     scored = sql.SQL(
         "SELECT p.doc, sum(w.qw * p.tf / (p.tf + w.k1n + w.k1b * p.dl)) AS s"
         " FROM (SELECT q.term, q.qtf * ln(1 + (st.n - d.df + 0.5) / (d.df + 0.5)) * ({k1} + 1) AS qw,"
         "              {k1} * (1 - {b}) AS k1n, {k1} * {b} / st.avgdl AS k1b"
-        "       FROM q CROSS JOIN LATERAL (SELECT count(*) AS df FROM {postings} AS p0 WHERE p0.term = q.term) AS d,"
+        "       FROM q CROSS JOIN LATERAL {df} AS d,"
         "            (SELECT greatest(sum(n), 1)::float8 AS n,"
         "                    greatest(sum(total)::float8 / greatest(sum(n), 1), 1) AS avgdl FROM {stats}) AS st"
         "       WHERE d.df > 0 OFFSET 0) AS w"  # OFFSET 0: weights once per term, not once per posting
-        # LATERAL: each term's postings are read through the index. As a join, a table just written
-        # (statistics stale, visibility map unset until autovacuum) was planned as a sequential scan
-        # of every posting: 3x slower at 5,000 chunks, and growing with the table.
-        " CROSS JOIN LATERAL (SELECT p1.doc, p1.tf, p1.dl FROM {postings} AS p1 WHERE p1.term = w.term OFFSET 0) AS p"
+        # LATERAL with a fence (OFFSET 0 or LIMIT): each term's postings are read through an index.
+        # As a join, a table just written (statistics stale, visibility map unset until autovacuum)
+        # was planned as a sequential scan of every posting: 3x slower at 5,000 chunks, and growing.
+        " CROSS JOIN LATERAL (SELECT p1.doc, p1.tf, p1.dl FROM {postings} AS p1 WHERE p1.term = w.term {read}) AS p"
         " GROUP BY p.doc"
     ).format(
-        k1=_f8(ix.k1), b=_f8(ix.b), postings=ix.postings, stats=ix.stats,
+        k1=_f8(ix.k1), b=_f8(ix.b), postings=ix.postings, stats=ix.stats, df=df, read=read,
     )
     if where is None:
         return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC LIMIT {}").format(scored, sql.Literal(cand))
