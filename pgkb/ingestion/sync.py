@@ -194,7 +194,7 @@ class IngestionRun:
             return
         try:
             with self.kb.database.connection() as conn:
-                compact_bm25(conn, self.kb.table)
+                compact_bm25(conn, self.kb.table, self.kb.mapping)
         except psycopg.Error as exc:  # the job's outcome stands; the next job compacts
             log.warning("BM25 statistics of %s not compacted: %s", self.kb.table, str(exc).splitlines()[0])
 

@@ -362,11 +362,15 @@ def _compact(conn: psycopg.Connection, ix: Bm25Index) -> None:
         )
 
 
-def compact_bm25(conn: psycopg.Connection, table: TableRef) -> None:
-    """Fold a table's statistics deltas (the ingestion service calls it when a job ends). A no-op
-    without statistics or without the rights to them."""
+def compact_bm25(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping | None = None) -> None:
+    """Fold a table's statistics deltas (the ingestion service calls it when a job ends); with
+    `mapping`, statistics installed by an older pgkb are upgraded first. A no-op without statistics
+    or without the rights to them."""
     ix = lookup(conn, table)
     if ix is None:
+        return
+    if not ix.has_df and mapping is not None:
+        install_bm25(conn, table, mapping, config=ix.config, k1=ix.k1, b=ix.b)  # adds df deltas, compacts
         return
     try:
         with conn.transaction():
