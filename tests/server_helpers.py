@@ -23,6 +23,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120, log: Path | None = None) -> None:
+    """Until something accepts connections on 127.0.0.1:`port`; fails if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}): {log.read_text() if log else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"nothing listens on port {port}") from None
+            time.sleep(0.1)
+
+
 @contextmanager
 def running(app: Any) -> Iterator[str]:
     """Serve `app` on 127.0.0.1:<free port>; yields the base URL."""
@@ -57,18 +73,7 @@ def pgkb_serve(settings: Any, log: Path, env: dict[str, str]) -> Iterator[tuple[
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pgkb serve exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("pgkb serve did not start") from None
-            time.sleep(0.1)
+    wait_for_port(port, proc, 120, log)
     try:
         yield f"http://127.0.0.1:{port}", proc
     finally:

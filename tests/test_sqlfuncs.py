@@ -298,13 +298,12 @@ def test_endpoint_restart_is_transparent(new_database_url: str, endpoint: Endpoi
 
 def test_cli_install_serve_call_uninstall(new_database_url: str, tmp_path: Path) -> None:
     """The deployment path: `pgkb sql install`, `pgkb sql serve` as its own process, a call, `uninstall`."""
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from server_helpers import free_port, wait_for_port
+
+    port = free_port()
     env = {**os.environ, "PGKB_DATA_DIR": str(tmp_path)}
     pgkb = [sys.executable, "-m", "pgkb.cli", "sql"]
     subprocess.run([*pgkb, "install", "--database-url", new_database_url, "--endpoint-port", str(port)],
@@ -319,14 +318,7 @@ def test_cli_install_serve_call_uninstall(new_database_url: str, tmp_path: Path)
     server = subprocess.Popen([*pgkb, "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.2)
+        wait_for_port(port, server, 60)
         with psycopg.connect(new_database_url, autocommit=True) as conn:
             vec = conn.execute(CALL, (MODEL, "embedding", json.dumps({"inputText": "hello"}))).fetchone()[0]
         assert len(vec) == 384
@@ -345,7 +337,7 @@ def test_pgkb_serve_runs_the_endpoint_too(new_database_url: str, tmp_path: Path)
     import subprocess
     import sys
 
-    from server_helpers import free_port
+    from server_helpers import free_port, wait_for_port
 
     http_port, sql_port = free_port(), free_port()
     env = {**os.environ, "PGKB_DATA_DIR": str(tmp_path)}
@@ -357,14 +349,7 @@ def test_pgkb_serve_runs_the_endpoint_too(new_database_url: str, tmp_path: Path)
         server = subprocess.Popen([*pgkb, "serve", "--no-auth", "--port", str(http_port), "--sql-port", str(sql_port),
                                    "--database-url", new_database_url], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, log.read_text()
-                time.sleep(0.2)
+        wait_for_port(http_port, server, 120, log)
         with psycopg.connect(new_database_url, autocommit=True) as conn:
             vec = conn.execute(CALL, (MODEL, "embedding", json.dumps({"inputText": "hello"}))).fetchone()[0]
         assert len(vec) == 384
