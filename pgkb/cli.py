@@ -467,6 +467,9 @@ def serve(
     sql_host: Annotated[
         str, typer.Option("--sql-host", help="Address of that endpoint (keep it private).")
     ] = "127.0.0.1",
+    sql_tls: Annotated[
+        bool, typer.Option("--sql-tls", help="That endpoint requires TLS (see `pgkb sql serve --tls`).")
+    ] = False,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -474,7 +477,7 @@ def serve(
     from pgkb.server.run import serve as run_server
 
     run_server(settings_for(database_url, data_dir), host, port, no_auth, log_level=log_level,
-               sql_port=sql_port, sql_host=sql_host)
+               sql_port=sql_port, sql_host=sql_host, sql_tls=sql_tls)
 
 
 @keys_app.command("create")

@@ -296,6 +296,44 @@ def test_endpoint_restart_is_transparent(new_database_url: str, endpoint: Endpoi
             thread.stop()
 
 
+def test_tls_endpoint(new_database_url: str, endpoint: Endpoint, tmp_path: Path) -> None:
+    """An endpoint with a certificate requires TLS: libpq with sslmode=require gets in (the client a
+    database's dblink uses, where that database's libpq has TLS), a plain connection is refused."""
+    from pgkb.errors import ValidationError
+    from pgkb.sqlfuncs.tls import ensure_certificate, server_context
+
+    cert, key = ensure_certificate(endpoint.data_dir)
+    assert key.stat().st_mode & 0o077 == 0
+    assert ensure_certificate(endpoint.data_dir) == (cert, key) and cert.read_bytes() == cert.read_bytes()
+    server = WireServer(file_users(endpoint.data_dir), Calls())
+    server.ssl_context = server_context(cert, key)
+    thread = EndpointThread(server)
+    host, port = thread.start()
+    try:
+        direct = f"host={host} port={port} dbname=pgkb user={endpoint.user} password={endpoint.password}"
+        with psycopg.connect(direct + " sslmode=require") as c:
+            assert c.pgconn.ssl_in_use
+        with pytest.raises(psycopg.OperationalError, match="requires TLS"):
+            psycopg.connect(direct + " sslmode=disable")
+        # The embedded server's libpq (dblink's) is built without TLS: a mode that needs it is a clear
+        # 08001 naming the cause, never a silent fall back to plain text.
+        install(new_database_url, host, port, endpoint.user, endpoint.password, sslmode="require")
+        err = _sql_error(new_database_url, CALL, (MODEL, "embedding", json.dumps({"inputText": "hello"})))
+        assert err.sqlstate == "08001" and "SSL support is not compiled in" in (err.diag.message_detail or "")
+        # ... and `prefer` (the default) without TLS meets the endpoint's own refusal.
+        install(new_database_url, host, port, endpoint.user, endpoint.password)
+        err = _sql_error(new_database_url, CALL, (MODEL, "embedding", json.dumps({"inputText": "hello"})))
+        assert "requires TLS" in (err.diag.message_detail or "") + err.diag.message_primary, err.diag.message_primary
+    finally:
+        thread.stop()
+    with pytest.raises(ValidationError, match="sslrootcert"):
+        install(new_database_url, host, port, endpoint.user, endpoint.password, sslmode="verify-full")
+    bad = tmp_path / "bad.crt"
+    bad.write_text("not a certificate")
+    with pytest.raises(ValidationError, match="cannot use the TLS certificate"):
+        server_context(bad, key)
+
+
 def test_cli_install_serve_call_uninstall(new_database_url: str, tmp_path: Path) -> None:
     """The deployment path: `pgkb sql install`, `pgkb sql serve` as its own process, a call, `uninstall`."""
     import subprocess

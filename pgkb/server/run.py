@@ -95,6 +95,7 @@ def serve(
     log_level: str = "info",
     sql_port: int | None = None,
     sql_host: str = DEFAULT_HOST,
+    sql_tls: bool = False,
 ) -> None:
     """Run the server until SIGTERM/SIGINT. Refuses `no_auth` on a non-loopback host.
 
@@ -143,7 +144,7 @@ def serve(
             from pgkb.sqlfuncs.wire import start_in_background
 
             try:
-                endpoint = start_in_background(settings.data_dir, sql_host, sql_port)
+                endpoint = start_in_background(settings.data_dir, sql_host, sql_port, tls=sql_tls)
             except OSError as exc:
                 raise ValidationError(f"the SQL functions' endpoint cannot listen on {sql_host}:{sql_port}: {exc.strerror}") from None
             log.info("aws_bedrock SQL functions' endpoint on %s:%d", sql_host, sql_port)

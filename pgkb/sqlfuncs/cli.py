@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from pgkb.config import Settings
+from pgkb.errors import PgkbError
 
 sql_app = typer.Typer(no_args_is_help=True, help="Aurora ML's aws_bedrock.* SQL functions on any PostgreSQL.")
 vectorizer_app = typer.Typer(no_args_is_help=True, help="Keep a table's embeddings in sync with its text.")
@@ -54,15 +55,23 @@ def install_cmd(
     endpoint_port: Annotated[int, typer.Option(help="The endpoint's port (pgkb sql serve --port).")] = DEFAULT_PORT,
     user: Annotated[str | None, typer.Option(help="Endpoint user (default: one per database).")] = None,
     grant_to: Annotated[list[str] | None, typer.Option(help="Roles allowed to call the functions (default PUBLIC).")] = None,
+    sslmode: Annotated[str, typer.Option(
+        help="libpq sslmode of the database's connections to the endpoint: disable, prefer (TLS when the "
+             "endpoint offers it), require, verify-ca, verify-full.")] = "prefer",
+    sslrootcert: Annotated[str | None, typer.Option(
+        help="For verify-ca/verify-full: the endpoint's CA certificate, a path on the database server's host.")] = None,
 ) -> None:
     """Install (or refresh) schema aws_bedrock with fresh endpoint credentials in a user mapping."""
     from pgkb.sqlfuncs.credentials import set_user
-    from pgkb.sqlfuncs.install import install
+    from pgkb.sqlfuncs.install import SSL_MODES, install
 
+    if sslmode not in SSL_MODES:  # before a new password is stored for nothing
+        raise PgkbError(f"--sslmode must be one of {', '.join(SSL_MODES)}, not {sslmode!r}")
     url = _url(database_url, data_dir)
     name = user or default_user(url)
     password = set_user(_settings(data_dir).data_dir, name)
-    install(url, endpoint_host, endpoint_port, name, password, grant_to=grant_to or "PUBLIC")
+    install(url, endpoint_host, endpoint_port, name, password, grant_to=grant_to or "PUBLIC",
+            sslmode=sslmode, sslrootcert=sslrootcert)
     typer.echo(f"aws_bedrock installed; endpoint user {name} at {endpoint_host}:{endpoint_port} "
                "(start it with: pgkb sql serve)")
 
@@ -87,12 +96,14 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on (keep it private: loopback or a VPC address).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
     workers: Annotated[int, typer.Option(help="Threads running model calls.")] = 4,
+    tls: Annotated[bool, typer.Option("--tls", help="Require TLS, with <data dir>/sqlfuncs/tls/server.crt and "
+                                      "server.key (a self-signed pair is made on first use).")] = False,
 ) -> None:
     """Run the endpoint the aws_bedrock functions call (PostgreSQL protocol, SCRAM authentication)."""
     from pgkb.sqlfuncs.wire import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(_settings(data_dir).data_dir, host, port, workers)
+    serve(_settings(data_dir).data_dir, host, port, workers, tls=tls)
 
 
 @sql_app.command("fill")

@@ -52,11 +52,24 @@ def _roles(grant_to: str | Sequence[str]) -> list[sql.Composable]:
     return out
 
 
+SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+
+
 def install(database_url: str, endpoint_host: str, endpoint_port: int, user: str, password: str,
-            grant_to: str | Sequence[str] = "PUBLIC", connect_timeout_s: int = 5) -> None:
-    """Create or refresh schema aws_bedrock in the database at `database_url`. Idempotent."""
+            grant_to: str | Sequence[str] = "PUBLIC", connect_timeout_s: int = 5, *,
+            sslmode: str = "prefer", sslrootcert: str | None = None) -> None:
+    """Create or refresh schema aws_bedrock in the database at `database_url`. Idempotent.
+
+    `sslmode` is libpq's, for the database's connections to the endpoint: `prefer` (default) uses TLS
+    when the endpoint offers it (`pgkb sql serve --tls`), `require` insists on it, `verify-ca` /
+    `verify-full` also check the endpoint's certificate against `sslrootcert`, a file on the database
+    server's host."""
     if not (0 < int(endpoint_port) < 65536):
         raise ValidationError(f"invalid endpoint port {endpoint_port!r}")
+    if sslmode not in SSL_MODES:
+        raise ValidationError(f"sslmode must be one of {', '.join(SSL_MODES)}, not {sslmode!r}")
+    if sslmode.startswith("verify") and not sslrootcert:
+        raise ValidationError(f"sslmode {sslmode} needs sslrootcert: the endpoint's CA certificate on the database host")
     if not user or not password:
         raise ValidationError("the endpoint user and password must not be empty")
     roles = _roles(grant_to)
@@ -67,8 +80,10 @@ def install(database_url: str, endpoint_host: str, endpoint_port: int, user: str
             conn.execute(sql.SQL("CREATE EXTENSION dblink SCHEMA {}").format(sql.Identifier(SCHEMA)))
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         options = [("host", endpoint_host), ("port", str(int(endpoint_port))), ("dbname", "pgkb"),
-                   ("sslmode", "disable"), ("connect_timeout", str(int(connect_timeout_s))),
+                   ("sslmode", sslmode), ("connect_timeout", str(int(connect_timeout_s))),
                    ("application_name", "pgkb-aws_bedrock")]
+        if sslrootcert:
+            options.append(("sslrootcert", sslrootcert))
         server_version = conn.info.server_version
         if server_version >= 160000:
             # libpq then refuses to hand the password to anything that does not do SCRAM.

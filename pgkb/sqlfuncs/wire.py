@@ -2,8 +2,8 @@
 
 A database reaches it with dblink through a foreign server and a user mapping, so the credentials live
 in the database's own catalog and any PostgreSQL with contrib can call pgkb's models, with no untrusted
-language and no superuser. What it speaks: SSL/GSS negotiation (declined), SCRAM-SHA-256 password
-authentication, the simple query protocol (what dblink uses), Terminate. Extended-protocol messages
+language and no superuser. What it speaks: TLS when given a certificate (then required: a peer that
+does not ask for it is refused; GSS encryption is declined), SCRAM-SHA-256 password authentication, the simple query protocol (what dblink uses), Terminate. Extended-protocol messages
 are answered with an error (until Sync) so a driver gets a clean failure, never a hang.
 
 Model calls run in a thread pool; many connections are served at once.
@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import secrets
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -185,6 +186,8 @@ class WireServer:
     _executor: ThreadPoolExecutor | None = None
     _conns: set[asyncio.Task[None]] = field(default_factory=set)
     coalescer: _Coalescer | None = None
+    #: With a context, every connection must be TLS (libpq `sslmode=require` or stricter).
+    ssl_context: ssl.SSLContext | None = None
 
     async def start(self) -> tuple[str, int]:
         self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="pgkb-sql")
@@ -242,19 +245,32 @@ class WireServer:
 
     async def _startup(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str | None:
         """Negotiate and authenticate; returns the session's client encoding, None to hang up."""
+        tls = False
         while True:
             length = struct.unpack("!I", await reader.readexactly(4))[0]
             if length < 8 or length > MAX_STARTUP_MESSAGE:
                 raise _ProtocolViolation("invalid startup packet length")
             body = await reader.readexactly(length - 4)
             code = struct.unpack("!I", body[:4])[0]
+            if code == SSL_REQUEST and self.ssl_context is not None and not tls:
+                writer.write(b"S")
+                await writer.drain()
+                await writer.start_tls(self.ssl_context)  # the reader reads through TLS from here on
+                tls = True
+                continue
             if code in (SSL_REQUEST, GSSENC_REQUEST):
-                writer.write(b"N")  # loopback only: no TLS; the client then sends its real startup
+                if tls:
+                    raise _ProtocolViolation("TLS negotiation requested twice")
+                writer.write(b"N")  # declined; the client then sends its real startup (or gives up)
                 await writer.drain()
                 continue
             if code == CANCEL_REQUEST:
                 return None  # calls are not cancellable mid-model-call; the client just stops waiting
             break
+        if self.ssl_context is not None and not tls:
+            writer.write(_error(WireError("28000", "pgkb's SQL endpoint requires TLS (sslmode require or stricter)"),
+                                fatal=True))
+            return None
         major = code >> 16
         if major != 3:
             writer.write(_error(WireError("0A000", f"unsupported frontend protocol {major}.{code & 0xFFFF}"), fatal=True))
@@ -400,15 +416,25 @@ class EndpointThread:
             self._thread.join(timeout=10)
 
 
+def _server(data_dir: Path | str, host: str, port: int, max_workers: int, tls: bool) -> WireServer:
+    server = WireServer(file_users(data_dir), Calls(), host, port, max_workers)
+    if tls:
+        from pgkb.sqlfuncs.tls import ensure_certificate, server_context
+
+        server.ssl_context = server_context(*ensure_certificate(data_dir, [host]))
+    return server
+
+
 def start_in_background(data_dir: Path | str, host: str = "127.0.0.1", port: int = 5444,
-                        max_workers: int = 4) -> EndpointThread:
-    """Start the endpoint inside another process (e.g. `pgkb serve`); `.stop()` it on shutdown."""
-    thread = EndpointThread(WireServer(file_users(data_dir), Calls(), host, port, max_workers))
+                        max_workers: int = 4, *, tls: bool = False) -> EndpointThread:
+    """Start the endpoint inside another process (e.g. `pgkb serve`); `.stop()` it on shutdown.
+    `tls`: require TLS, with the data dir's certificate (made on first use, see pgkb.sqlfuncs.tls)."""
+    thread = EndpointThread(_server(data_dir, host, port, max_workers, tls))
     thread.start()
     return thread
 
 
-def serve(data_dir: Path | str, host: str = "127.0.0.1", port: int = 5444, max_workers: int = 4) -> None:
+def serve(data_dir: Path | str, host: str = "127.0.0.1", port: int = 5444, max_workers: int = 4,
+          *, tls: bool = False) -> None:
     """Run the endpoint in the foreground (`pgkb sql serve`) until interrupted."""
-    server = WireServer(file_users(data_dir), Calls(), host, port, max_workers)
-    asyncio.run(server.serve_forever())
+    asyncio.run(_server(data_dir, host, port, max_workers, tls).serve_forever())
