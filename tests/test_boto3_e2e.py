@@ -490,6 +490,30 @@ def test_docs_boto3_example(server: Server, settings: Settings, moto_s3: str) ->
     assert len(scope["emb"]) == 384
 
 
+def test_tags_of_a_knowledge_base(server: Server) -> None:
+    """What infrastructure-as-code tools call around a create: tags given at creation, then
+    TagResource / UntagResource / ListTagsForResource on the knowledge base's ARN."""
+    agent = server.client("bedrock-agent")
+    kb = agent.create_knowledge_base(
+        name="tagged" + uuid.uuid4().hex[:6], roleArn="arn:aws:iam::000000000000:role/kb",
+        knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": MODEL_ARN}},
+        tags={"team": "search", "env": "ci"},
+    )["knowledgeBase"]
+    arn = kb["knowledgeBaseArn"]
+    assert agent.list_tags_for_resource(resourceArn=arn)["tags"] == {"team": "search", "env": "ci"}
+    agent.tag_resource(resourceArn=arn, tags={"env": "prod", "owner": "ana"})
+    agent.untag_resource(resourceArn=arn, tagKeys=["team", "absent"])
+    assert agent.list_tags_for_resource(resourceArn=arn)["tags"] == {"env": "prod", "owner": "ana"}
+    with pytest.raises(agent.exceptions.ValidationException, match="at most 50 tags"):
+        agent.tag_resource(resourceArn=arn, tags={f"k{i}": "v" for i in range(49)})
+    assert len(agent.list_tags_for_resource(resourceArn=arn)["tags"]) == 2  # the refused call changed nothing
+    with pytest.raises(agent.exceptions.ResourceNotFoundException):
+        agent.list_tags_for_resource(resourceArn=arn.rsplit("/", 1)[0] + "/ZZZZZZZZZZ")
+    with pytest.raises(agent.exceptions.ValidationException, match="knowledge bases only"):
+        agent.tag_resource(resourceArn="arn:aws:bedrock:us-east-1:000000000000:agent/ABCDEFGHIJ", tags={"a": "b"})
+    agent.delete_knowledge_base(knowledgeBaseId=kb["knowledgeBaseId"])
+
+
 def test_sigterm_shuts_down_cleanly(server: Server) -> None:
     """Last test of the module: SIGTERM ends the process with status 0 and no traceback."""
     server.proc.send_signal(signal.SIGTERM)

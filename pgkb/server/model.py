@@ -38,6 +38,9 @@ SERVED: dict[str, frozenset[str]] = {
             "GetKnowledgeBaseDocuments",
             "ListKnowledgeBaseDocuments",
             "DeleteKnowledgeBaseDocuments",
+            "TagResource",
+            "UntagResource",
+            "ListTagsForResource",
         }
     ),
     "bedrock-agent-runtime": frozenset({"Retrieve", "RetrieveAndGenerate", "RetrieveAndGenerateStream"}),

@@ -30,6 +30,9 @@ def compile_pattern(pattern: str) -> re.Pattern[str] | None:
         pattern.replace(r"[^\p{C}]", f"[^{_CONTROL}]")
         .replace(r"\P{C}", f"[^{_CONTROL}]")
         .replace(r"\p{C}", f"[{_CONTROL}]")
+        # bedrock-agent's TaggableResourcesArn writes the account as ":/d{12}:" (a slash for a
+        # backslash): as written no ARN matches it, and Bedrock itself accepts real ARNs there.
+        .replace(":/d{12}:", r":\d{12}:")
     )
     try:
         return re.compile(translated, re.DOTALL)

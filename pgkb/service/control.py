@@ -9,6 +9,7 @@ from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.retrieval.bm25 import install_bm25
 from pgkb.service import shapes
 from pgkb.service.base import ServiceBase
+from pgkb.service.tags import MAX_TAGS
 from pgkb.store import catalog
 from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
 
@@ -76,6 +77,8 @@ class ControlPlane(ServiceBase):
             return {"knowledgeBase": shapes.knowledge_base(existing, self.region, self.account)}
         check_name(name)
         check_description(description)
+        if tags and len(tags) > MAX_TAGS:
+            raise ValidationError(f"a resource has at most {MAX_TAGS} tags, not {len(tags)}")
         model_id, dims = self._embedding(knowledgeBaseConfiguration)
         self._check_model_available(model_id)
         if storageConfiguration is None:
@@ -117,6 +120,7 @@ class ControlPlane(ServiceBase):
                     "storage": storageConfiguration,
                     "status": "ACTIVE",
                     "client_token": clientToken,
+                    "tags": tags or {},
                 },
             )
         return {"knowledgeBase": shapes.knowledge_base(row, self.region, self.account)}

@@ -52,14 +52,36 @@ def insert_knowledge_base(conn: psycopg.Connection, row: dict[str, Any]) -> dict
         out = _one(
             conn,
             "INSERT INTO pgkb.knowledge_bases (id, name, description, role_arn, model_id, dimensions, kb_config,"
-            " storage, status, client_token) VALUES (%(id)s, %(name)s, %(description)s, %(role_arn)s, %(model_id)s,"
-            " %(dimensions)s, %(kb_config)s, %(storage)s, %(status)s, %(client_token)s) RETURNING *",
-            {**row, "kb_config": Jsonb(row["kb_config"]), "storage": Jsonb(row["storage"])},
+            " storage, status, client_token, tags) VALUES (%(id)s, %(name)s, %(description)s, %(role_arn)s,"
+            " %(model_id)s, %(dimensions)s, %(kb_config)s, %(storage)s, %(status)s, %(client_token)s, %(tags)s)"
+            " RETURNING *",
+            {**row, "kb_config": Jsonb(row["kb_config"]), "storage": Jsonb(row["storage"]),
+             "tags": Jsonb(row.get("tags") or {})},
         )
     except psycopg.errors.UniqueViolation as exc:
         raise ConflictError(f"a knowledge base named {row['name']!r} already exists") from exc
     assert out is not None
     return out
+
+
+def update_tags(conn: psycopg.Connection, kb_id: str, add: dict[str, str], remove: list[str]) -> dict[str, str]:
+    """Merge `add` into a knowledge base's tags and drop the keys in `remove`, in one statement;
+    returns the tags after. NotFoundError when there is no such knowledge base."""
+    row = _one(
+        conn,
+        "UPDATE pgkb.knowledge_bases SET tags = (tags || %s) - %s::text[] WHERE id = %s RETURNING tags",
+        (Jsonb(add), list(remove), kb_id),
+    )
+    if row is None:
+        raise NotFoundError(f"knowledge base {kb_id!r} does not exist")
+    return dict(row["tags"])
+
+
+def get_tags(conn: psycopg.Connection, kb_id: str) -> dict[str, str]:
+    row = _one(conn, "SELECT tags FROM pgkb.knowledge_bases WHERE id = %s", (kb_id,))
+    if row is None:
+        raise NotFoundError(f"knowledge base {kb_id!r} does not exist")
+    return dict(row["tags"])
 
 
 def get_knowledge_base(conn: psycopg.Connection, kb_id_or_name: str) -> dict[str, Any]:
