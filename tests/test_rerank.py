@@ -203,3 +203,41 @@ def test_unreachable_endpoint_is_a_dependency_failure() -> None:
     with pytest.raises(DependencyFailedError, match="unreachable") as err:
         rerank_hits("q", HITS, cfg(), env=env)
     assert "pw" not in str(err.value)
+
+
+@pytest.mark.parametrize("server", ["tei"], indirect=True)
+def test_rerank_operation_over_http(server: Server, settings, monkeypatch) -> None:
+    """bedrock-agent-runtime Rerank through boto3 against pgkb's server: text and JSON sources, the
+    configured reranker's order and scores, numberOfResults, and Bedrock's errors for bad input."""
+    import boto3
+    from server_helpers import running
+
+    from pgkb.server.app import create_app
+    from pgkb.service import KnowledgeBaseService
+
+    monkeypatch.setenv("PGKB_RERANKERS", json.dumps({ARN: server.url + "/rerank"}))
+    sources = [{"type": "INLINE", "inlineDocumentSource": {"type": "TEXT", "textDocument": {"text": h.text}}}
+               for h in HITS]
+    sources.append({"type": "INLINE", "inlineDocumentSource": {"type": "JSON", "jsonDocument": {"pets": "cats play"}}})
+    conf = {"type": "BEDROCK_RERANKING_MODEL",
+            "bedrockRerankingConfiguration": {"modelConfiguration": {"modelArn": ARN}, "numberOfResults": 3}}
+    with KnowledgeBaseService(settings) as svc, running(create_app(svc, None)) as url:
+        rt = boto3.client("bedrock-agent-runtime", endpoint_url=url, region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="y")
+        out = rt.rerank(queries=[{"type": "TEXT", "textQuery": {"text": "cats play"}}], sources=sources,
+                        rerankingConfiguration=conf)["results"]
+        assert [r["index"] for r in out] == [2, 0, 1]  # by word overlap with the query (ties: input order)
+        assert out[0]["relevanceScore"] == pytest.approx(0.2)
+        assert out[0]["document"]["textDocument"]["text"] == "dogs and cats play"
+        assert server.requests[-1][1]["texts"][3] == '{"pets": "cats play"}'
+        with pytest.raises(rt.exceptions.ValidationException, match="numberOfResults"):
+            rt.rerank(queries=[{"type": "TEXT", "textQuery": {"text": "q"}}], sources=sources,
+                      rerankingConfiguration={**conf, "bedrockRerankingConfiguration": {
+                          "modelConfiguration": {"modelArn": ARN}, "numberOfResults": 5000}})
+        monkeypatch.delenv("PGKB_RERANKERS")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "PGKB_BEDROCK_RERANK_ENDPOINT_URL"):
+            monkeypatch.delenv(k, raising=False)
+        with pytest.raises(rt.exceptions.ValidationException, match="not usable"):
+            rt.rerank(queries=[{"type": "TEXT", "textQuery": {"text": "q"}}], sources=sources,
+                      rerankingConfiguration=conf)

@@ -43,7 +43,7 @@ SERVED: dict[str, frozenset[str]] = {
             "ListTagsForResource",
         }
     ),
-    "bedrock-agent-runtime": frozenset({"Retrieve", "RetrieveAndGenerate", "RetrieveAndGenerateStream"}),
+    "bedrock-agent-runtime": frozenset({"Retrieve", "RetrieveAndGenerate", "RetrieveAndGenerateStream", "Rerank"}),
     "bedrock-runtime": frozenset({"InvokeModel"}),
 }
 

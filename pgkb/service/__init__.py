@@ -10,12 +10,13 @@ from pgkb.service.control import ControlPlane
 from pgkb.service.documents import DocumentOps
 from pgkb.service.generate import GenerateOps
 from pgkb.service.jobs import JobControl
+from pgkb.service.rerank import RerankOps
 from pgkb.service.retrieve import RetrieveOps
 from pgkb.service.tags import TagOps
 
 
 # GenerateOps before RetrieveOps: its resolve() reads the knowledge base once per call.
-class KnowledgeBaseService(ControlPlane, JobControl, DocumentOps, GenerateOps, RetrieveOps, TagOps):
+class KnowledgeBaseService(ControlPlane, JobControl, DocumentOps, GenerateOps, RetrieveOps, RerankOps, TagOps):
     """`KnowledgeBaseService(Settings())` opens (or starts) the database; use it as a context manager."""
 
 
