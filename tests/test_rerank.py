@@ -230,6 +230,14 @@ def test_rerank_operation_over_http(server: Server, settings, monkeypatch) -> No
         assert out[0]["relevanceScore"] == pytest.approx(0.2)
         assert out[0]["document"]["textDocument"]["text"] == "dogs and cats play"
         assert server.requests[-1][1]["texts"][3] == '{"pets": "cats play"}'
+        # LangChain's BedrockRerank, unchanged, with pgkb's client.
+        from langchain_aws.document_compressors.rerank import BedrockRerank
+        from langchain_core.documents import Document
+
+        lc = BedrockRerank(client=rt, model_arn=ARN, top_n=2)
+        kept = lc.compress_documents([Document(page_content=h.text) for h in HITS], "dogs play")
+        assert [d.page_content for d in kept] == ["dogs and cats play", "cats sleep all day"]
+        assert kept[0].metadata["relevance_score"] == pytest.approx(0.2)
         with pytest.raises(rt.exceptions.ValidationException, match="numberOfResults"):
             rt.rerank(queries=[{"type": "TEXT", "textQuery": {"text": "q"}}], sources=sources,
                       rerankingConfiguration={**conf, "bedrockRerankingConfiguration": {
