@@ -331,11 +331,15 @@ def test_statistics_of_an_older_install_are_upgraded(conn) -> None:
     conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(bm25.SCHEMA, f"{ix.base}_impact")))
     old = bm25.lookup(conn, t)
     assert old is not None and old.has_df is False
+    search_mod = importlib.import_module("pgkb.retrieval.search")
+    search_mod._BM25.clear()  # as a process that never saw the new statistics
     assert lexical() == new_ranking
     bm25.compact_bm25(conn, t, m)  # what the end of an ingestion job does: no rebuild, adds what is missing
     assert bm25.lookup(conn, t).has_df
     check(conn, t, m, ix)
     assert lexical() == new_ranking
+    # The running process sees the upgrade: its next query reads the df deltas.
+    assert search_mod._bm25_index(conn, t).has_df
 
 
 def test_unfiltered_bm25_reads_each_terms_best_postings(conn, monkeypatch) -> None:

@@ -78,7 +78,8 @@ class SearchHit:
     page: int | None = None
 
 
-# Which tables have BM25 statistics (positive answers only: an install is seen on the next query).
+# Which tables have BM25 statistics (positive answers only: an install is seen on the next query;
+# statistics of an older pgkb are looked up again each time, so their upgrade is seen too).
 _BM25: dict[tuple[str, str, str], bm25.Bm25Index] = {}
 
 
@@ -92,7 +93,7 @@ def _bm25_index(conn: psycopg.Connection, table: TableRef) -> bm25.Bm25Index | N
     ix = _BM25.get(key)
     if ix is None:
         ix = bm25.lookup(conn, table)
-        if ix is not None:
+        if ix is not None and ix.has_df:
             _BM25[key] = ix
     return ix
 
