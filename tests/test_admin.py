@@ -225,6 +225,18 @@ def test_registered_database_holds_a_knowledge_base(fresh_db: str, settings: Set
                            retrievalConfiguration={"vectorSearchConfiguration": {
                                "numberOfResults": 1, "filter": {"equals": {"key": "animal", "value": "penguin"}}}})
         assert res["retrievalResults"][0]["content"]["text"].startswith("Penguins")
+        # HYBRID over the BM25 statistics the admin installed, kept by triggers as the role writes.
+        res = svc.retrieve(knowledgeBaseId=kb["knowledgeBaseId"], retrievalQuery={"text": "humps"},
+                           retrievalConfiguration={"vectorSearchConfiguration": {
+                               "numberOfResults": 2, "overrideSearchType": "HYBRID"}})
+        assert res["retrievalResults"][0]["content"]["text"].startswith("Camels")
+        with psycopg.connect(fresh_db) as conn:
+            from pgkb.retrieval import bm25
+            from pgkb.store.vector_table import TableRef
+
+            ix = bm25.lookup(conn, TableRef("bedrock_integration", "kb_vectors"))
+            assert ix is not None and ix.has_df
+            assert conn.execute(psycopg.sql.SQL("SELECT sum(d) FROM {} WHERE term = 'hump'").format(ix.df)).fetchone()[0] == 1
         # The vectors are in the registered database, written by the least-privilege role.
         with psycopg.connect(fresh_db) as conn:
             assert conn.execute("SELECT count(*) FROM bedrock_integration.kb_vectors").fetchone()[0] == 2
