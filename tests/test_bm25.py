@@ -363,6 +363,30 @@ def test_unfiltered_bm25_reads_each_terms_best_postings(conn, monkeypatch) -> No
     assert keys(filter={"in": {"key": "k", "value": ["c", "d", "e"]}}) == ["c", "d", "e"]
 
 
+def test_filtered_bm25_is_the_unfiltered_ranking_restricted(conn) -> None:
+    """With a filter, BM25 ranks the matching chunks exactly as without it (scores included); the
+    filter is checked best score first until enough chunks pass."""
+    t, m = TableRef(conn.info_schema, "filtered_lexical"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    rng = np.random.default_rng(3)
+    vocab = ["river", "otter", "stone", "moss", "fern", "reed", "bank", "heron", "trout", "willow"]
+    rows = [ChunkRow(uuid.uuid4(), " ".join(rng.choice(vocab, int(rng.integers(3, 12)))), vec(i), {},
+                     {"half": bool(i % 2), "third": i % 3}) for i in range(300)]
+    write(conn, t, m, rows)
+    bm25.install_bm25(conn, t, m)
+
+    def lexical(f: Any, k: int) -> list[tuple[str, float]]:
+        hits = search(conn, t, m, query_embedding=vec(0), query_text="otter heron willow", k=k,
+                      search_type="LEXICAL", filter=f)
+        return [(h.id, round(h.score, 9)) for h in hits]
+
+    everything = lexical(None, 100)
+    third = {str(r.id) for r in rows if r.custom_metadata["third"] == 0}
+    half = {str(r.id) for r in rows if r.custom_metadata["half"]}
+    assert lexical({"equals": {"key": "third", "value": 0}}, 20) == [h for h in everything if h[0] in third][:20]
+    assert lexical({"equals": {"key": "half", "value": True}}, 30) == [h for h in everything if h[0] in half][:30]
+
+
 def test_writers_without_rights_on_the_statistics_keep_them_current(conn, session_db_url: str) -> None:
     t, m = TableRef(conn.info_schema, "shared_writes"), FieldMapping()
     create_table(conn, t, m, DIM)

@@ -197,9 +197,12 @@ def _bm25_sql(
     )
     if where is None:
         return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC LIMIT {}").format(scored, sql.Literal(cand))
+    # Best score first, then the filter checked chunk by chunk until `cand` pass: a join of every
+    # scored chunk with the table (then a sort) cost 20 ms at 100,000 chunks for a filter matching all.
     return sql.SQL(
-        "SELECT sc.doc, sc.s FROM ({scored}) AS sc JOIN {t} AS c ON c.{pk} = sc.doc"
-        " WHERE true{where} ORDER BY sc.s DESC LIMIT {cand}"
+        "SELECT sc.doc, sc.s FROM (SELECT doc, s FROM ({scored}) AS x ORDER BY s DESC, doc OFFSET 0) AS sc"
+        " CROSS JOIN LATERAL (SELECT 1 FROM {t} AS c WHERE c.{pk} = sc.doc{where}) AS f"
+        " ORDER BY sc.s DESC, sc.doc LIMIT {cand}"
     ).format(scored=scored, t=t, pk=sql.Identifier(m.primary_key), where=where, cand=sql.Literal(cand))
 
 
