@@ -270,11 +270,14 @@ def bench_fallback(conn: psycopg.Connection, copies: int, rounds: int) -> None:
         t0 = time.perf_counter()
         bm25.install_bm25(conn, big, MAPPING)
         print(f"install_bm25 on {n:,} chunks: {time.perf_counter() - t0:.1f}s")
-        for label, st in (("lexical, BM25", "LEXICAL"), ("hybrid, BM25", "HYBRID")):
+        match_all = {"notEquals": {"key": "absent", "value": 1}}  # a filter every chunk passes
+        for label, st, f in (("lexical, BM25", "LEXICAL", None), ("hybrid, BM25", "HYBRID", None),
+                             ("hybrid, BM25, filtered", "HYBRID", match_all)):
             for _ in range(rounds):
                 for text in qs:
                     t0 = time.perf_counter()
-                    search(conn, big, MAPPING, query_embedding=qemb[text], query_text=text, k=10, search_type=st)
+                    search(conn, big, MAPPING, query_embedding=qemb[text], query_text=text, k=10, search_type=st,
+                           filter=f)
                     lat.setdefault(label, []).append((time.perf_counter() - t0) * 1000)
         raise psycopg.Rollback()
     base = percentile(lat["semantic"], 50)
