@@ -240,3 +240,36 @@ def test_cli_exit_codes_and_fixes(guide_db: str, tmp_path: Path) -> None:
 
     rep = json.loads(bad.stdout)
     assert not rep["ok"] and rep["problems"][0]["check"] == "dimensions"
+
+
+def test_doctor_reports_the_lexical_side_of_hybrid(settings) -> None:
+    """BM25 statistics present and current: nothing to say; missing or from an older pgkb: a warning
+    with the command that fixes it."""
+    from psycopg import sql
+
+    from pgkb.admin.doctor import diagnose_kb
+    from pgkb.embeddings import model_arn
+    from pgkb.retrieval import bm25
+    from pgkb.service import KnowledgeBaseService
+
+    with KnowledgeBaseService(settings) as svc:
+        kb_id = svc.create_knowledge_base(
+            name="doc" + uuid.uuid4().hex[:8], knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+                "embeddingModelArn": model_arn("sentence-transformers.all-minilm-l6-v2", settings.region)}},
+        )["knowledgeBase"]["knowledgeBaseId"]
+        kb = svc.resolve(kb_id)
+
+        def bm25_problems() -> list[str]:
+            return [p.message for p in diagnose_kb(kb) if p.check == "bm25"]
+
+        assert bm25_problems() == []
+        with kb.database.connection() as conn:
+            ix = bm25.lookup(conn, kb.table)
+            conn.execute(sql.SQL("DROP TABLE {}").format(ix.df))
+        assert [m for m in bm25_problems() if "older pgkb" in m]
+        with kb.database.connection() as conn:
+            bm25.uninstall_bm25(conn, kb.table)
+        problems = [p for p in diagnose_kb(kb) if p.check == "bm25"]
+        assert len(problems) == 1 and "no BM25 statistics" in problems[0].message
+        assert problems[0].severity == "warning" and "pgkb db setup" in problems[0].fix
+        svc.delete_knowledge_base(knowledgeBaseId=kb_id)

@@ -284,5 +284,22 @@ def diagnose_kb(kb: Any, role: str | None = None) -> list[Problem]:
     with kb.database.connection() as conn:
         user, superuser = conn.execute(
             "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()  # type: ignore[misc]
-        return diagnose(conn, kb.table, kb.mapping, dimensions=kb.dimensions,
-                        role=role or (None if superuser else str(user)))
+        problems = diagnose(conn, kb.table, kb.mapping, dimensions=kb.dimensions,
+                            role=role or (None if superuser else str(user)))
+        return problems + check_lexical(conn, kb.table)
+
+
+def check_lexical(conn: psycopg.Connection, table: TableRef) -> list[Problem]:
+    """HYBRID's lexical side: BM25 statistics, current ones, or the simple-text index fallback."""
+    from pgkb.retrieval import bm25
+
+    ix = bm25.lookup(conn, table)
+    setup = f"pgkb db setup --database-url ADMIN_URL --schema {table.schema} --table {table.name} (as an administrator)"
+    if ix is None:
+        return [Problem("warning", "bm25", f"table {table} has no BM25 statistics: HYBRID ranks its lexical side with the "
+                        "simple-text index (msmarco-5k nDCG@10 0.8152 instead of 0.8245).", setup)]
+    if not ix.has_df:
+        return [Problem("warning", "bm25", f"the BM25 statistics of {table} were made by an older pgkb: queries count "
+                        "document frequencies and read every posting (slower as the table grows).",
+                        f"run an ingestion job on the knowledge base, or {setup}")]
+    return []
