@@ -394,6 +394,33 @@ def test_console_in_chromium(page: Page, server: Served, kb: dict[str, str], tmp
     page.wait_for("document.querySelectorAll('#results > li').length > 0")
     assert [r["source"] for r in _results(page)] == ["s3://console-docs/docs/bread.txt"]
 
+    # Answer (RetrieveAndGenerate with the offline generator): cited spans marked, references listed,
+    # and a follow-up continues the same session.
+    page.evaluate(
+        """(() => {
+          document.getElementById('q').value = 'what causes ocean tides';
+          document.getElementById('search-type').value = '';
+          document.getElementById('filter').value = '';
+          document.getElementById('ask').click();
+        })()"""
+    )
+    page.wait_for("document.querySelectorAll('#references > li').length > 0 && !document.getElementById('ask').disabled")
+    answer = _text(page, "#answer-text")
+    assert "moon" in answer and "[1]" in answer
+    cited = page.evaluate("[...document.querySelectorAll('#answer-text .cited')].map((s) => s.textContent)")
+    refs = page.evaluate("[...document.querySelectorAll('#references .chunk')].map((p) => p.textContent)")
+    assert cited and all(any(c in r for r in refs) for c in cited)  # every cited span is in a reference
+    assert "s3://console-docs/docs/tides.txt" in _text(page, "#references")
+    session = page.evaluate("document.getElementById('answer').dataset.session")
+    assert session
+    page.evaluate("document.getElementById('q').value = 'and the sun?'; document.getElementById('ask').click()")
+    page.wait_for("document.getElementById('answer-state').textContent.startsWith('in ')")
+    assert page.evaluate("document.getElementById('answer').dataset.session") == session
+    if os.environ.get("PGKB_CONSOLE_ANSWER_SCREENSHOT"):
+        shutil.copy(page.screenshot(tmp_path / "answer.png"), os.environ["PGKB_CONSOLE_ANSWER_SCREENSHOT"])
+    page.evaluate("document.getElementById('new-conversation').click()")
+    assert page.evaluate("document.getElementById('answer').hidden")
+
     page.evaluate("window.scrollTo(0, 0)")
     _retrieve(page, "volcano lava", n=3)
     page.wait_for("document.querySelectorAll('#results > li').length === 3")

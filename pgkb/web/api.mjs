@@ -16,6 +16,7 @@ export const OPERATIONS = {
   ],
   StartIngestionJob: ["PUT", "/knowledgebases/{knowledgeBaseId}/datasources/{dataSourceId}/ingestionjobs/"],
   Retrieve: ["POST", "/knowledgebases/{knowledgeBaseId}/retrieve"],
+  RetrieveAndGenerate: ["POST", "/retrieveAndGenerate"],
 };
 
 export class ApiError extends Error {

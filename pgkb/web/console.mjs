@@ -1,4 +1,5 @@
-// The pgkb console: knowledge bases, data sources, ingestion jobs and Retrieve, over the Bedrock API.
+// The pgkb console: knowledge bases, data sources, ingestion jobs, Retrieve and RetrieveAndGenerate,
+// over the Bedrock API.
 // Every value from the server is inserted with textContent (never as HTML).
 
 import { ApiError, BedrockClient } from "./api.mjs";
@@ -8,7 +9,7 @@ const STORE = { akid: "pgkb.accessKeyId", secret: "pgkb.secretAccessKey", region
 const TERMINAL = new Set(["COMPLETE", "FAILED", "STOPPED"]);
 const POLL_MS = 1000;
 
-const state = { client: null, kbId: null, dsId: null, jobs: [], pollToken: 0, view: 0 };
+const state = { client: null, kbId: null, dsId: null, jobs: [], pollToken: 0, view: 0, sessionId: null };
 
 // -- small DOM helpers ------------------------------------------------------------------------
 function el(tag, attrs = {}, ...children) {
@@ -226,6 +227,7 @@ async function selectKb(kbId, dsId = null) {
   }
   $("ds").hidden = true;
   if (!sameKb) {
+    newConversation(); // a session belongs to one knowledge base
     $("results").replaceChildren();
     $("query-state").textContent = "";
   }
@@ -447,10 +449,8 @@ function renderResult(r) {
   );
 }
 
-async function retrieve(ev) {
-  ev.preventDefault();
-  const button = $("retrieve");
-  const kbId = state.kbId;
+// The form's retrievalConfiguration, or null (with the error shown) when the filter is not JSON.
+function retrievalConfiguration() {
   const vector = { numberOfResults: Number.parseInt($("n").value, 10) || 5 };
   if ($("search-type").value) vector.overrideSearchType = $("search-type").value;
   const rawFilter = $("filter").value.trim();
@@ -459,9 +459,18 @@ async function retrieve(ev) {
       vector.filter = JSON.parse(rawFilter);
     } catch (err) {
       showError(new ApiError("InvalidFilter", `The filter is not valid JSON: ${err.message}`, 0, ""));
-      return;
+      return null;
     }
   }
+  return { vectorSearchConfiguration: vector };
+}
+
+async function retrieve(ev) {
+  ev.preventDefault();
+  const button = $("retrieve");
+  const kbId = state.kbId;
+  const config = retrievalConfiguration();
+  if (!config) return;
   button.disabled = true;
   $("query-state").textContent = "Searching…";
   const started = performance.now();
@@ -469,7 +478,7 @@ async function retrieve(ev) {
     const out = await state.client.call("Retrieve", {
       knowledgeBaseId: kbId,
       retrievalQuery: { text: $("q").value },
-      retrievalConfiguration: { vectorSearchConfiguration: vector },
+      retrievalConfiguration: config,
     });
     if (kbId !== state.kbId) return;
     const results = out.retrievalResults || [];
@@ -481,6 +490,88 @@ async function retrieve(ev) {
   button.disabled = false;
 }
 
+// -- RetrieveAndGenerate ----------------------------------------------------------------------
+// The answer's text with each cited span marked and followed by the numbers of its references;
+// references are numbered once each, in order of first citation.
+function renderAnswer(out) {
+  const text = (out.output && out.output.text) || "";
+  const refs = [];
+  const numbers = new Map();
+  const spans = [];
+  for (const c of out.citations || []) {
+    const part = c.generatedResponsePart && c.generatedResponsePart.textResponsePart;
+    const nums = [];
+    for (const r of c.retrievedReferences || []) {
+      const key = JSON.stringify([r.location, r.content && r.content.text]);
+      if (!numbers.has(key)) {
+        numbers.set(key, refs.length + 1);
+        refs.push(r);
+      }
+      if (!nums.includes(numbers.get(key))) nums.push(numbers.get(key));
+    }
+    if (part && part.span && nums.length) spans.push({ start: part.span.start, end: part.span.end, nums });
+  }
+  spans.sort((a, b) => a.start - b.start);
+  const p = $("answer-text");
+  p.replaceChildren();
+  let pos = 0;
+  for (const s of spans) {
+    if (s.start < pos || s.end > text.length) continue;
+    if (s.start > pos) p.append(text.slice(pos, s.start));
+    p.append(
+      el("span", { class: "cited", text: text.slice(s.start, s.end) }),
+      el("sup", { class: "cite", text: `[${s.nums.join(",")}]` }),
+    );
+    pos = s.end;
+  }
+  if (pos < text.length) p.append(text.slice(pos));
+  $("references").replaceChildren(...refs.map(renderResult));
+}
+
+async function ask() {
+  const button = $("ask");
+  const kbId = state.kbId;
+  const config = retrievalConfiguration();
+  if (!config || !$("q").value.trim()) return;
+  button.disabled = true;
+  $("answer-state").textContent = "Answering…";
+  $("answer").hidden = false;
+  $("results").replaceChildren(); // the answer lists its own references
+  $("query-state").textContent = "";
+  const started = performance.now();
+  await guarded(async () => {
+    const params = {
+      input: { text: $("q").value },
+      retrieveAndGenerateConfiguration: {
+        type: "KNOWLEDGE_BASE",
+        knowledgeBaseConfiguration: {
+          knowledgeBaseId: kbId,
+          modelArn: $("model").value.trim() || "pgkb.extractive",
+          retrievalConfiguration: config,
+        },
+      },
+    };
+    if (state.sessionId) params.sessionId = state.sessionId; // a follow-up: the server keeps the history
+    const out = await state.client.call("RetrieveAndGenerate", params);
+    if (kbId !== state.kbId) return;
+    state.sessionId = out.sessionId || null;
+    $("answer").dataset.session = state.sessionId || "";
+    renderAnswer(out);
+    const ms = Math.round(performance.now() - started);
+    $("answer-state").textContent = `in ${ms} ms; follow-up questions continue this conversation`;
+  });
+  if ($("answer-state").textContent === "Answering…") $("answer-state").textContent = "";
+  button.disabled = false;
+}
+
+function newConversation() {
+  state.sessionId = null;
+  $("answer").hidden = true;
+  $("answer").dataset.session = "";
+  $("answer-text").replaceChildren();
+  $("references").replaceChildren();
+}
+
 // -- start ------------------------------------------------------------------------------------
 function start() {
   initCredentials();
@@ -490,6 +581,8 @@ function start() {
   });
   $("sync").addEventListener("click", () => sync());
   $("query-form").addEventListener("submit", retrieve);
+  $("ask").addEventListener("click", () => ask());
+  $("new-conversation").addEventListener("click", newConversation);
   document.body.dataset.ready = "true";
   loadKbs();
 }
