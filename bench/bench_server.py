@@ -9,7 +9,9 @@ Everything is measured in the same run, on the same machine:
     (SigV4, valid 15 minutes) and replays the bytes on keep-alive connections with asyncio
     streams, so it costs little CPU; its CPU share (vs the server's) is printed.
 
-Run:  . .venv/bin/activate && python bench/bench_server.py [--seconds 10] [--docs 5000]
+Run:  . .venv/bin/activate && python bench/bench_server.py [--seconds 10] [--docs 5000] [--model ID]
+(default model: the torch reference; `--model sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched`
+measures pgkb's default)
 """
 
 from __future__ import annotations
@@ -207,6 +209,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved reference/load rounds")
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
+    ap.add_argument("--model", default=MODEL, help="embedding model of the knowledge base and of the references")
     a = ap.parse_args()
 
     from pgkb.config import Settings
@@ -283,7 +286,7 @@ def main() -> None:
             knowledgeBaseConfiguration={
                 "type": "VECTOR",
                 "vectorKnowledgeBaseConfiguration": {
-                    "embeddingModelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{MODEL}"
+                    "embeddingModelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{a.model}"
                 },
             },
             storageConfiguration={
@@ -329,7 +332,7 @@ def main() -> None:
         # References, measured here while the server is idle.
         from pgkb.embeddings import get_model
 
-        model = get_model(MODEL)
+        model = get_model(a.model)
         texts = [d["text"] for d in corpus]
         t0 = time.perf_counter()
         progress("raw model embed_documents (reference)")

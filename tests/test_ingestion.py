@@ -480,3 +480,27 @@ def test_deleted_knowledge_base_is_gone_at_once_in_this_process(svc: Any) -> Non
     for ref in (kb_id, name):
         with pytest.raises(NotFoundError):
             svc.retrieve(knowledgeBaseId=ref, retrievalQuery={"text": "x"})
+
+
+def test_documents_are_read_ahead_concurrently(svc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads (S3 GETs) overlap: here each read waits for a second one to start, which never happens
+    when documents are read one after another."""
+    from dataclasses import replace
+
+    from pgkb.ingestion.sources import LocalFolderSource
+
+    folder = tmp_path / "pairs"
+    write_corpus(folder, 6)
+    kb_id, ds_id = make_kb(svc, folder)
+    barrier = threading.Barrier(2, timeout=10)
+
+    class PairedReads(LocalFolderSource):
+        def scan(self) -> Any:
+            for d in super().scan():
+                yield replace(d, read=lambda real=d.read: (barrier.wait(), real())[1])
+
+    monkeypatch.setattr(svc, "source_for", lambda ds: PairedReads(str(folder)))
+    job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
+    assert job["status"] == "COMPLETE", job
+    assert job["statistics"]["numberOfNewDocumentsIndexed"] == 6
+    assert job["statistics"]["numberOfDocumentsFailed"] == 0

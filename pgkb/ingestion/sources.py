@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,6 +109,9 @@ def s3_client(endpoint_url: str | None = None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("PGKB_S3_ENDPOINT_URL") or None)
 
 
+SIDECAR_WORKERS = 16
+
+
 class S3Source:
     """Objects under one prefix of a bucket; ETag is the fingerprint, sidecars come from the same listing."""
 
@@ -124,13 +128,15 @@ class S3Source:
                     objects[obj["Key"]] = obj
         except Exception as exc:  # botocore raises many types; all mean the same here
             raise DependencyFailedError(f"cannot list s3://{self.bucket}/{self.prefix}: {_aws_reason(exc)}") from None
-        for key in sorted(objects):
-            if is_sidecar(key) or key.endswith("/"):
-                continue
+        keys = [k for k in sorted(objects) if not (is_sidecar(k) or k.endswith("/"))]
+        # Every sidecar is read at each sync (its hash tells a metadata-only change): concurrently,
+        # since each is a round trip.
+        wanted = [k + SIDECAR_SUFFIX for k in keys if k + SIDECAR_SUFFIX in objects]
+        with ThreadPoolExecutor(SIDECAR_WORKERS, thread_name_prefix="pgkb-s3") as pool:
+            sidecars = dict(zip(wanted, pool.map(lambda k: self._get(k)[: MAX_SIDECAR_BYTES + 1], wanted), strict=True))
+        for key in keys:
             obj = objects[key]
-            sidecar = None
-            if key + SIDECAR_SUFFIX in objects:
-                sidecar = self._get(key + SIDECAR_SUFFIX)[: MAX_SIDECAR_BYTES + 1]
+            sidecar = sidecars.get(key + SIDECAR_SUFFIX)
             uri = f"s3://{self.bucket}/{key}"
             size = int(obj.get("Size", 0))
             etag = str(obj.get("ETag", "")).strip('"') or None

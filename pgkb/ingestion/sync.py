@@ -6,12 +6,14 @@ writer thread, so the model (the bottleneck) never waits for either.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 # Rows per model call: large enough to amortise, small enough to keep progress fluid and commits frequent.
 EMBED_BATCH = int(os.environ.get("PGKB_EMBED_BATCH", "256"))
 MAX_FAILURE_REASONS = 50
+# Reading documents ahead of the parser (S3 GETs are network round trips; local reads are cheap).
+READ_WORKERS = 8
+READ_AHEAD_DOCS = 32
+READ_AHEAD_BYTES = 64 * 1024 * 1024
 
 STAT_NAMES = (
     "numberOfDocumentsScanned",
@@ -104,6 +110,33 @@ def classify(
             meta_only.append((d, prev))
     deleted = [u for u in known if u not in seen]
     return work, meta_only, deleted, failures, skips
+
+
+def read_ahead(docs: Iterable[SourceDocument]) -> Iterator[tuple[SourceDocument, bytes | Exception]]:
+    """Each document with its bytes (or the error reading them), in order, read by a small pool ahead
+    of the consumer, so S3 GETs overlap instead of running one after another. At most
+    READ_AHEAD_DOCS documents and about READ_AHEAD_BYTES are in flight."""
+    pending: collections.deque[tuple[SourceDocument, int, Future[bytes]]] = collections.deque()
+    ahead = 0
+    todo = iter(docs)
+    with ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pgkb-read") as pool:
+        while True:
+            while len(pending) < READ_AHEAD_DOCS and (not pending or ahead < READ_AHEAD_BYTES):
+                d = next(todo, None)
+                if d is None:
+                    break
+                size = max(int(d.size or 0), 0)
+                pending.append((d, size, pool.submit(d.read)))
+                ahead += size
+            if not pending:
+                return
+            d, size, fut = pending.popleft()
+            ahead -= size
+            try:
+                data: bytes | Exception = fut.result()
+            except Exception as exc:
+                data = exc
+            yield d, data
 
 
 class IngestionRun:
@@ -244,15 +277,15 @@ class IngestionRun:
 
     def _prepared(self, work: list[_Work]) -> Iterator[tuple[_Work, PreparedDocument | str]]:
         model = self.kb.model()
-        for w in work:
-            d = w.doc
+        for w, (d, data) in zip(work, read_ahead(w.doc for w in work), strict=True):
             try:
                 sidecar = read_sidecar(d.sidecar)
             except PgkbError as exc:
                 yield w, f"metadata file: {exc.message}"
                 continue
             try:
-                data = d.read()
+                if isinstance(data, Exception):
+                    raise data
                 yield w, prepare_document(
                     ds_id=self.ds["id"], uri=d.uri, name=d.name, data=data, sidecar=sidecar,
                     chunking=self.chunking, model=model, fingerprint=d.fingerprint,
