@@ -504,3 +504,45 @@ def test_documents_are_read_ahead_concurrently(svc: Any, tmp_path: Path, monkeyp
     assert job["status"] == "COMPLETE", job
     assert job["statistics"]["numberOfNewDocumentsIndexed"] == 6
     assert job["statistics"]["numberOfDocumentsFailed"] == 0
+
+
+def test_direct_writes_fold_bm25_deltas_now_and_then(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IngestKnowledgeBaseDocuments and DeleteKnowledgeBaseDocuments append df deltas; every
+    COMPACT_EVERY calls they are folded (here every 2nd), and stay equal to the postings."""
+    from psycopg import sql
+
+    from pgkb.retrieval import bm25
+    from pgkb.service import documents
+
+    monkeypatch.setattr(documents, "COMPACT_EVERY", 2)
+    kb = svc.create_knowledge_base(name=unique("fold"), knowledgeBaseConfiguration=kb_config())["knowledgeBase"]
+    ds = svc.create_data_source(knowledgeBaseId=kb["knowledgeBaseId"], name="inline",
+                                dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]
+    ids = dict(knowledgeBaseId=kb["knowledgeBaseId"], dataSourceId=ds["dataSourceId"])
+
+    def doc(i: int) -> dict[str, Any]:
+        return {"content": {"dataSourceType": "CUSTOM", "custom": {
+            "customDocumentIdentifier": {"id": f"d{i}"}, "sourceType": "IN_LINE",
+            "inlineContent": {"type": "TEXT", "textContent": {"data": f"Harbour seals rest on rocks, note {i}."}}}}}
+
+    resolved = svc.resolve(kb["knowledgeBaseId"])
+
+    def df_rows() -> tuple[int, int, dict[str, int], dict[str, int]]:
+        with resolved.database.connection() as conn:
+            ix = bm25.lookup(conn, resolved.table)
+            rows = conn.execute(sql.SQL("SELECT term, d FROM {}").format(ix.df)).fetchall()
+            sums = dict(conn.execute(sql.SQL("SELECT term, sum(d)::int FROM {} GROUP BY term HAVING sum(d) <> 0")
+                                     .format(ix.df)).fetchall())
+            counts = dict(conn.execute(sql.SQL("SELECT term, count(*)::int FROM {} GROUP BY term").format(ix.postings)).fetchall())
+        return len(rows), len({t for t, _ in rows}), sums, counts
+
+    svc.ingest_knowledge_base_documents(documents=[doc(1)], **ids)
+    svc.ingest_knowledge_base_documents(documents=[doc(2)], **ids)  # 2nd call: folded
+    n, distinct, sums, counts = df_rows()
+    assert n == distinct and sums == counts and sums["seal"] == 2
+    svc.ingest_knowledge_base_documents(documents=[doc(3)], **ids)  # 3rd: deltas pile up
+    n, distinct, sums, counts = df_rows()
+    assert n > distinct and sums == counts
+    svc.delete_knowledge_base_documents(documentIdentifiers=[{"dataSourceType": "CUSTOM", "custom": {"id": "d1"}}], **ids)
+    n, distinct, sums, counts = df_rows()  # 4th: folded again
+    assert n == distinct and sums == counts and sums["seal"] == 2
