@@ -216,7 +216,8 @@ def _fts_sql(table: TableRef, m: FieldMapping, where: sql.Composable | None, can
     left out (a query of only such words adds nothing lexical to HYBRID). The work is bounded by
     FTS_MAX_DF index matches per word, whatever the table's size, and no chunk text is re-tokenised.
     The 'simple' configuration keeps stop words: words that are English stop words are left out too.
-    N is the planner's row estimate (`pg_class.reltuples`), at least the largest counted frequency."""
+    N is the planner's row estimate (`pg_class.reltuples`), at least the largest counted frequency.
+    Needs the parameters %(tbl_schema)s and %(tbl_name)s (the table's schema and name)."""
     t = table.ident
     w = where if where is not None else sql.SQL("")
     return sql.SQL(
@@ -227,7 +228,7 @@ def _fts_sql(table: TableRef, m: FieldMapping, where: sql.Composable | None, can
         "     WHERE {tsv} @@ words.q AND c.{vec} IS NOT NULL{where} LIMIT {cap}) AS x) AS d"
         "   WHERE d.n BETWEEN 1 AND {cap} - 1),"
         " tot AS (SELECT greatest(max(df.n), (SELECT max(cl.reltuples) FROM pg_class AS cl"
-        "     JOIN pg_namespace AS ns ON ns.oid = cl.relnamespace WHERE ns.nspname = {schema} AND cl.relname = {name}),"
+        "     JOIN pg_namespace AS ns ON ns.oid = cl.relnamespace WHERE ns.nspname = %(tbl_schema)s AND cl.relname = %(tbl_name)s),"
         "     1)::float8 AS n FROM df),"
         " hits AS (SELECT c.{pk} AS doc, sum(ln((tot.n + 1) / (df.n + 0.5))) AS s"
         "   FROM df CROSS JOIN tot CROSS JOIN LATERAL (SELECT c.{pk} FROM {t} AS c"
@@ -235,7 +236,7 @@ def _fts_sql(table: TableRef, m: FieldMapping, where: sql.Composable | None, can
         " SELECT doc, s FROM hits ORDER BY s DESC, doc LIMIT {cand}"
     ).format(
         t=t, tsv=sql.SQL("to_tsvector('simple', c.{})").format(sql.Identifier(m.text)), vec=sql.Identifier(m.vector),
-        where=w, cap=sql.Literal(FTS_MAX_DF), schema=sql.Literal(table.schema), name=sql.Literal(table.name),
+        where=w, cap=sql.Literal(FTS_MAX_DF),
         pk=sql.Identifier(m.primary_key), cand=sql.Literal(cand),
     )
 
@@ -368,6 +369,7 @@ def build_query(
             ).format(cfg=sql.Literal(bm25_index.config), body=_bm25_sql(t, mapping, bm25_index, lex_where, params["cand"]))
         else:
             lexical = _fts_sql(table, mapping, lex_where, params["cand"])
+            params.update(tbl_schema=table.schema, tbl_name=table.name)
     if search_type == "LEXICAL":
         ranked = sql.SQL(
             "SELECT doc AS id, s / (1 + s) AS score, row_number() OVER (ORDER BY s DESC, doc) AS rank FROM ({}) AS l"
