@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import psycopg
 
 from pgkb.db import Database
 from pgkb.errors import PgkbError
@@ -26,7 +25,6 @@ from pgkb.ingestion.documents import PreparedDocument, prepare_document, read_si
 from pgkb.ingestion.sources import MAX_FILE_BYTES, Source, SourceDocument
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.kb import KnowledgeBase
-from pgkb.retrieval.bm25 import compact_bm25
 from pgkb.store import catalog
 
 log = logging.getLogger(__name__)
@@ -225,11 +223,7 @@ class IngestionRun:
         if not any(st.get(k) for k in ("numberOfNewDocumentsIndexed", "numberOfModifiedDocumentsIndexed",
                                        "numberOfDocumentsDeleted")):
             return
-        try:
-            with self.kb.database.connection() as conn:
-                compact_bm25(conn, self.kb.table, self.kb.mapping)
-        except psycopg.Error as exc:  # the job's outcome stands; the next job compacts
-            log.warning("BM25 statistics of %s not compacted: %s", self.kb.table, str(exc).splitlines()[0])
+        self.writer.fold_statistics()
 
     def _run(self) -> None:
         ds_id = self.ds["id"]

@@ -12,15 +12,18 @@ different databases.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import psycopg
 from psycopg import sql
 
 from pgkb.db import Database
 from pgkb.ingestion.documents import PreparedDocument
 from pgkb.kb import KnowledgeBase
+from pgkb.retrieval.bm25 import compact_bm25
 from pgkb.store import catalog
 from pgkb.store.vector_table import ChunkRow, chunk_id, delete_rows, write_rows
 
@@ -35,6 +38,9 @@ def _split_attributes(kb: KnowledgeBase, attributes: dict[str, Any]) -> tuple[di
         return attributes, {}
     cols = kb.attribute_cols
     return {k: v for k, v in attributes.items() if k in cols}, {k: v for k, v in attributes.items() if k not in cols}
+
+
+log = logging.getLogger(__name__)
 
 
 class DocumentWriter:
@@ -119,3 +125,12 @@ class DocumentWriter:
             delete_rows(conn, self.kb.table, self.kb.mapping, ids)
         with self.catalog_db.connection() as conn:
             catalog.delete_documents(conn, self.ds_id, uris)
+
+    def fold_statistics(self) -> None:
+        """Fold the BM25 deltas that writes appended (queries then read fewer rows). Best effort: the
+        writes stand whatever happens here, and a later fold catches up."""
+        try:
+            with self.kb.database.connection() as conn:
+                compact_bm25(conn, self.kb.table, self.kb.mapping)
+        except psycopg.Error as exc:
+            log.warning("BM25 statistics of %s not compacted: %s", self.kb.table, str(exc).splitlines()[0])

@@ -10,32 +10,28 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
 import threading
 from collections import Counter
 from typing import Any
 
 import numpy as np
-import psycopg
 
 from pgkb.errors import PgkbError, ValidationError
 from pgkb.ingestion.documents import PreparedDocument, prepare_document
 from pgkb.ingestion.sources import S3Source, parse_bucket_arn, split_s3_uri
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.parsing import Sidecar, read_sidecar
-from pgkb.retrieval.bm25 import compact_bm25
 from pgkb.service import shapes
 from pgkb.service.base import ServiceBase
 from pgkb.store import catalog
 
 MAX_DOCUMENTS = 25
+MAX_INLINE_BYTES = 5 * 1024 * 1024
 #: Direct writes append BM25 df deltas like any other; every this many write calls on a knowledge
 #: base (in this process) they are folded, as an ingestion job does when it ends.
 COMPACT_EVERY = 64
 _writes: Counter[str] = Counter()
 _writes_lock = threading.Lock()
-log = logging.getLogger(__name__)
-MAX_INLINE_BYTES = 5 * 1024 * 1024
 
 # MIME types of byteContent → a file name extension the parser understands.
 _MIME_EXT = {
@@ -181,8 +177,9 @@ class DocumentOps(ServiceBase):
                 failed.append((uri, exc.message))
         texts = [t for d in ready for t in d.embed_texts if t is not None]
         vectors = model.embed_documents(texts) if texts else np.zeros((0, kb.dimensions), dtype=np.float32)
-        DocumentWriter(self.db, kb, ds["id"]).write(ready, vectors)
-        _fold_now_and_then(kb)
+        writer = DocumentWriter(self.db, kb, ds["id"])
+        writer.write(ready, vectors)
+        _fold_now_and_then(writer)
         with self.db.connection() as conn:
             catalog.mark_documents_failed(conn, kb.id, ds["id"], failed)
             rows = catalog.get_documents(conn, ds["id"], [p[1] for p in parsed_inputs])
@@ -257,8 +254,9 @@ class DocumentOps(ServiceBase):
         uris = self._identifiers(ds, documentIdentifiers)
         with self.db.connection() as conn:
             known = catalog.get_documents(conn, ds["id"], uris)
-        DocumentWriter(self.db, kb, ds["id"]).delete([u for u in uris if u in known], known)
-        _fold_now_and_then(kb)
+        writer = DocumentWriter(self.db, kb, ds["id"])
+        writer.delete([u for u in uris if u in known], known)
+        _fold_now_and_then(writer)
         return {
             "documentDetails": [
                 shapes.document_detail(kb.id, ds["id"], ds["source_type"], u, "DELETING" if u in known else "NOT_FOUND",
@@ -268,14 +266,9 @@ class DocumentOps(ServiceBase):
         }
 
 
-def _fold_now_and_then(kb: Any) -> None:
+def _fold_now_and_then(writer: DocumentWriter) -> None:
     with _writes_lock:
-        _writes[kb.id] += 1
-        due = _writes[kb.id] % COMPACT_EVERY == 0
-    if not due:
-        return
-    try:
-        with kb.database.connection() as conn:
-            compact_bm25(conn, kb.table, kb.mapping)
-    except psycopg.Error as exc:  # the write stands; a later call or job folds them
-        log.warning("BM25 statistics of %s not compacted: %s", kb.table, str(exc).splitlines()[0])
+        _writes[writer.kb.id] += 1
+        due = _writes[writer.kb.id] % COMPACT_EVERY == 0
+    if due:
+        writer.fold_statistics()
