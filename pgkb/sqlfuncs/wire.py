@@ -3,7 +3,8 @@
 A database reaches it with dblink through a foreign server and a user mapping, so the credentials live
 in the database's own catalog and any PostgreSQL with contrib can call pgkb's models, with no untrusted
 language and no superuser. What it speaks: TLS when given a certificate (then required: a peer that
-does not ask for it is refused; GSS encryption is declined), SCRAM-SHA-256 password authentication, the simple query protocol (what dblink uses), Terminate. Extended-protocol messages
+does not ask for it is refused; GSS encryption is declined), SCRAM-SHA-256 password authentication,
+the simple query protocol (what dblink uses), Terminate. Extended-protocol messages
 are answered with an error (until Sync) so a driver gets a clean failure, never a hang.
 
 Model calls run in a thread pool; many connections are served at once.
