@@ -38,6 +38,18 @@ def test_pgkb_eval_with_compare(tmp_path: Path, new_database_url: str) -> None:
         assert r["queries"] == 4
         assert r["mrr_at_10"] >= 0.75 and r["recall_at_10"] >= 0.75  # top results are the right documents
         assert 0 < r["ndcg_at_10"] <= 1 and r["p50_ms"] > 0
+    # The corpus folder is named after the dataset (source URIs stay readable), the KB uses the default model.
+    (folder,) = (tmp_path / "data" / "eval").iterdir()
+    assert folder.name.startswith("tiny-") and len(folder.name) == len("tiny-") + 10
+    assert (folder / "docs" / "d4%2Fx.txt").exists()
+    from pgkb.config import Settings
+    from pgkb.embeddings import DEFAULT_MODEL_ID
+    from pgkb.service import KnowledgeBaseService
+
+    with KnowledgeBaseService(Settings().with_overrides(database_url=new_database_url, data_dir=str(tmp_path / "data"))) as svc:
+        kbs = svc.list_knowledge_bases()["knowledgeBaseSummaries"]
+        models = {svc.resolve(k["knowledgeBaseId"]).model_id for k in kbs}
+    assert models == {DEFAULT_MODEL_ID}
     # Bad input: one line, no traceback.
     bad = CliRunner().invoke(app, ["eval", str(root), "--compare", "colour=blue", "--database-url", new_database_url,
                                    "--data-dir", str(tmp_path / "data")])
