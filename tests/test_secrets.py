@@ -127,7 +127,9 @@ def test_rotation_in_secrets_manager_is_picked_up_by_a_running_pool(server: str,
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f"ALTER ROLE {role} PASSWORD 'second-pw-2'")
             aws.put_secret_value(SecretId=arn, SecretString=rds_json(server, role, "second-pw-2"))
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            # With a timeout, pg_terminate_backend returns once the backend is gone (PostgreSQL 14+):
+            # without it, the next checkout could race the FATAL and get a connection still dying.
+            conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s", (role,))
         with db.connection() as conn:  # the dead connection is replaced; 28P01 -> secret re-read -> connected
             assert conn.execute("SELECT current_user").fetchone()[0] == role
         assert "second-pw-2" in db.url
