@@ -21,8 +21,6 @@ from pgkb.db import Database, open_database  # noqa: E402
 from pgkb.db.embedded import ensure_embedded, stop_embedded  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-MSMARCO = SHARED / "datasets" / "msmarco-5k"
 
 
 @pytest.fixture(scope="session")

@@ -43,10 +43,20 @@ def test_titan_v2_options(model) -> None:
     assert by["binary"] == [1 if v > 0 else 0 for v in out["embedding"]]
 
 
-def test_titan_too_many_tokens(model) -> None:
-    long = "token " * 300
-    with pytest.raises(ValidationError, match="Too many input tokens.*300 tokens"):
-        invoke(M, json.dumps({"inputText": long}), "application/json", "application/json")
+def test_titan_body_longer_than_the_window_embeds_its_first_tokens(model) -> None:
+    """As sentence-transformers does: the vector is the first 254 word pieces' (256 with [CLS]/[SEP]);
+    inputTextTokenCount counts the whole input."""
+    long = "token " * 150 + "database " * 150
+    out = call({"inputText": long})
+    assert out["inputTextTokenCount"] == model.tokenizer.count([long])[0] > 254
+    head = long[: model.tokenizer.offsets(long)[253][1]]
+    np.testing.assert_allclose(out["embedding"], model.embed_documents([head])[0], atol=1e-5)
+    assert not np.allclose(out["embedding"], model.embed_documents(["database " * 150])[0], atol=1e-3)
+
+
+def test_cohere_truncate_none_asks_for_the_error(model) -> None:
+    with pytest.raises(ValidationError, match="Too many input tokens: texts.0. has 3.. tokens"):
+        call({"texts": ["token " * 300], "input_type": "search_document", "truncate": "NONE"})
 
 
 def test_cohere_body_on_local_model(model) -> None:

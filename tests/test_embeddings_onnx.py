@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import corpus
 import numpy as np
 import pytest
 
@@ -23,17 +24,10 @@ FP32 = "sentence-transformers.all-minilm-l6-v2-onnx"
 INT8 = "sentence-transformers.all-minilm-l6-v2-onnx-int8"
 UNBATCHED = "sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched"
 IDS = {"fp32": FP32, "int8": INT8, "int8-unbatched": UNBATCHED}
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k" / "corpus.jsonl"
 
 
 def sample_texts(n: int = 40) -> list[str]:
-    texts = []
-    with open(CORPUS) as f:
-        for i, line in enumerate(f):
-            if i % 125 == 0:  # spread over the corpus
-                texts.append(json.loads(line)["text"])
-            if len(texts) == n:
-                break
+    texts = corpus.paragraphs(600)[::15][:n]  # spread over the corpus
     return texts + ["x", "short query about water", "word " * 400]
 
 

@@ -19,8 +19,6 @@ from pgkb.retrieval.evaluation import (
     recall_at,
 )
 
-MSMARCO = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k"
-
 
 def make_dataset(root: Path) -> Path:
     (root / "qrels").mkdir(parents=True)
@@ -91,8 +89,3 @@ def test_evaluate_scores_each_judged_query_and_dedupes_chunks(tmp_path: Path) ->
     table = format_reports([r, evaluate(lambda t: [], ds, name="empty")])
     assert "toy" in table and "empty" in table and "nDCG@10" in table and "0.0000" in table
     assert set(r.to_dict()) >= {"ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10", "p50_ms", "p95_ms"}
-
-
-def test_msmarco_5k_has_43_judged_queries() -> None:
-    ds = load_beir(MSMARCO)
-    assert len(ds.corpus) == 5000 and len(ds.queries) == 43

@@ -14,14 +14,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import corpus
 import psycopg
 import pytest
 
 from pgkb.config import Settings
 from pgkb.errors import ConflictError, NotFoundError, ValidationError
 from pgkb.service import KnowledgeBaseService
-
-MSMARCO = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k"
 
 MODEL = "sentence-transformers.all-minilm-l6-v2"
 ARN = f"arn:aws:bedrock:us-east-1::foundation-model/{MODEL}"
@@ -62,19 +61,8 @@ def table_rows(svc: Any, kb_id: str) -> list[tuple[str, str, str]]:
     return sorted(rows)
 
 
-def write_corpus(folder: Path, n: int, offset: int = 0) -> list[dict[str, Any]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    docs = []
-    with open(MSMARCO / "corpus.jsonl") as f:
-        for i, line in enumerate(f):
-            if i < offset:
-                continue
-            if len(docs) == n:
-                break
-            d = json.loads(line)
-            (folder / f"{d['_id']}.txt").write_text(d["text"])
-            docs.append(d)
-    return docs
+def write_corpus(folder: Path, n: int, offset: int = 0) -> list[str]:
+    return corpus.write_folder(folder, n, offset)
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -223,11 +211,11 @@ def test_retrieve_shape_scores_and_system_keys(svc: Any, tmp_path: Path) -> None
     write_corpus(folder, 20)
     kb_id, ds_id = make_kb(svc, folder)
     svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)
-    res = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "who invented the mercury thermometer"},
+    res = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "can execution of a coroutine be suspended and resumed"},
                        retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 5}})["retrievalResults"]
     assert len(res) == 5
     top = res[0]
-    assert "Fahrenheit" in top["content"]["text"] and top["content"]["type"] == "TEXT"
+    assert "suspended and resumed" in top["content"]["text"] and top["content"]["type"] == "TEXT"
     scores = [r["score"] for r in res]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
     md = top["metadata"]

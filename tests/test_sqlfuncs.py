@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import corpus
 import numpy as np
 import psycopg
 import pytest
@@ -19,8 +20,6 @@ from pgkb.sqlfuncs.calls import Calls
 from pgkb.sqlfuncs.credentials import set_user
 from pgkb.sqlfuncs.install import install, is_installed, uninstall
 from pgkb.sqlfuncs.wire import EndpointThread, WireServer, file_users
-
-MSMARCO = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k"
 
 MODEL = REFERENCE_MODEL_ID
 
@@ -83,16 +82,8 @@ def _as_role(url: str, role: str) -> str:
 
 
 def _short_texts(n: int) -> list[str]:
-    """The first sentence of msmarco passages: real text, short enough to keep 1,000 single calls quick."""
-    out: list[str] = []
-    for line in (MSMARCO / "corpus.jsonl").open():
-        sentence = json.loads(line)["text"].split(". ")[0]
-        words = sentence.split()
-        if 3 <= len(words) <= 40:
-            out.append(" ".join(words))
-        if len(out) == n:
-            break
-    return out
+    """Real sentences of 3-40 words (Python's own docs): short enough to keep 1,000 single calls quick."""
+    return corpus.sentences(n)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -181,12 +172,10 @@ def test_errors_arrive_as_sql_errors_with_sqlstate(db_url: str, model) -> None:
     assert err.sqlstate == "22P02" and "not valid JSON" in err.diag.message_primary
     err = _sql_error(db_url, CALL, (MODEL, "embedding", json.dumps({"prompt": "hello"})))
     assert err.sqlstate == "22023" and "inputText" in err.diag.message_primary
-    long_text = "word " * 2000
-    err = _sql_error(db_url, CALL, (MODEL, "embedding", json.dumps({"inputText": long_text})))
+    cohere_none = json.dumps({"texts": ["word " * 400], "input_type": "search_document", "truncate": "NONE"})
+    err = _sql_error(db_url, "SELECT aws_bedrock.invoke_model(%s, 'application/json', 'application/json', %s)",
+                     (MODEL, cohere_none))
     assert err.sqlstate == "22001" and "Too many input tokens" in err.diag.message_primary
-    err = _sql_error(db_url, "SELECT * FROM aws_bedrock.invoke_model_get_embeddings_batch(%s, %s)",
-                     (MODEL, ["short", long_text]))
-    assert err.sqlstate == "22001" and "texts[2]" in err.diag.message_primary
     err = _sql_error(db_url, CALL, (MODEL, "embedding", None))
     assert err.sqlstate == "22004"
     # After errors the session's connection to pgkb still works.
@@ -257,11 +246,25 @@ def test_non_superuser_calls_and_grants(new_database_url: str, pg_url: str, endp
                 conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
+def test_texts_longer_than_the_window_embed_their_first_tokens(db_url: str, model) -> None:
+    """Real documents run longer than a local model's 256-token window: the SQL functions embed the
+    first 254 word pieces (as sentence-transformers does) instead of refusing the row."""
+    long_text = " ".join(corpus.paragraphs(40))
+    head = long_text[: model.tokenizer.offsets(long_text)[253][1]]
+    want = model.embed_documents([head])[0]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        one = conn.execute(CALL, (MODEL, "embedding", json.dumps({"inputText": long_text}))).fetchone()[0]
+        many = conn.execute("SELECT embedding FROM aws_bedrock.invoke_model_get_embeddings_batch(%s, %s) ORDER BY ord",
+                            (MODEL, ["short", long_text])).fetchall()
+    assert _cos(np.array([one]), np.array([want]))[0] >= 0.9999
+    assert _cos(np.array([list(many[-1][0])]), np.array([want]))[0] >= 0.9999
+
+
 def test_failure_inside_do_block_keeps_committed_rows(db_url: str) -> None:
-    texts = ["alpha", "beta", "gamma", "word " * 2000, "epsilon"]
+    texts = ["alpha", "beta", "gamma", "", "epsilon"]  # Titan refuses an empty inputText
     _documents(db_url, texts)
     err = _sql_error(db_url, DO_BLOCK)
-    assert err.sqlstate == "22001"
+    assert err.sqlstate == "22023"
     got = _embeddings(db_url)
     assert [got[i] is not None for i in range(1, 6)] == [True, True, True, False, False]
 
@@ -423,9 +426,6 @@ class _SlowBackend:
         self.calls += 1
         time.sleep(0.05)
         return np.array([[len(texts), len(t)] for t in texts], dtype=np.float32)
-
-    def check_lengths(self, model_id: str, texts) -> None:
-        self.real.check_lengths(model_id, texts)
 
 
 def test_concurrent_calls_share_model_calls(new_database_url: str, endpoint: Endpoint) -> None:

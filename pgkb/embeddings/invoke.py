@@ -97,13 +97,9 @@ def _titan(spec: ModelSpec, req: dict[str, Any]) -> dict[str, Any]:
     ):
         raise _bad(f"[embeddingTypes] expected a non-empty list of {sorted(TITAN_TYPES)}")
     model = get_model(spec.id, resolve_dimensions(spec, dims))
+    # The count is the whole input's; a model with a shorter window embeds its first tokens
+    # (docs/embeddings.md, "Inputs longer than the model's window").
     n_tokens = model.tokenizer.count([text])[0]
-    limit = _token_limit(model)
-    if n_tokens > limit:
-        raise ValidationError(
-            f"Too many input tokens: the input has {n_tokens} tokens and {spec.id} accepts at most {limit}; "
-            "shorten it, or use a Cohere body with \"truncate\": \"END\""
-        )
     vec = model.embed_documents([text])[0]
     out: dict[str, Any] = {"embedding": vec.tolist(), "inputTextTokenCount": n_tokens}
     if types:
@@ -125,7 +121,7 @@ def _truncate(model: EmbeddingModel, texts: list[str], mode: str) -> list[str]:
             out.append(t)
         elif mode == "NONE":
             raise ValidationError(
-                f"texts[{i}] has {n} tokens and {model.spec.id} accepts at most {limit}; "
+                f"Too many input tokens: texts[{i}] has {n} tokens and {model.spec.id} accepts at most {limit}; "
                 "shorten it or set \"truncate\" to \"END\" or \"START\""
             )
         else:

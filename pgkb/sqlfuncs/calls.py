@@ -31,8 +31,6 @@ class ModelBackend(Protocol):
 
     def embed(self, model_id: str, texts: Sequence[str]) -> np.ndarray: ...
 
-    def check_lengths(self, model_id: str, texts: Sequence[str]) -> None: ...
-
 
 class RegistryBackend:
     """The registry's models (local ones, and Bedrock's when AWS is configured)."""
@@ -46,18 +44,6 @@ class RegistryBackend:
         from pgkb.embeddings.registry import get_model
 
         return get_model(model_id).embed_documents(list(texts))
-
-    def check_lengths(self, model_id: str, texts: Sequence[str]) -> None:
-        from pgkb.embeddings.registry import get_model
-
-        model = get_model(model_id)
-        limit = model.spec.max_input_tokens - model.tokenizer.num_special_tokens
-        counts = model.tokenizer.count(list(texts))
-        for i, n in enumerate(counts):
-            if n > limit:
-                which = "the input" if len(texts) == 1 else f"texts[{i + 1}]"
-                raise WireError(E.TOO_LONG, f"Too many input tokens: {which} has {n} tokens and {model.spec.id} "
-                                f"accepts at most {limit}")
 
 
 @dataclass(frozen=True)
@@ -175,24 +161,23 @@ class Calls:
         return model_id, req["inputText"]
 
     def embed_many(self, model_id: str, texts: list[str]) -> list[np.ndarray | WireError]:
-        """One model call for many single-text requests; each gets its vector or its own error."""
-        out: list[np.ndarray | WireError] = []
+        """One model call for many single-text requests; each gets its vector or its own error.
+
+        Texts longer than a local model's window are embedded from their first tokens (docs/embeddings.md),
+        so a batch fails only on an input the model cannot take at all; then each text is embedded on
+        its own, so that one caller's bad input fails only its own call.
+        """
         try:
-            ok: list[int] = []
-            for i, t in enumerate(texts):
-                try:
-                    self.backend.check_lengths(model_id, [t])
-                    ok.append(i)
-                    out.append(WireError(E.INTERNAL, "not embedded"))
-                except WireError as err:
-                    out.append(err)
-            if ok:
-                vecs = self.backend.embed(model_id, [texts[i] for i in ok])
-                for i, v in zip(ok, vecs, strict=True):
-                    out[i] = v
+            return list(self.backend.embed(model_id, texts))
         except Exception as exc:
-            err = E.from_exception(exc)
-            return [err] * len(texts)
+            if len(texts) == 1:
+                return [E.from_exception(exc)]
+        out: list[np.ndarray | WireError] = []
+        for t in texts:
+            try:
+                out.append(self.backend.embed(model_id, [t])[0])
+            except Exception as exc:
+                out.append(E.from_exception(exc))
         return out
 
     @staticmethod
@@ -210,7 +195,6 @@ class Calls:
         present = [(i, t) for i, t in enumerate(texts) if t is not None]
         strs = [t for _, t in present]
         try:
-            self.backend.check_lengths(model_id, strs)
             vecs = self.backend.embed(model_id, strs) if strs else None
         except ValidationError as exc:
             raise E.from_exception(exc) from exc
