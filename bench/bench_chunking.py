@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
+import bench_data  # noqa: E402
 import numpy as np
 
 from pgkb.chunking import chunk_text, split_sentences
@@ -21,7 +21,7 @@ from pgkb.chunking.packing import _tokenize
 from pgkb.embeddings.base import HFTokenizer, minilm_dir
 from pgkb.parsing import ParsedDocument
 
-MSMARCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "msmarco-5k" / "corpus.jsonl"
+MSMARCO = bench_data.root() / "msmarco-5k" / "corpus.jsonl"  # optional: synthetic text without it
 
 
 def corpus_text(chars: int) -> str:

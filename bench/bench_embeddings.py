@@ -33,11 +33,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import bench_data  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pgkb.embeddings import get_model  # noqa: E402
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k"
+DATA = bench_data.find("msmarco-5k")
 VARIANTS = {
     "reference (torch)": "sentence-transformers.all-minilm-l6-v2",
     "onnx fp32": "sentence-transformers.all-minilm-l6-v2-onnx",

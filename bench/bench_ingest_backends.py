@@ -48,12 +48,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_data  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "datasets" / "msmarco-5k"
+
 sys.path.insert(0, str(ROOT))
 
 REF = "sentence-transformers.all-minilm-l6-v2"
@@ -147,7 +149,7 @@ def main() -> None:
     from pgkb.retrieval.evaluation import load_beir, ndcg_at, percentile
     from pgkb.service import KnowledgeBaseService
 
-    data = load_beir(DATA)
+    data = load_beir(bench_data.find("msmarco-5k"))
     corpus = list(data.corpus.items())[: args.docs]
     queries, qrels = data.queries, data.qrels
     judged = [q for q in qrels if q in queries]

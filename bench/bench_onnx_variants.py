@@ -59,8 +59,10 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "datasets" / "msmarco-5k"
+
 OUT = ROOT / "bench" / "out" / "onnx-variants"
+
+import bench_data  # noqa: E402
 
 from pgkb.embeddings import get_model, get_spec  # noqa: E402
 from pgkb.embeddings.onnx import Quantization, Recipe, derive, ensure_graph  # noqa: E402
@@ -226,7 +228,7 @@ def main() -> None:
     from pgkb.db.embedded import ensure_embedded, stop_embedded
     from pgkb.embeddings.onnx import OnnxModel
 
-    data = load_beir(DATA)
+    data = load_beir(bench_data.find("msmarco-5k"))
     ids = list(data.corpus)
     texts = [data.corpus[i]["text"] for i in ids]
     qids = [q for q in data.qrels if q in data.queries]

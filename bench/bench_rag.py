@@ -35,6 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import bench_data  # noqa: E402
+
 from pgkb.config import Settings  # noqa: E402
 from pgkb.embeddings import DEFAULT_MODEL_ID  # noqa: E402
 from pgkb.errors import NotFoundError  # noqa: E402
@@ -44,7 +46,7 @@ from pgkb.service import KnowledgeBaseService  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "rag"
-MSMARCO = ROOT.parent.parent / "shared" / "datasets" / "msmarco-5k"
+MSMARCO = bench_data.find("msmarco-5k")
 
 
 def knowledge_base(svc: KnowledgeBaseService, passages: int, model: str) -> str:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import bench_data  # noqa: E402
 import boto3
 
 from pgkb.ingestion.sources import SIDECAR_SUFFIX, S3Source
@@ -97,7 +98,7 @@ def main() -> None:
                 time.sleep(0.1)
         s3 = boto3.client("s3", endpoint_url=direct)
         s3.create_bucket(Bucket="bench-docs")
-        corpus = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "msmarco-5k", "corpus.jsonl")
+        corpus = str(bench_data.find("msmarco-5k") / "corpus.jsonl")
         with open(corpus) as f:
             texts = [json.loads(line)["text"] for line, _ in zip(f, range(a.docs), strict=False)]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import bench_data  # noqa: E402
 import psycopg  # noqa: E402
 
 from pgkb.db.embedded import ensure_embedded, stop_embedded  # noqa: E402
@@ -30,7 +31,6 @@ from pgkb.sqlfuncs.fill import fill_embeddings  # noqa: E402
 from pgkb.sqlfuncs.install import install  # noqa: E402
 from pgkb.sqlfuncs.wire import EndpointThread, WireServer, file_users  # noqa: E402
 
-MSMARCO = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "msmarco-5k"
 MODEL = DEFAULT_MODEL_ID
 DO_BLOCK = """
 DO
@@ -90,7 +90,7 @@ def main() -> None:
         install(url, host, port, "pgkb_bench", password)
 
         model = get_model(MODEL)
-        corpus = [json.loads(line)["text"] for line in (MSMARCO / "corpus.jsonl").open()]
+        corpus = [json.loads(line)["text"] for line in (bench_data.find("msmarco-5k") / "corpus.jsonl").open()]
         model.embed_documents(corpus[:64])  # warm-up
 
         # 1. One call on a short text.
