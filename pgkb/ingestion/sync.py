@@ -21,6 +21,7 @@ import numpy as np
 
 from pgkb.db import Database
 from pgkb.errors import PgkbError
+from pgkb.ingestion.claim import ClaimLost, JobClaim
 from pgkb.ingestion.documents import PreparedDocument, prepare_document, read_sidecar
 from pgkb.ingestion.sources import MAX_FILE_BYTES, Source, SourceDocument
 from pgkb.ingestion.writer import DocumentWriter
@@ -149,8 +150,10 @@ class IngestionRun:
         source: Source,
         *,
         on_progress: Callable[[JobProgress], None] | None = None,
+        claim: JobClaim | None = None,
     ) -> None:
         self.catalog_db = catalog_db
+        self.claim = claim
         self.kb = kb
         self.ds = ds_row
         self.job_id = job_id
@@ -169,7 +172,7 @@ class IngestionRun:
             return
         self._last_flush = now
         with self.catalog_db.connection() as conn:
-            catalog.update_job(
+            catalog.update_running_job(
                 conn, self.job_id, statistics=self.progress.stats, failure_reasons=self.progress.failures, **fields
             )
 
@@ -180,8 +183,16 @@ class IngestionRun:
 
     def _check_stop(self) -> None:
         with self.catalog_db.connection() as conn:
-            if catalog.job_status(conn, self.job_id) == "STOPPING":
-                raise Stopped()
+            status = catalog.job_status(conn, self.job_id)
+        if status == "STOPPING":
+            raise Stopped()
+        if status not in catalog.ACTIVE_JOB_STATUSES:
+            raise ClaimLost(f"ingestion job {self.job_id} was ended by another process ({status})")
+        self._check_claim()
+
+    def _check_claim(self) -> None:
+        if self.claim is not None:
+            self.claim.check()
 
     # ------------------------------------------------------------------ the job
 
@@ -190,6 +201,10 @@ class IngestionRun:
         self._save(force=True, status="IN_PROGRESS")
         try:
             self._run()
+        except ClaimLost as exc:
+            # Another process owns the data source now and has marked this job FAILED: leave its row be.
+            log.warning("ingestion job %s stopped: %s", self.job_id, exc)
+            return self._current()
         except Stopped:
             return self._finish("STOPPED")
         except PgkbError as exc:
@@ -201,9 +216,15 @@ class IngestionRun:
             return self._finish("FAILED")
         return self._finish("COMPLETE")
 
+    def _current(self) -> dict[str, Any]:
+        with self.catalog_db.connection() as conn:
+            row = catalog.job_by_id(conn, self.job_id)
+        assert row is not None
+        return row
+
     def _finish(self, status: str) -> dict[str, Any]:
         with self.catalog_db.connection() as conn:
-            row = catalog.update_job(
+            row = catalog.update_running_job(
                 conn,
                 self.job_id,
                 status=status,
@@ -211,9 +232,10 @@ class IngestionRun:
                 failure_reasons=self.progress.failures[:MAX_FAILURE_REASONS],
                 ended_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             )
+        if row is None:  # ended meanwhile by another process: its word stands
+            return self._current()
         if self.on_progress:
             self.on_progress(self.progress)
-        assert row is not None
         self._compact_statistics()
         return row
 
@@ -244,8 +266,10 @@ class IngestionRun:
 
         # Deletions first: cheap, and they free the names of documents that moved.
         for i in range(0, len(deleted), 500):
+            self._check_claim()
             self.writer.delete(deleted[i : i + 500], known)
             self.progress.stats["numberOfDocumentsDeleted"] += len(deleted[i : i + 500])
+        self._check_claim()
         self._metadata_only(meta_only)
         self._check_stop()
         self._index(work)
@@ -329,6 +353,7 @@ class IngestionRun:
                     continue  # drain after a failure elsewhere
                 batch, vectors = item
                 try:
+                    self._check_claim()
                     self.writer.write([d for _, d in batch], vectors)
                     for w, d in batch:
                         key = "numberOfNewDocumentsIndexed" if w.kind == "new" else "numberOfModifiedDocumentsIndexed"

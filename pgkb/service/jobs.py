@@ -1,9 +1,9 @@
 """bedrock-agent's ingestion-job operations.
 
-One job per data source at a time: the process running a job holds a session-level advisory lock on
-the data source for the whole job. PostgreSQL releases it when that process dies, however it dies,
-so a job whose lock is free while its row says it is running was interrupted; it is marked FAILED
-the next time anyone looks at it or starts another.
+One job per data source at a time: the process running a job holds the data source's claim
+(`pgkb.ingestion.claim`) for the whole job. PostgreSQL releases it when that process dies, however it
+dies, so a job whose claim is free while its row says it is running was interrupted; it is marked
+FAILED the next time anyone looks at it or starts another.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-
 from pgkb.errors import ConflictError, ValidationError
+from pgkb.ingestion.claim import JobClaim, lock_is_free
 from pgkb.ingestion.sources import LocalFolderSource, S3Source, Source, parse_bucket_arn
 from pgkb.ingestion.sync import IngestionRun, JobProgress
 from pgkb.service import shapes
@@ -25,10 +24,6 @@ from pgkb.store import catalog
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "Interrupted: the process running this ingestion job stopped before it finished; start the job again"
-
-
-def _lock_key(ds_id: str) -> str:
-    return "pgkb-ingestion:" + ds_id
 
 
 class JobControl(ServiceBase):
@@ -62,25 +57,13 @@ class JobControl(ServiceBase):
 
     # ------------------------------------------------------------------ locking and orphans
 
-    def _take_lock(self, ds_id: str) -> psycopg.Connection:
-        """A dedicated connection holding the data source's job lock, or ConflictError."""
-        conn = psycopg.connect(self.db.url, autocommit=True)
-        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(ds_id),)).fetchone()
-        if not got or not got[0]:
-            conn.close()
-            raise ConflictError(
-                f"an ingestion job is already running for data source {ds_id}; wait for it to finish or stop it"
-            )
-        return conn
-
     def _reap_orphans(self, ds_id: str) -> None:
         """Mark jobs that say they run, but whose runner no longer holds the lock, as interrupted."""
         with self.db.connection() as conn:
             if not catalog.active_jobs(conn, ds_id):
                 return
             with conn.transaction():
-                free = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (_lock_key(ds_id),)).fetchone()
-                if free and free[0]:
+                if lock_is_free(conn, ds_id):
                     for job in catalog.active_jobs(conn, ds_id):
                         catalog.update_job(
                             conn, job["id"], status="FAILED",
@@ -111,24 +94,25 @@ class JobControl(ServiceBase):
             kb_row = catalog.get_knowledge_base(conn, kb_id)
             ds = catalog.get_data_source(conn, kb_row["id"], ds_id)
         kb = self.resolve(kb_row["id"])
-        lock = self._take_lock(ds["id"])
+        claim = JobClaim.take(lambda: self.db.url, ds["id"])
         try:
-            self._reap_orphans_locked(lock, ds["id"])
+            self._reap_orphans_locked(claim, ds["id"])
             with self.db.connection() as conn:
                 job = catalog.insert_job(
                     conn,
                     {"id": catalog.new_id(), "kb_id": kb.id, "ds_id": ds["id"], "description": description,
                      "status": "STARTING", "client_token": client_token},
                 )
+            claim.job_id = job["id"]
         except BaseException:
-            lock.close()
+            claim.close()
             raise
-        return job, kb, ds, lock
+        return job, kb, ds, claim
 
     @staticmethod
-    def _reap_orphans_locked(lock: psycopg.Connection, ds_id: str) -> None:
-        """We hold the lock, so any job still marked active was left behind by a dead process."""
-        rows = lock.execute(
+    def _reap_orphans_locked(claim: JobClaim, ds_id: str) -> None:
+        """We hold the claim, so any job still marked active was left behind by a dead process."""
+        rows = claim.connection.execute(
             "UPDATE pgkb.ingestion_jobs SET status = 'FAILED', updated_at = now(), ended_at = now(),"
             " failure_reasons = jsonb_build_array(%s::text) || failure_reasons"
             " WHERE ds_id = %s AND status IN ('STARTING', 'IN_PROGRESS', 'STOPPING') RETURNING id",
@@ -137,13 +121,14 @@ class JobControl(ServiceBase):
         if rows:
             log.warning("marked %d interrupted ingestion job(s) of data source %s as FAILED", len(rows), ds_id)
 
-    def _run(self, job: dict[str, Any], kb: Any, ds: dict[str, Any], lock: psycopg.Connection,
+    def _run(self, job: dict[str, Any], kb: Any, ds: dict[str, Any], claim: JobClaim,
              on_progress: Callable[[JobProgress], None] | None) -> dict[str, Any]:
         try:
-            run = IngestionRun(self.db, kb, ds, job["id"], self.source_for(ds), on_progress=on_progress)
+            run = IngestionRun(self.db, kb, ds, job["id"], self.source_for(ds), on_progress=on_progress,
+                               claim=claim)
             return run.run()
         finally:
-            lock.close()
+            claim.close()
 
     def run_ingestion_job(
         self,
@@ -154,8 +139,8 @@ class JobControl(ServiceBase):
         on_progress: Callable[[JobProgress], None] | None = None,
     ) -> dict[str, Any]:
         """Run a job in the calling thread (the CLI); returns {"ingestionJob": ...} when it ends."""
-        job, kb, ds, lock = self._begin(knowledgeBaseId, dataSourceId, description, None)
-        return {"ingestionJob": shapes.ingestion_job(self._run(job, kb, ds, lock, on_progress))}
+        job, kb, ds, claim = self._begin(knowledgeBaseId, dataSourceId, description, None)
+        return {"ingestionJob": shapes.ingestion_job(self._run(job, kb, ds, claim, on_progress))}
 
     def start_ingestion_job(
         self,
@@ -166,9 +151,9 @@ class JobControl(ServiceBase):
         description: str | None = None,
     ) -> dict[str, Any]:
         """Start a job in the background and return at once (StartIngestionJob)."""
-        job, kb, ds, lock = self._begin(knowledgeBaseId, dataSourceId, description, clientToken)
-        if lock is not None:
-            t = threading.Thread(target=self._run, args=(job, kb, ds, lock, None), daemon=True,
+        job, kb, ds, claim = self._begin(knowledgeBaseId, dataSourceId, description, clientToken)
+        if claim is not None:
+            t = threading.Thread(target=self._run, args=(job, kb, ds, claim, None), daemon=True,
                                  name=f"ingestion-{job['id']}")
             self._job_threads().append((t, job["id"]))
             t.start()

@@ -35,12 +35,13 @@ def _all(conn: psycopg.Connection, query: str, params: Sequence[Any] | dict[str,
         return cur.fetchall()
 
 
-def _update(conn: psycopg.Connection, table: str, row_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+def _update(conn: psycopg.Connection, table: str, row_id: str, fields: dict[str, Any],
+            where: str = "") -> dict[str, Any] | None:
     """UPDATE one catalog row by id; column names come from this module, values are parameters."""
     assert table in ("knowledge_bases", "data_sources", "ingestion_jobs")
     sets = ", ".join(f"{k} = %({k})s" for k in fields)
     params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
-    return _one(conn, f"UPDATE pgkb.{table} SET {sets}, updated_at = now() WHERE id = %(_id)s RETURNING *",
+    return _one(conn, f"UPDATE pgkb.{table} SET {sets}, updated_at = now() WHERE id = %(_id)s{where} RETURNING *",
                 {**params, "_id": row_id})
 
 
@@ -228,6 +229,17 @@ def active_jobs(conn: psycopg.Connection, ds_id: str) -> list[dict[str, Any]]:
 
 def update_job(conn: psycopg.Connection, job_id: str, **fields: Any) -> dict[str, Any] | None:
     return _update(conn, "ingestion_jobs", job_id, fields)
+
+
+def update_running_job(conn: psycopg.Connection, job_id: str, **fields: Any) -> dict[str, Any] | None:
+    """Update a job only while it runs; None once it ended. An ended job (COMPLETE, FAILED, STOPPED)
+    never changes status again: a runner that lost its claim cannot overwrite the FAILED it was given."""
+    active = ", ".join(f"'{st}'" for st in ACTIVE_JOB_STATUSES)  # this module's constants
+    return _update(conn, "ingestion_jobs", job_id, fields, f" AND status IN ({active})")
+
+
+def job_by_id(conn: psycopg.Connection, job_id: str) -> dict[str, Any] | None:
+    return _one(conn, "SELECT * FROM pgkb.ingestion_jobs WHERE id = %s", (job_id,))
 
 
 def job_status(conn: psycopg.Connection, job_id: str) -> str | None:
