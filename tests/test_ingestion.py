@@ -346,7 +346,7 @@ def test_sigkill_mid_sync_then_resync_equals_uninterrupted_sync(svc: Any, settin
         p.write_text(p.read_text()[::-1][:300] + " Revised.")
     for p in files[10:20]:
         p.unlink()
-    write_corpus(folder, 10, offset=1000)
+    write_corpus(folder, 10, offset=600)
     _kill_mid_sync(svc, settings, kb_id, ds_id, after_docs=15)
     final = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
     assert final["status"] == "COMPLETE"

