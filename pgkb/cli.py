@@ -142,10 +142,23 @@ def kb_list(database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json:
 
 
 @kb_app.command("show")
-def kb_show(kb: str, database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
-    """Show a knowledge base as Bedrock's GetKnowledgeBase returns it."""
+def kb_show(kb: str, database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Show a knowledge base (with --json: exactly as Bedrock's GetKnowledgeBase returns it)."""
     with service(database_url, data_dir) as svc:
-        print_json(svc.get_knowledge_base(knowledgeBaseId=kb)["knowledgeBase"])
+        got = svc.get_knowledge_base(knowledgeBaseId=kb)["knowledgeBase"]
+    if as_json:
+        return print_json(got)
+    vec = got["knowledgeBaseConfiguration"].get("vectorKnowledgeBaseConfiguration") or {}
+    rds = (got.get("storageConfiguration") or {}).get("rdsConfiguration") or {}
+    t = Table("field", "value", show_header=False)
+    for label, value in (("id", got["knowledgeBaseId"]), ("name", got["name"]), ("status", got["status"]),
+                         ("description", got.get("description")), ("model", vec.get("embeddingModelArn")),
+                         ("table", rds.get("tableName")), ("database", rds.get("databaseName")),
+                         ("created", str(got["createdAt"])[:19]), ("updated", str(got["updatedAt"])[:19]),
+                         ("arn", got["knowledgeBaseArn"])):
+        if value:
+            t.add_row(label, str(value))
+    out.print(t)
 
 
 @kb_app.command("delete")
