@@ -13,6 +13,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from pgkb.sqlfuncs.saslprep import saslprep
+
 DEFAULT_ITERATIONS = 4096
 
 
@@ -34,7 +36,7 @@ class Verifier:
     @classmethod
     def from_password(cls, password: str, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> Verifier:
         salt = salt or secrets.token_bytes(16)
-        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+        salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode(), salt, iterations)
         return cls(salt, iterations, _h(_hmac(salted, b"Client Key")), _hmac(salted, b"Server Key"))
 
     def to_text(self) -> str:
