@@ -4,10 +4,12 @@ from __future__ import annotations
 
 
 class PgkbError(Exception):
-    """Base class. `code` is the Bedrock exception name, `status` its HTTP status."""
+    """Base class. `code` is the Bedrock exception name, `status` its HTTP status, `sqlstate` the
+    PostgreSQL error code the SQL functions' endpoint answers with (clients catch them by name)."""
 
     code = "InternalServerException"
     status = 500
+    sqlstate = "38000"  # external_routine_exception: the model call behind the SQL function failed
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -20,6 +22,19 @@ class PgkbError(Exception):
 class ValidationError(PgkbError):
     code = "ValidationException"
     status = 400
+    sqlstate = "22023"  # invalid_parameter_value
+
+
+class MalformedJsonError(ValidationError):
+    """A body that is not JSON at all."""
+
+    sqlstate = "22P02"  # invalid_text_representation
+
+
+class InputTooLongError(ValidationError):
+    """An input longer than the model takes, where the request asked for no truncation."""
+
+    sqlstate = "22001"  # string_data_right_truncation
 
 
 class NotFoundError(PgkbError):
@@ -35,11 +50,13 @@ class ConflictError(PgkbError):
 class AccessDeniedError(PgkbError):
     code = "AccessDeniedException"
     status = 403
+    sqlstate = "42501"  # insufficient_privilege
 
 
 class ServiceQuotaError(PgkbError):
     code = "ServiceQuotaExceededException"
     status = 400
+    sqlstate = "53400"  # configuration_limit_exceeded
 
 
 class DependencyFailedError(PgkbError):
@@ -63,3 +80,5 @@ class DatabaseUnavailableError(PgkbError):
 
 class ModelNotAvailableError(ValidationError):
     """A model id is unknown, or its provider is not configured (e.g. Bedrock without AWS)."""
+
+    sqlstate = "42704"  # undefined_object

@@ -460,7 +460,7 @@ def test_concurrent_calls_share_model_calls(new_database_url: str, endpoint: End
 
 def test_endpoint_query_parser() -> None:
     from pgkb.sqlfuncs import sqltext
-    from pgkb.sqlfuncs.errors import WireError
+    from pgkb.sqlfuncs.errors import SqlStateError
 
     call = sqltext.parse("SELECT pgkb_invoke('a''b', E'c\\\\d''e', NULL, 'x'::text);")
     assert call == sqltext.Call("pgkb_invoke", ["a'b", "c\\d'e", None, "x"], False)
@@ -469,7 +469,7 @@ def test_endpoint_query_parser() -> None:
     assert sqltext.parse("SET client_encoding TO 'UTF8'") == sqltext.SetCommand("client_encoding", "UTF8")
     assert sqltext.parse(" ; ") is None
     for bad in ("DROP TABLE x", "SELECT f('a') ; DROP TABLE x", "SELECT f(a)", "SELECT f('a'", "SELECT f('a) "):
-        with pytest.raises(WireError) as info:
+        with pytest.raises(SqlStateError) as info:
             sqltext.parse(bad)
         assert info.value.sqlstate == "42601"
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from pgkb.embeddings.base import EmbeddingModel
 from pgkb.embeddings.registry import ModelSpec, get_model, get_spec, resolve_dimensions
-from pgkb.errors import ValidationError
+from pgkb.errors import InputTooLongError, MalformedJsonError, ValidationError
 
 JSON = "application/json"
 TITAN_V1 = "amazon.titan-embed-text-v1"
@@ -29,8 +29,8 @@ COHERE_MAX_TEXTS = 96
 COHERE_MAX_CHARS = 2048
 
 
-def _bad(msg: str) -> ValidationError:
-    return ValidationError(f"Malformed input request: {msg}, please reformat your input and try again.")
+def _bad(msg: str, kind: type[ValidationError] = ValidationError) -> ValidationError:
+    return kind(f"Malformed input request: {msg}, please reformat your input and try again.")
 
 
 def _check_media(content_type: str | None, accept: str | None) -> None:
@@ -55,9 +55,9 @@ def invoke(
     try:
         req = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
-        raise _bad(f"the body is not valid JSON ({e})") from e
+        raise _bad(f"the body is not valid JSON ({e})", MalformedJsonError) from e
     if not isinstance(req, dict):
-        raise _bad("expected a JSON object")
+        raise _bad("expected a JSON object", MalformedJsonError)
     if "inputText" in req:
         out = _titan(spec, req)
     elif "texts" in req or "input_type" in req:
@@ -120,7 +120,7 @@ def _truncate(model: EmbeddingModel, texts: list[str], mode: str) -> list[str]:
         if n <= limit:
             out.append(t)
         elif mode == "NONE":
-            raise ValidationError(
+            raise InputTooLongError(
                 f"Too many input tokens: texts[{i}] has {n} tokens and {model.spec.id} accepts at most {limit}; "
                 "shorten it or set \"truncate\" to \"END\" or \"START\""
             )

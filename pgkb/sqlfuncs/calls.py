@@ -19,7 +19,7 @@ import numpy as np
 
 from pgkb.errors import ValidationError
 from pgkb.sqlfuncs import errors as E
-from pgkb.sqlfuncs.errors import WireError
+from pgkb.sqlfuncs.errors import SqlStateError
 
 TEXT_OID = 25
 INT4_OID = 23
@@ -62,17 +62,17 @@ def float_array_literal(values: Sequence[float] | np.ndarray) -> str:
 
 def _require(args: list[str | None], names: Sequence[str]) -> list[str]:
     if len(args) != len(names):
-        raise WireError(E.UNDEFINED_FUNCTION, f"expected {len(names)} arguments ({', '.join(names)}), got {len(args)}")
+        raise SqlStateError(E.UNDEFINED_FUNCTION, f"expected {len(names)} arguments ({', '.join(names)}), got {len(args)}")
     for name, value in zip(names, args, strict=True):
         if value is None:
-            raise WireError(E.NULL_NOT_ALLOWED, f"{name} must not be NULL")
+            raise SqlStateError(E.NULL_NOT_ALLOWED, f"{name} must not be NULL")
     return [a for a in args if a is not None]
 
 
 def _vector_at(doc: object, json_key: str) -> list[float]:
     if not isinstance(doc, dict) or json_key not in doc:
         keys = ", ".join(sorted(doc)) if isinstance(doc, dict) else "none (not a JSON object)"
-        raise WireError(E.JSON_MEMBER_NOT_FOUND, f"json_key '{json_key}' is not in the model's response",
+        raise SqlStateError(E.JSON_MEMBER_NOT_FOUND, f"json_key '{json_key}' is not in the model's response",
                         detail=f"response keys: {keys}")
     v = doc[json_key]
     # Titan's embeddingsByType / Cohere's embedding_types: {"float": ...}
@@ -83,7 +83,7 @@ def _vector_at(doc: object, json_key: str) -> list[float]:
         v = v[0]
     if not (isinstance(v, list) and v and all(
             isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
-        raise WireError(E.INVALID_PARAMETER, f"the value at json_key '{json_key}' is not an array of numbers")
+        raise SqlStateError(E.INVALID_PARAMETER, f"the value at json_key '{json_key}' is not an array of numbers")
     return v
 
 
@@ -99,11 +99,11 @@ class Calls:
     def run(self, name: str, args: list[str | None]) -> Result:
         fn = self.table.get(name)
         if fn is None:
-            raise WireError(E.UNDEFINED_FUNCTION, f"function {name} does not exist on pgkb's endpoint",
+            raise SqlStateError(E.UNDEFINED_FUNCTION, f"function {name} does not exist on pgkb's endpoint",
                             hint="available: " + ", ".join(sorted(self.table)))
         try:
             return fn(args)
-        except WireError:
+        except SqlStateError:
             raise
         except Exception as exc:  # every model error becomes an SQL error with a SQLSTATE
             raise E.from_exception(exc) from exc
@@ -118,7 +118,7 @@ class Calls:
         try:
             text = out.decode("utf-8")
         except UnicodeDecodeError:
-            raise WireError(E.INVALID_PARAMETER, f"model {model_id} answered a binary body; use a text accept type") from None
+            raise SqlStateError(E.INVALID_PARAMETER, f"model {model_id} answered a binary body; use a text accept type") from None
         return Result([("pgkb_invoke", TEXT_OID)], [[text]])
 
     def invoke_get_embeddings(self, args: list[str | None]) -> Result:
@@ -127,7 +127,7 @@ class Calls:
         try:
             doc = json.loads(out)
         except ValueError:
-            raise WireError(E.EXTERNAL, f"model {model_id} did not answer JSON") from None
+            raise SqlStateError(E.EXTERNAL, f"model {model_id} did not answer JSON") from None
         vec = _vector_at(doc, json_key)
         return Result([("pgkb_invoke_get_embeddings", FLOAT4_ARRAY_OID)], [[float_array_literal(vec)]])
 
@@ -160,7 +160,7 @@ class Calls:
             return None  # the general path reports it
         return model_id, req["inputText"]
 
-    def embed_many(self, model_id: str, texts: list[str]) -> list[np.ndarray | WireError]:
+    def embed_many(self, model_id: str, texts: list[str]) -> list[np.ndarray | SqlStateError]:
         """One model call for many single-text requests; each gets its vector or its own error.
 
         Texts longer than a local model's window are embedded from their first tokens (docs/embeddings.md),
@@ -172,7 +172,7 @@ class Calls:
         except Exception as exc:
             if len(texts) == 1:
                 return [E.from_exception(exc)]
-        out: list[np.ndarray | WireError] = []
+        out: list[np.ndarray | SqlStateError] = []
         for t in texts:
             try:
                 out.append(self.backend.embed(model_id, [t])[0])
@@ -189,9 +189,9 @@ class Calls:
         try:
             texts = json.loads(texts_json)
         except ValueError:
-            raise WireError(E.INVALID_TEXT, "texts must be a JSON array of strings") from None
+            raise SqlStateError(E.INVALID_TEXT, "texts must be a JSON array of strings") from None
         if not isinstance(texts, list) or not all(t is None or isinstance(t, str) for t in texts):
-            raise WireError(E.INVALID_PARAMETER, "texts must be a JSON array of strings")
+            raise SqlStateError(E.INVALID_PARAMETER, "texts must be a JSON array of strings")
         present = [(i, t) for i, t in enumerate(texts) if t is not None]
         strs = [t for _, t in present]
         try:

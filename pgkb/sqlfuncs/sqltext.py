@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pgkb.sqlfuncs.errors import WireError
+from pgkb.sqlfuncs.errors import SqlStateError
 
 _WS = re.compile(r"\s*")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -41,8 +41,8 @@ class Constant:
 Statement = Call | SetCommand | Constant | None  # None: empty query
 
 
-def _syntax(msg: str) -> WireError:
-    return WireError("42601", msg, hint="pgkb's endpoint accepts SELECT fn('literal', ...) calls only")
+def _syntax(msg: str) -> SqlStateError:
+    return SqlStateError("42601", msg, hint="pgkb's endpoint accepts SELECT fn('literal', ...) calls only")
 
 
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}

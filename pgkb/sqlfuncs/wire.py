@@ -29,7 +29,7 @@ from typing import Any
 from pgkb.sqlfuncs import sqltext
 from pgkb.sqlfuncs.calls import Calls, Result
 from pgkb.sqlfuncs.credentials import load_users, users_file
-from pgkb.sqlfuncs.errors import INTERNAL, WireError
+from pgkb.sqlfuncs.errors import INTERNAL, SqlStateError
 from pgkb.sqlfuncs.scram import ScramError, ScramExchange, Verifier
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _auth(code: int, data: bytes = b"") -> bytes:
     return _msg(b"R", struct.pack("!I", code) + data)
 
 
-def _error(err: WireError, *, fatal: bool = False, enc: str = "utf-8") -> bytes:
+def _error(err: SqlStateError, *, fatal: bool = False, enc: str = "utf-8") -> bytes:
     sev = "FATAL" if fatal else "ERROR"
     fields = [b"S" + _cstr(sev), b"V" + _cstr(sev), b"C" + _cstr(err.sqlstate), b"M" + _cstr(err.message, enc)]
     if err.detail:
@@ -158,13 +158,13 @@ class _Coalescer:
                     results = await loop.run_in_executor(
                         self.executor, self.calls.embed_many, model_id, [t for t, _ in batch])
                 except BaseException as exc:  # every waiter must wake up
-                    results = [WireError(INTERNAL, f"pgkb endpoint internal error: {type(exc).__name__}")] * len(batch)
+                    results = [SqlStateError(INTERNAL, f"pgkb endpoint internal error: {type(exc).__name__}")] * len(batch)
                 self.batches += 1
                 self.items += len(batch)
                 for (_, fut), res in zip(batch, results, strict=True):
                     if fut.done():
                         continue
-                    if isinstance(res, WireError):
+                    if isinstance(res, SqlStateError):
                         fut.set_exception(res)
                     else:
                         fut.set_result(res)
@@ -234,7 +234,7 @@ class WireServer:
             pass
         except _ProtocolViolation as exc:
             log.info("closing connection from %s: %s", peer, exc)
-            writer.write(_error(WireError("08P01", str(exc)), fatal=True))
+            writer.write(_error(SqlStateError("08P01", str(exc)), fatal=True))
         except Exception:  # a bug must not take the endpoint down
             log.exception("endpoint connection from %s failed", peer)
         finally:
@@ -269,12 +269,12 @@ class WireServer:
                 return None  # calls are not cancellable mid-model-call; the client just stops waiting
             break
         if self.ssl_context is not None and not tls:
-            writer.write(_error(WireError("28000", "pgkb's SQL endpoint requires TLS (sslmode require or stricter)"),
+            writer.write(_error(SqlStateError("28000", "pgkb's SQL endpoint requires TLS (sslmode require or stricter)"),
                                 fatal=True))
             return None
         major = code >> 16
         if major != 3:
-            writer.write(_error(WireError("0A000", f"unsupported frontend protocol {major}.{code & 0xFFFF}"), fatal=True))
+            writer.write(_error(SqlStateError("0A000", f"unsupported frontend protocol {major}.{code & 0xFFFF}"), fatal=True))
             return None
         parts = body[4:].split(b"\0")
         params = {parts[i].decode("utf-8", "replace"): parts[i + 1].decode("utf-8", "replace")
@@ -288,7 +288,7 @@ class WireServer:
         if not await self._authenticate(reader, writer, user):
             peer = writer.get_extra_info("peername")
             log.warning("endpoint authentication failed for user %r from %s", user, peer)
-            writer.write(_error(WireError("28P01", f'password authentication failed for user "{user}"'), fatal=True))
+            writer.write(_error(SqlStateError("28P01", f'password authentication failed for user "{user}"'), fatal=True))
             return None
         enc_name = params.get("client_encoding", "UTF8").upper().replace("-", "")
         if enc_name not in _ENCODINGS:
@@ -346,7 +346,7 @@ class WireServer:
                         if stmt.name == "client_encoding" and stmt.value is not None:
                             name = stmt.value.upper().replace("-", "")
                             if name not in _ENCODINGS:
-                                raise WireError("22023", f"client encoding {stmt.value} is not supported")
+                                raise SqlStateError("22023", f"client encoding {stmt.value} is not supported")
                             enc = _ENCODINGS[name]
                             writer.write(_param_status("client_encoding", name))
                         writer.write(_msg(b"C", _cstr("SET" if stmt.value is not None else "RESET")))
@@ -361,11 +361,11 @@ class WireServer:
                         else:
                             res = await loop.run_in_executor(self._executor, self.calls.run, stmt.name, stmt.args)
                         writer.write(_result(res, enc))
-                except WireError as err:
+                except SqlStateError as err:
                     writer.write(_error(err, enc=enc))
                 except Exception:
                     log.exception("endpoint call failed")
-                    writer.write(_error(WireError(INTERNAL, "pgkb endpoint internal error"), enc=enc))
+                    writer.write(_error(SqlStateError(INTERNAL, "pgkb endpoint internal error"), enc=enc))
                 writer.write(_ready())
                 await writer.drain()
             elif kind == b"S":  # Sync
@@ -375,7 +375,7 @@ class WireServer:
             elif kind in (b"P", b"B", b"D", b"E", b"C", b"H"):
                 if not in_error:
                     in_error = True
-                    writer.write(_error(WireError("0A000", "pgkb's endpoint speaks the simple query protocol only")))
+                    writer.write(_error(SqlStateError("0A000", "pgkb's endpoint speaks the simple query protocol only")))
                     await writer.drain()
             else:
                 raise _ProtocolViolation(f"unexpected message type {kind!r}")
