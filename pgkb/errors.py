@@ -60,15 +60,26 @@ class ServiceQuotaError(PgkbError):
 
 
 class DependencyFailedError(PgkbError):
-    """A dependency (model endpoint, S3, Secrets Manager) failed."""
+    """A dependency (model endpoint, S3, Secrets Manager) failed. `resourceName` (Bedrock's field)
+    names the model or reranker, when there is one."""
 
     code = "DependencyFailedException"
     status = 424
 
+    def __init__(self, message: str, *, resource_name: str | None = None) -> None:
+        super().__init__(message)
+        self.resourceName = resource_name
+
 
 class BadGatewayError(PgkbError):
+    """A dependency could not answer now (unreachable, timed out, 5xx): retry later."""
+
     code = "BadGatewayException"
     status = 502
+
+    def __init__(self, message: str, *, resource_name: str | None = None) -> None:
+        super().__init__(message)
+        self.resourceName = resource_name
 
 
 class DatabaseUnavailableError(PgkbError):

@@ -308,7 +308,7 @@ def test_openai_template_with_query_and_fallback_citation(svc: Any, kb: str, llm
     [
         ("fake.fail500", BadGatewayError, "HTTP 500"),
         ("fake.fail400", DependencyFailedError, "HTTP 400"),
-        ("fake.garbage", DependencyFailedError, "chat completion"),
+        ("fake.garbage", DependencyFailedError, "did not answer JSON"),
         ("fake.slow", BadGatewayError, "within 0.5 s"),
         ("fake.down", BadGatewayError, "cannot reach"),
     ],

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pgkb.errors import DependencyFailedError, ValidationError
+from pgkb.errors import BadGatewayError, DependencyFailedError, ValidationError
 from pgkb.retrieval.rerank import parse_config, rerank_hits, reranker_for
 from pgkb.retrieval.search import SearchHit
 
@@ -188,21 +188,23 @@ def test_bad_configurations(config, env, needle) -> None:
         rerank_hits("q", HITS, config, env=env)
 
 
-@pytest.mark.parametrize("server", ["error", "garbage", "bad-index"], indirect=True)
-def test_failing_endpoint_is_a_dependency_failure(server: Server) -> None:
+@pytest.mark.parametrize(("server", "error"), [("error", BadGatewayError), ("garbage", DependencyFailedError),
+                                               ("bad-index", DependencyFailedError)], indirect=["server"])
+def test_failing_endpoint_is_a_typed_failure(server: Server, error: type[Exception]) -> None:
+    """503: the reranker cannot answer now (502, retry); garbage: configuration to fix (424)."""
     env = {"PGKB_RERANKERS": json.dumps({ARN: server.url + "/rerank"})}
-    with pytest.raises(DependencyFailedError, match="reranker cohere.rerank-v3-5:0 at http://127.0.0.1"):
+    with pytest.raises(error, match="reranker cohere.rerank-v3-5:0 at http://127.0.0.1"):
         rerank_hits("q", HITS, cfg(), env=env)
 
 
-def test_unreachable_endpoint_is_a_dependency_failure() -> None:
+def test_unreachable_endpoint_is_a_bad_gateway() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nobody listens there
     env = {"PGKB_RERANKERS": json.dumps({ARN: {"url": f"http://user:pw@127.0.0.1:{port}/rerank", "timeout": 2}})}
-    with pytest.raises(DependencyFailedError, match="unreachable") as err:
+    with pytest.raises(BadGatewayError, match="cannot reach") as err:
         rerank_hits("q", HITS, cfg(), env=env)
-    assert "pw" not in str(err.value)
+    assert "pw" not in str(err.value) and err.value.resourceName == "cohere.rerank-v3-5:0"
 
 
 @pytest.mark.parametrize("server", ["tei"], indirect=True)

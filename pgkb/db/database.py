@@ -18,19 +18,12 @@ from psycopg_pool import ConnectionPool
 
 from pgkb.config import Settings
 from pgkb.errors import AccessDeniedError, DatabaseUnavailableError
+from pgkb.redact import redact_url
 
 log = logging.getLogger(__name__)
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)([^@]*)(@)")
-_PASSWORD_KV = re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE)
-
 # Key for the advisory lock that serialises migrations across processes.
 _MIGRATION_LOCK = 0x70676B62  # "pgkb"
-
-
-def redact_url(text: str) -> str:
-    """Remove passwords from a connection URL or any text that may contain one."""
-    return _PASSWORD_KV.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***\3", text))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -18,7 +16,8 @@ import numpy as np
 
 from pgkb.embeddings.base import approximate_tokenizer, empty, l2_normalize
 from pgkb.embeddings.registry import ModelSpec
-from pgkb.errors import DependencyFailedError, ModelNotAvailableError, ValidationError
+from pgkb.errors import ModelNotAvailableError, ValidationError
+from pgkb.http_json import post_json, unexpected_answer
 
 ENV = "PGKB_OPENAI_EMBEDDINGS"
 
@@ -82,27 +81,16 @@ class OpenAICompatibleModel:
         body: dict[str, object] = {"model": self._model, "input": texts, "encoding_format": "float"}
         if self._send_dims:
             body["dimensions"] = self.dimensions
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        req = urllib.request.Request(self._url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                payload = json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode("utf-8", "replace")
-            raise DependencyFailedError(f"Embedding endpoint {self._url} answered {e.code}: {detail}") from e
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise DependencyFailedError(f"Embedding endpoint {self._url} failed: {e}") from e
+        payload = post_json(self._url, body, resource=self.spec.id, what="embedding endpoint",
+                            api_key=self._api_key, timeout=self._timeout)
         try:
             data = sorted(payload["data"], key=lambda d: d.get("index", 0))
             vecs = np.asarray([d["embedding"] for d in data], dtype=np.float32)
-        except (KeyError, TypeError, ValueError) as e:
-            raise DependencyFailedError(f"Embedding endpoint {self._url} returned an unexpected body: {e}") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise unexpected_answer(self.spec.id, "embedding endpoint", self._url, f"an unexpected body: {e}") from None
         if vecs.shape != (len(texts), self.dimensions):
-            raise DependencyFailedError(
-                f"Embedding endpoint {self._url} returned shape {vecs.shape}, expected ({len(texts)}, {self.dimensions})"
-            )
+            raise unexpected_answer(self.spec.id, "embedding endpoint", self._url,
+                                    f"shape {vecs.shape}, expected ({len(texts)}, {self.dimensions})")
         return vecs
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:

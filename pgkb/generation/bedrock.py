@@ -11,10 +11,15 @@ import os
 import re
 from typing import Any
 
-from pgkb.errors import ModelNotAvailableError, ValidationError
+from pgkb.errors import (
+    BadGatewayError,
+    DependencyFailedError,
+    ModelNotAvailableError,
+    PgkbError,
+    ValidationError,
+)
 from pgkb.generation import citations, prompts
 from pgkb.generation.base import Answer, GenerationRequest, RewriteRequest
-from pgkb.generation.http_errors import bad_gateway, dependency_failed
 from pgkb.generation.openai import clean_rewrite
 
 ENDPOINT_ENV = "PGKB_BEDROCK_ENDPOINT_URL"
@@ -92,16 +97,17 @@ class BedrockConverseGenerator:
                 raise ValidationError(f"Bedrock Converse({resource}) refused the request: {code}: {msg}") from e
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             server_side = code in _SERVER_SIDE or status >= 500
-            raise (bad_gateway if server_side else dependency_failed)(resource, f"{code}: {msg}".rstrip(": ")) from e
+            raise _failed(BadGatewayError if server_side else DependencyFailedError, resource,
+                          f"{code}: {msg}".rstrip(": ")) from e
         except (ConnectTimeoutError, ReadTimeoutError, EndpointConnectionError) as e:
-            raise bad_gateway(resource, str(e)) from e
+            raise _failed(BadGatewayError, resource, str(e)) from e
         except BotoCoreError as e:
-            raise dependency_failed(resource, str(e)) from e
+            raise _failed(DependencyFailedError, resource, str(e)) from e
         try:
             parts = resp["output"]["message"]["content"]
             return "".join(p.get("text", "") for p in parts)
         except (KeyError, TypeError) as e:
-            raise dependency_failed(resource, f"Converse answered without output.message.content: {e}") from e
+            raise _failed(DependencyFailedError, resource, f"Converse answered without output.message.content: {e}") from e
 
     def generate(self, request: GenerationRequest) -> Answer:
         system, messages = prompts.generation_messages(
@@ -115,3 +121,7 @@ class BedrockConverseGenerator:
         raw = self._converse(None, [{"role": "user", "content": prompt}], request.inference,
                              request.additional_fields)
         return clean_rewrite(raw, request.question)
+
+
+def _failed(kind: type[BadGatewayError] | type[DependencyFailedError], resource: str, cause: str) -> PgkbError:
+    return kind(f"The model {resource} failed: {cause}", resource_name=resource)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.generation import citations, prompts
 from pgkb.generation.base import Answer, GenerationRequest, RewriteRequest
-from pgkb.generation.http_errors import bad_gateway, dependency_failed
+from pgkb.http_json import post_json, unexpected_answer
 
 ENV = "PGKB_OPENAI_GENERATORS"
 NAME = "openai-compatible"
@@ -101,35 +99,16 @@ class OpenAIChatGenerator:
         return body
 
     def _complete(self, body: dict[str, Any]) -> str:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        resource = self.cfg.key
+        doc = post_json(self.url, body, resource=self.cfg.key, what="model endpoint", api_key=self.api_key,
+                        timeout=self.cfg.timeout)
         try:
-            with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read(300).decode("utf-8", "replace").strip()
-            cause = f"HTTP {e.code} from {self.url}" + (f": {detail}" if detail else "")
-            raise (bad_gateway if e.code >= 500 else dependency_failed)(resource, cause) from e
-        except TimeoutError as e:
-            raise bad_gateway(resource, f"no answer from {self.url} within {self.cfg.timeout:g} s") from e
-        except urllib.error.URLError as e:
-            reason = e.reason
-            if isinstance(reason, TimeoutError):
-                raise bad_gateway(resource, f"no answer from {self.url} within {self.cfg.timeout:g} s") from e
-            raise bad_gateway(resource, f"cannot reach {self.url}: {reason}") from e
-        except (OSError, ValueError) as e:  # connection reset mid-body, bad URL
-            raise bad_gateway(resource, f"{self.url}: {e}") from e
-        try:
-            doc = json.loads(raw)
             content = doc["choices"][0]["message"]["content"]
             if not isinstance(content, str):
                 raise TypeError("message.content is not a string")
             return content
-        except (ValueError, TypeError, KeyError, IndexError) as e:
-            raise dependency_failed(resource, f"{self.url} did not answer with a chat completion: {e}") from e
+        except (TypeError, KeyError, IndexError) as e:
+            raise unexpected_answer(self.cfg.key, "model endpoint", self.url,
+                                    f"it did not answer with a chat completion: {e}") from None
 
     def generate(self, request: GenerationRequest) -> Answer:
         system, messages = prompts.generation_messages(

@@ -10,7 +10,8 @@ Resolution of `modelConfiguration.modelArn` (`arn:aws:bedrock:<region>::foundati
    AWS credentials are configured (or `PGKB_BEDROCK_RERANK_ENDPOINT_URL` points at a compatible
    endpoint).
 3. Otherwise a ValidationError: an unusable configuration is never silently skipped.
-A reranker that fails (unreachable, error status, malformed answer) raises DependencyFailedError.
+A reranker that fails raises BadGatewayError (unreachable, timed out, 5xx) or DependencyFailedError
+(4xx, a malformed answer), as every model endpoint does (`pgkb.http_json`).
 
 Documents sent to the reranker are the chunk texts; with `metadataConfiguration` the selected
 metadata is appended as `key: value` lines (`ALL`: every attribute; `SELECTIVE`: fieldsToInclude, or
@@ -24,13 +25,13 @@ import json
 import math
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pgkb.errors import AccessDeniedError, DependencyFailedError, ValidationError
+from pgkb.http_json import post_json
+from pgkb.redact import redact_url
 from pgkb.retrieval.search import SearchHit
 
 RERANKERS_ENV = "PGKB_RERANKERS"
@@ -132,27 +133,9 @@ class HttpReranker:
             if self.model:
                 body["model"] = self.model
         body.update(self.extra or {})
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        where = f"reranker {self.name} at {_redact(self.url)}"
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                payload = json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:200].decode("utf-8", "replace").strip()
-            raise DependencyFailedError(f"{where} answered HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DependencyFailedError(f"{where} is unreachable: {reason}") from None
-        except json.JSONDecodeError:
-            raise DependencyFailedError(f"{where} did not answer JSON") from None
-        return _parse_results(payload, len(documents), where)[:top_n]
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", url)
+        payload = post_json(self.url, body, resource=self.name, what="reranker", api_key=self.api_key,
+                            timeout=self.timeout)
+        return _parse_results(payload, len(documents), f"reranker {self.name} at {redact_url(self.url)}")[:top_n]
 
 
 def _parse_results(payload: Any, n: int, where: str) -> list[tuple[int, float]]:
