@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pgkb.embeddings.registry import ModelSpec
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is: its id, which provider serves it, its dimensions and input limit."""
+
+    id: str
+    #: the name a loader is registered under (`pgkb.embeddings.registry.register_provider`); pgkb's
+    #: own are "local", "bedrock" and "openai".
+    provider: str
+    dimensions: int
+    allowed_dimensions: tuple[int, ...] = ()
+    max_input_tokens: int = 512
+    normalize: bool = True
+    description: str = ""
+    #: provider-specific settings (backend for local models, endpoint for OpenAI-compatible ones).
+    options: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def dimension_choices(self) -> tuple[int, ...]:
+        return self.allowed_dimensions or (self.dimensions,)
 
 
 @runtime_checkable

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from pgkb.embeddings.base import approximate_tokenizer, empty, l2_normalize
-from pgkb.embeddings.registry import DEFAULT_MODEL_ID, ModelSpec
+from pgkb.embeddings.base import ModelSpec, approximate_tokenizer, empty, l2_normalize
+from pgkb.embeddings.registry import DEFAULT_MODEL_ID
 from pgkb.errors import DependencyFailedError, ModelNotAvailableError, ValidationError
 
 ENDPOINT_ENV = "PGKB_BEDROCK_ENDPOINT_URL"

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from pgkb.embeddings.base import EmbeddingModel
-from pgkb.embeddings.registry import ModelSpec, get_model, get_spec, resolve_dimensions
+from pgkb.embeddings.base import EmbeddingModel, ModelSpec
+from pgkb.embeddings.registry import get_model, get_spec, resolve_dimensions
 from pgkb.errors import InputTooLongError, MalformedJsonError, ValidationError
 
 JSON = "application/json"

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pgkb.embeddings.base import HFTokenizer, empty, minilm_dir
-from pgkb.embeddings.registry import ModelSpec
+from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir
 from pgkb.errors import ModelNotAvailableError
 
 # Measured on 2 cores over msmarco-5k: larger batches only add padding once texts are length-sorted.

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pgkb.embeddings.base import HFTokenizer, empty, minilm_dir
-from pgkb.embeddings.registry import ModelSpec
+from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir
 from pgkb.errors import ModelNotAvailableError
 
 GRAPH_PREFIX = "all-minilm-l6-v2-"

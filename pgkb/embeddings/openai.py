@@ -14,8 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pgkb.embeddings.base import approximate_tokenizer, empty, l2_normalize
-from pgkb.embeddings.registry import ModelSpec
+from pgkb.embeddings.base import ModelSpec, approximate_tokenizer, empty, l2_normalize
 from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.http_json import post_json, unexpected_answer
 

@@ -1,17 +1,28 @@
-"""Model registry: which embedding models exist, their limits, and one loaded instance per process."""
+"""Model registry: which embedding models exist, their limits, and one loaded instance per process.
+
+Providers register by name: `register_provider(name, loader, specs)` adds a loader for the specs whose
+`provider` is `name`, and optionally a source of specs. pgkb's own providers (local torch and ONNX
+models, Bedrock, OpenAI-compatible endpoints) register below; a third party adds models without
+touching pgkb through the entry-point group `pgkb.embeddings`: each entry point is a callable that
+receives `register_provider` and calls it (as `llm`'s plugins register models).
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
 
-from pgkb.embeddings.base import EmbeddingModel
+from pgkb.embeddings.base import EmbeddingModel, ModelSpec
 from pgkb.errors import ModelNotAvailableError, ValidationError
 
-Provider = Literal["local", "bedrock", "openai"]
+log = logging.getLogger(__name__)
+
+Loader = Callable[[ModelSpec, int], EmbeddingModel]
+SpecSource = Callable[[], Iterable[ModelSpec]]
+ENTRY_POINT_GROUP = "pgkb.embeddings"
 
 #: all-MiniLM-L6-v2 on sentence-transformers/torch: the reference every local variant is measured against.
 REFERENCE_MODEL_ID = "sentence-transformers.all-minilm-l6-v2"
@@ -22,23 +33,6 @@ REFERENCE_MODEL_ID = "sentence-transformers.all-minilm-l6-v2"
 DEFAULT_MODEL_ID = "sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched"
 #: The fastest local model with nDCG@10 within 0.005 of the reference: the default.
 FAST_MODEL_ID = DEFAULT_MODEL_ID
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str
-    provider: Provider
-    dimensions: int
-    allowed_dimensions: tuple[int, ...] = ()
-    max_input_tokens: int = 512
-    normalize: bool = True
-    description: str = ""
-    #: provider-specific settings (backend for local models, endpoint for OpenAI-compatible ones).
-    options: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def dimension_choices(self) -> tuple[int, ...]:
-        return self.allowed_dimensions or (self.dimensions,)
 
 
 _BUILTIN: dict[str, ModelSpec] = {
@@ -96,12 +90,70 @@ def model_arn(model_id: str, region: str) -> str:
     return f"arn:aws:bedrock:{region}::foundation-model/{model_id_from_arn(model_id)}"
 
 
-def _all_specs() -> dict[str, ModelSpec]:
-    from pgkb.embeddings.openai import configured_specs  # configuration may change between calls
+_loaders: dict[str, Loader] = {}
+_sources: list[SpecSource] = []
+_plugins_loaded = False
 
-    specs = dict(_BUILTIN)
-    for s in configured_specs():
-        specs[s.id] = s
+
+def register_provider(name: str, loader: Loader, specs: SpecSource | None = None) -> None:
+    """Serve the specs whose `provider` is `name` with `loader`; `specs`, when given, is called each
+    time the models are listed (so configuration read from the environment can change)."""
+    _loaders[name] = loader
+    if specs is not None:
+        _sources.append(specs)
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()(register_provider)
+        except Exception as exc:  # a broken plugin must not take pgkb's own models down
+            log.warning("embedding plugin %s failed to load: %s", ep.name, exc)
+
+
+def _local(spec: ModelSpec, dimensions: int) -> EmbeddingModel:
+    if spec.options.get("backend") == "onnx":
+        from pgkb.embeddings.onnx import load_onnx_model
+
+        return load_onnx_model(spec, dimensions)
+    from pgkb.embeddings.local import load_local_model
+
+    return load_local_model(spec, dimensions)
+
+
+def _bedrock(spec: ModelSpec, dimensions: int) -> EmbeddingModel:
+    from pgkb.embeddings.bedrock import load_bedrock_model
+
+    return load_bedrock_model(spec, dimensions)
+
+
+def _openai(spec: ModelSpec, dimensions: int) -> EmbeddingModel:
+    from pgkb.embeddings.openai import load_openai_model
+
+    return load_openai_model(spec, dimensions)
+
+
+def _openai_specs() -> Iterable[ModelSpec]:
+    from pgkb.embeddings.openai import configured_specs
+
+    return configured_specs()
+
+
+register_provider("local", _local, lambda: (s for s in _BUILTIN.values() if s.provider == "local"))
+register_provider("bedrock", _bedrock, lambda: (s for s in _BUILTIN.values() if s.provider == "bedrock"))
+register_provider("openai", _openai, _openai_specs)
+
+
+def _all_specs() -> dict[str, ModelSpec]:
+    _load_plugins()
+    specs: dict[str, ModelSpec] = {}
+    for source in _sources:
+        for s in source():
+            specs[s.id] = s
     return specs
 
 
@@ -124,22 +176,11 @@ _cache: dict[tuple[str, int], EmbeddingModel] = {}
 _lock = threading.Lock()
 
 
-def _loader(spec: ModelSpec) -> Callable[[ModelSpec, int], EmbeddingModel]:
-    if spec.provider == "local":
-        if spec.options.get("backend") == "onnx":
-            from pgkb.embeddings.onnx import load_onnx_model
-
-            return load_onnx_model
-        from pgkb.embeddings.local import load_local_model
-
-        return load_local_model
-    if spec.provider == "bedrock":
-        from pgkb.embeddings.bedrock import load_bedrock_model
-
-        return load_bedrock_model
-    from pgkb.embeddings.openai import load_openai_model
-
-    return load_openai_model
+def _loader(spec: ModelSpec) -> Loader:
+    loader = _loaders.get(spec.provider)
+    if loader is None:
+        raise ModelNotAvailableError(f"No provider {spec.provider!r} is registered for model {spec.id}")
+    return loader
 
 
 def resolve_dimensions(spec: ModelSpec, dimensions: int | None) -> int:
