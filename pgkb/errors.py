@@ -93,3 +93,29 @@ class ModelNotAvailableError(ValidationError):
     """A model id is unknown, or its provider is not configured (e.g. Bedrock without AWS)."""
 
     sqlstate = "42704"  # undefined_object
+
+def unstorable(text: str) -> str | None:
+    """Why `text` cannot be stored or tokenized, or None when it can.
+
+    PostgreSQL's text type has no NUL, and a lone UTF-16 surrogate (which JSON's `\\ud800` escape
+    can carry) is no character at all: it cannot be encoded as UTF-8, so neither the database nor
+    a tokenizer can take it. Bedrock refuses both with a ValidationException.
+    """
+    if text.isascii():
+        return "must not contain null characters" if "\x00" in text else None
+    if "\x00" in text:
+        return "must not contain null characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain unpaired surrogate characters"
+    return None
+
+
+def printable(text: str) -> str:
+    """`text` made safe to echo in any message: lone surrogates become `\\udxxx` escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,3 +78,64 @@ def test_real_model_rows_match_unbatched() -> None:
         got = list(pool.map(lambda q: proxy.embed_queries([q])[0], queries))
     want = model.embed_queries(queries)
     assert np.allclose(np.stack(got), want, atol=1e-4)
+
+
+def _held_batcher(fn: Any, n: int) -> MicroBatcher:
+    """A batcher whose first model call waits until `n` - 1 more requests have queued, so the
+    rest meet in one shared batch."""
+    seen: list[int] = []
+    batcher: MicroBatcher
+
+    def held(texts: list[str]) -> np.ndarray:
+        seen.append(len(texts))
+        if len(seen) == 1:
+            deadline = time.monotonic() + 10
+            while batcher._queue.qsize() < n - 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return fn(texts)
+
+    batcher = MicroBatcher(held, max_items=64)
+    return batcher
+
+
+def test_one_bad_input_fails_only_its_own_request() -> None:
+    def fn(texts: list[str]) -> np.ndarray:
+        if any(t.startswith("bad") for t in texts):
+            raise ValueError("this input breaks the model")
+        return np.array([[float(len(t))] for t in texts], dtype=np.float32)
+
+    n = 24
+    batcher = _held_batcher(fn, n)
+    texts = [("bad" if i % 5 == 1 else "good") + "x" * i for i in range(n)]
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(batcher, [t]) for t in texts]
+        for t, f in zip(texts, futures, strict=True):
+            if t.startswith("bad"):
+                with pytest.raises(ValueError, match="breaks the model"):
+                    f.result()
+            else:
+                assert f.result()[0, 0] == len(t)
+    assert batcher.isolations >= 1  # the shared batch did fail, and was split
+
+
+def test_real_tokenizer_refusal_is_isolated() -> None:
+    """A lone surrogate makes the real tokenizer raise; the queries batched with it still get
+    the same vectors they get alone."""
+    from pgkb.embeddings import get_model
+
+    model = get_model("sentence-transformers.all-minilm-l6-v2")
+    n = 12
+    batcher = _held_batcher(model.embed_queries, n)
+    texts = [f"bad \ud800 query {i}" if i % 4 == 2 else f"where do penguins live? {i}" for i in range(n)]
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(batcher, [t]) for t in texts]
+        got = {}
+        for t, f in zip(texts, futures, strict=True):
+            if "\ud800" in t:
+                with pytest.raises(Exception):  # noqa: B017 - whatever the tokenizer raises
+                    f.result()
+            else:
+                got[t] = f.result()[0]
+    want = model.embed_queries(list(got))
+    assert np.allclose(np.stack(list(got.values())), want, atol=1e-4)
+    assert batcher.isolations >= 1

@@ -42,6 +42,14 @@ def _check_media(content_type: str | None, accept: str | None) -> None:
         raise ValidationError(f"Accept type {accept} is not supported by embedding models; use {JSON}")
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _token_limit(model: EmbeddingModel) -> int:
     return model.spec.max_input_tokens - model.tokenizer.num_special_tokens
 
@@ -54,10 +62,13 @@ def invoke(
     _check_media(content_type, accept)
     try:
         req = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise _bad(f"the body is not valid JSON ({e})", MalformedJsonError) from e
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise _bad(f"the body is not valid JSON ({str(e)[:200]})", MalformedJsonError) from e
     if not isinstance(req, dict):
         raise _bad("expected a JSON object", MalformedJsonError)
+    texts = req.get("texts") if isinstance(req.get("texts"), list) else [req.get("inputText")]
+    if any(isinstance(t, str) and not _encodable(t) for t in texts):  # JSON's "\ud800": no tokenizer takes it
+        raise _bad("the input text contains an unpaired surrogate character")
     if "inputText" in req:
         out = _titan(spec, req)
     elif "texts" in req or "input_type" in req:

@@ -25,7 +25,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from pgkb.errors import ValidationError
+from pgkb.errors import ValidationError, unstorable
 from pgkb.store.vector_table import FieldMapping
 
 LEAF_OPERATORS = (
@@ -46,7 +46,13 @@ _RANGE = {"greaterThan": ">", "greaterThanOrEquals": ">=", "lessThan": "<", "les
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite double: Bedrock's filter numbers are doubles, and values bind as float8."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond any double (10**400)
+        return False
 
 
 def _is_scalar(v: Any) -> bool:
@@ -59,7 +65,7 @@ def _kind(v: Any) -> str:
     if isinstance(v, bool):
         return "boolean"
     if isinstance(v, int | float):
-        return "number"
+        return "number" if _is_number(v) else "a number out of range"
     if isinstance(v, str):
         return "string"
     if isinstance(v, list):
@@ -82,8 +88,12 @@ def _check_leaf(op: str, body: Any, path: str) -> None:
         raise ValidationError(
             f"{path}.key: {len(key)} characters; a filter key must have at most {MAX_KEY_LENGTH} characters"
         )
+    _check_text(key, f"{path}.key")
     value = body["value"]
     vpath = f"{path}.value"
+    for i, item in enumerate(value if isinstance(value, list) else [value]):
+        if isinstance(item, str):
+            _check_text(item, vpath if not isinstance(value, list) else f"{vpath}[{i}]")
     if op in ("equals", "notEquals"):
         if not _is_scalar(value):
             raise ValidationError(f"{vpath}: {op} needs a string, number or boolean, got {_kind(value)}")
@@ -103,6 +113,12 @@ def _check_leaf(op: str, body: Any, path: str) -> None:
             raise ValidationError(f"{vpath}: {op} needs a non-empty string, got {_kind(value)}")
     elif op == "listContains" and not _is_scalar(value):
         raise ValidationError(f"{vpath}: listContains needs a string, number or boolean, got {_kind(value)}")
+
+
+def _check_text(text: str, path: str) -> None:
+    why = unstorable(text)
+    if why is not None:
+        raise ValidationError(f"{path}: {why}")
 
 
 def _validate(f: Any, path: str, depth: int) -> None:

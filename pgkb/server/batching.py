@@ -6,6 +6,9 @@ the model runs, new requests queue up and form the next batch, so batching follo
 no timer on the single-client path. When the previous batch held more than one request (the server
 is busy) the worker lingers up to `max_wait_s` for stragglers before it runs.
 
+A failure belongs to the request that caused it: when a shared batch raises, each of its requests
+is re-run alone, so only the request with the bad input gets the error.
+
 Depends on nothing in pgkb, so the service layer can use it directly (`batched(model)`).
 """
 
@@ -46,6 +49,7 @@ class MicroBatcher:
         self._busy = False
         self.batches = 0  # counters for the bench
         self.items = 0
+        self.isolations = 0  # failed batches re-run one request at a time
         self._thread = threading.Thread(target=self._run, name=f"pgkb-batch-{name}", daemon=True)
         self._thread.start()
 
@@ -98,6 +102,11 @@ class MicroBatcher:
                 for r in batch:
                     r.result = vectors[start : start + len(r.texts)]
                     start += len(r.texts)
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0].error = exc
+                else:
+                    self._one_by_one(batch)
             except BaseException as exc:  # every waiter must wake up, with the model's error
                 for r in batch:
                     r.error = exc
@@ -105,6 +114,18 @@ class MicroBatcher:
             self.items += len(texts)
             for r in batch:
                 r.done.set()
+
+    def _one_by_one(self, batch: list[_Request]) -> None:
+        """A batch failed: one request's input may be at fault (text a tokenizer refuses), and one
+        client's bad input must not fail the others. Run each request alone, so each gets its own
+        vectors or its own error. Only the failure path pays the extra model calls."""
+        self.isolations += 1
+        for r in batch:
+            try:
+                r.result = self.fn(r.texts)
+            except Exception as exc:
+                r.error = exc
+            self.batches += 1
 
 
 class BatchedModel:

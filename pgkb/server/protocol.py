@@ -184,7 +184,12 @@ def _header_text(value: Any) -> str:
 
 
 def json_dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    """Compact UTF-8 JSON. Text that UTF-8 cannot carry (a lone surrogate echoed from a request)
+    falls back to ASCII escapes, which any JSON parser reads back, so encoding never fails."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def serialize_output(op: Operation, result: dict[str, Any] | None, request_id: str) -> Response:

@@ -5,6 +5,11 @@ types arrive unchecked, and a non-boto3 client checks nothing. `Validator.conver
 shape, turns wire values into what boto3 callers pass (bytes for base64 blobs, datetime for
 timestamps), drops members the model does not know, and collects every constraint violation with
 its field path (`retrievalConfiguration.vectorSearchConfiguration.numberOfResults`).
+
+Every string from the wire (members, map keys, and the strings and keys inside free-form documents
+such as filters) is checked here, once, for what no layer below can take: NUL characters and lone
+surrogates (`pgkb.errors.unstorable`). Messages echo values through `printable`, so an error body
+can always be encoded.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from pgkb.errors import printable, unstorable
 from pgkb.server.model import ServiceModel
 
 # Java/Smithy regexes use \p{C} (Unicode "other": controls, format, unassigned); Python's re lacks it.
@@ -51,12 +57,20 @@ class FieldError:
 def _show(value: Any, sensitive: bool) -> str:
     if sensitive:
         return "Value"
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else repr(value) if not isinstance(value, int) else _int_text(value)
     if isinstance(value, bool):
         text = "true" if value else "false"
     if len(text) > 64:
         text = text[:61] + "..."
-    return f"Value '{text}'"
+    return f"Value '{printable(text)}'"
+
+
+def _int_text(value: int) -> str:
+    """repr() of a huge int raises past 4,300 digits; the message needs only its start."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
 
 
 def _join(path: str, member: str) -> str:
@@ -98,6 +112,7 @@ class Validator:
         self, shape: dict, value: Any, path: str, errors: list[FieldError], sensitive: bool
     ) -> Any:
         if shape.get("document"):
+            self._document(value, path, errors, sensitive)
             return value
         if not isinstance(value, dict):
             self._type_error(errors, path or "body", value, "structure", sensitive)
@@ -130,6 +145,30 @@ class Validator:
                 )
         return out
 
+    def _document(self, value: Any, path: str, errors: list[FieldError], sensitive: bool) -> None:
+        """Free-form JSON (e.g. a filter value): no shape to walk, but its strings reach the
+        database all the same. Iterative, as the body's depth is bounded but its breadth is not."""
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                self._text(item, path, errors, sensitive)
+            elif isinstance(item, dict):
+                for k, v in item.items():
+                    self._text(k, path, errors, sensitive)
+                    stack.append(v)
+            elif isinstance(item, list):
+                stack.extend(item)
+
+    def _text(self, value: str, path: str, errors: list[FieldError], sensitive: bool) -> bool:
+        why = unstorable(value)
+        if why is None:
+            return True
+        errors.append(
+            FieldError(path, f"{_show(value, sensitive)} at '{path}' failed to satisfy constraint: Member {why}")
+        )
+        return False
+
     def _t_list(self, shape: dict, value: Any, path: str, errors: list[FieldError], sensitive: bool) -> Any:
         if not isinstance(value, list):
             self._type_error(errors, path, value, "list", sensitive)
@@ -146,13 +185,16 @@ class Validator:
         kshape, vshape = shape["key"]["shape"], shape["value"]["shape"]
         out = {}
         for k, v in value.items():
-            key = self._walk(kshape, k, f"{path}.{k}", errors, sensitive)
-            out[key] = self._walk(vshape, v, f"{path}.{k}", errors, sensitive)
+            kpath = f"{path}.{printable(k)}"
+            key = self._walk(kshape, k, kpath, errors, sensitive)
+            out[key] = self._walk(vshape, v, kpath, errors, sensitive)
         return out
 
     def _t_string(self, shape: dict, value: Any, path: str, errors: list[FieldError], sensitive: bool) -> Any:
         if not isinstance(value, str):
             self._type_error(errors, path, value, "string", sensitive)
+            return None
+        if not self._text(value, path, errors, sensitive):
             return None
         self._size(shape, len(value), path, errors, "have length", value, sensitive)
         enum = shape.get("enum")
@@ -203,10 +245,17 @@ class Validator:
                     f"Member must have value less than or equal to {shape['max']}",
                 )
             )
-        if integral and kind == "integer" and not (-(2**31) <= value < 2**31):
+        bits = {"integer": 31, "long": 63}.get(kind)
+        if bits is not None and not (-(2**bits) <= value < 2**bits):
             self._type_error(errors, path, value, kind, sensitive)
             return None
-        return float(value) if not integral else value
+        if not integral:
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond any double
+                self._type_error(errors, path, value, kind, sensitive)
+                return None
+        return value
 
     def _t_integer(
         self, shape: dict, value: Any, path: str, errors: list[FieldError], sensitive: bool

@@ -15,6 +15,8 @@ from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
 
 _NAME = re.compile(r"^([0-9a-zA-Z][_-]?){1,100}$")
 DEFAULT_ROLE_ARN = "arn:aws:iam::000000000000:role/pgkb"
+# Schemas no knowledge-base table may live in: PostgreSQL's own, and the catalog pgkb keeps.
+RESERVED_SCHEMAS = frozenset({"information_schema", "pgkb"})
 
 
 def check_name(name: Any, field: str = "name") -> str:
@@ -102,8 +104,16 @@ class ControlPlane(ServiceBase):
                 raise ValidationError(f"storageConfiguration.rdsConfiguration.{key} is required")
         database = self.database_for(rds)
         table = TableRef.parse(rds["tableName"])
+        if table.schema in RESERVED_SCHEMAS or table.schema.startswith("pg_"):
+            raise ValidationError(
+                f"storageConfiguration.rdsConfiguration.tableName {rds['tableName']!r}: schema {table.schema!r} "
+                "belongs to PostgreSQL or to pgkb's catalog; use another schema (the default is bedrock_integration)"
+            )
         mapping = FieldMapping.from_bedrock(rds["fieldMapping"])
         with database.connection() as conn:
+            # Two creates over one table would race in CREATE TABLE/INDEX; the second waits here
+            # (until the first's transaction commits) and then finds the table made.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"pgkb.table:{table}",))
             ensure_table(conn, table, mapping, dims, model_id)
             install_bm25(conn, table, mapping)  # statistics for HYBRID search, kept by triggers
         with self.db.connection() as conn:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pgkb.errors import ValidationError
+from pgkb.errors import ValidationError, unstorable
 from pgkb.generation import citations as cite
 from pgkb.generation import sessions
 from pgkb.generation.base import Answer, GenerationRequest, RewriteRequest, Turn
@@ -202,6 +202,8 @@ class GenerateOps(ServiceBase):
         question = inp.get("text")
         if not isinstance(question, str):
             raise ValidationError("input.text is required")
+        if (why := unstorable(question)) is not None:
+            raise ValidationError(f"input.text {why}")
         if len(question) > MAX_INPUT_CHARS:
             raise ValidationError(f"input.text is {len(question)} characters; the limit is {MAX_INPUT_CHARS}")
         if not question.strip():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgkb.errors import ValidationError
+from pgkb.errors import ValidationError, unstorable
 from pgkb.service import shapes
 from pgkb.service.base import ServiceBase
 
@@ -36,6 +36,9 @@ def query_text(retrieval_query: dict[str, Any]) -> str:
     text = retrieval_query.get("text")
     if not isinstance(text, str):
         raise ValidationError("retrievalQuery.text is required")
+    why = unstorable(text)
+    if why is not None:  # checked before the shared embedding batch, which it would fail
+        raise ValidationError(f"retrievalQuery.text {why}")
     if len(text) > MAX_QUERY_CHARS:
         raise ValidationError(
             f"retrievalQuery.text is {len(text)} characters; the limit is {MAX_QUERY_CHARS}"
