@@ -25,8 +25,8 @@ import re
 from typing import Any
 
 #: Coverage at or below which the dense ranking is ignored, and from which it is fully trusted.
-TRUST_FROM = 0.2
-TRUST_FULL = 0.5
+TRUST_FROM = 0.3
+TRUST_FULL = 0.6
 #: A piece this long is a real word piece even when it is only part of a word.
 REAL_PIECE_CHARS = 3
 

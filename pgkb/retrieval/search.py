@@ -3,10 +3,13 @@
 Scores are in [0, 1], higher is better:
 - SEMANTIC: `1 - cosine_distance / 2` = `(1 + cos) / 2` (pgvector's `<=>` distance is in [0, 2]);
 - HYBRID: weighted reciprocal rank fusion of the dense and BM25 rankings,
-  `1.5 / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least k) of each, then one
+  `t / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least k) of each, then one
   round of dense feedback: the candidates are re-ranked by cosine to the query plus the best fused
-  chunk, and fused again with the BM25 ranking, `3 / (10 + feedback rank) + 1 / (10 + BM25 rank)`,
-  divided by its maximum `4 / 11`, so a chunk ranked first by both scores 1.0. Alternatives measured in bench/bench_fusion.py, see docs/retrieval.md.
+  chunk, and fused again with the BM25 ranking, `3 t / (10 + feedback rank) + 1 / (10 + BM25 rank)`,
+  divided by its maximum `(3 t + 1) / 11`, so a chunk ranked first by both scores 1.0. `t` in [0, 1] is
+  the query's dense trust (fusion.py: how much of the query the embedding model's own tokenizer
+  covers with real word pieces); at 0 the ranking is BM25's. Alternatives measured in
+  bench/bench_fusion.py, see docs/retrieval.md.
 
 HIERARCHICAL knowledge bases: children (rows whose metadata has `x-pgkb-parent-id`) are searched, and
 each is replaced by its parent row; children of one parent collapse to one result, at the best child's
@@ -48,10 +51,12 @@ SearchType = Literal["SEMANTIC", "HYBRID", "LEXICAL"]
 MAX_QUERY_CHARS = 20_000
 MAX_K = 100
 RRF_K = 10
-#: Weight of the dense ranking in the first fusion (the lexical one weighs 1).
-DENSE_WEIGHT = 1.5
-#: Weight of the feedback ranking in the second fusion: chosen by leave-one-query-out cross-validation
-#: on msmarco-5k (every fold picks it; bench/bench_fusion.py).
+#: Weight of the dense ranking in the first fusion (the lexical one weighs 1), times the query's dense
+#: trust. With FEEDBACK_WEIGHT: the rule of the grid with the best worst case over msmarco-5k, arcd,
+#: bench/data/pgkb-docs and bench/data/py-stdlib (bench/bench_fusion.py; 1.5 before, tuned on
+#: msmarco-5k alone, was as good or worse on every corpus).
+DENSE_WEIGHT = 1.0
+#: Weight of the feedback ranking in the second fusion, times the query's dense trust.
 FEEDBACK_WEIGHT = 3.0
 #: Candidates taken from each ranking before fusion (per query, at least k).
 HYBRID_CANDIDATES = 50
