@@ -541,15 +541,24 @@ def keys_revoke(access_key_id: str, database_url: DatabaseUrl = None, data_dir: 
 # ---------------------------------------------------------------------------------------- evaluation
 
 
+EVAL_SEARCH = ("semantic", "lexical", "hybrid")
+
+
 def _eval_config(base: dict[str, Any], override: str | None) -> dict[str, Any]:
-    """`--compare "search=hybrid,chunking=fixed,max_tokens=200"` → base with those keys replaced."""
+    """`--compare "search=hybrid,chunking=fixed,max_tokens=200"` → base with those keys replaced; a bare
+    search type (`lexical`) stands for `search=lexical`."""
     cfg = dict(base)
     for part in filter(None, (p.strip() for p in (override or "").split(","))):
         key, sep, value = part.partition("=")
+        if not sep and key.lower() in EVAL_SEARCH:
+            key, sep, value = "search", "=", key
         key = key.strip().replace("-", "_")
         if not sep or key not in cfg:
             raise PgkbError(f"--compare: {part!r} is not key=value with key one of {', '.join(sorted(cfg))}")
         cfg[key] = int(value) if key in ("max_tokens", "overlap", "parent_tokens", "buffer_size", "breakpoint", "k") and value else value.strip()
+    if str(cfg["search"]).lower() not in EVAL_SEARCH:
+        raise PgkbError(f"--compare: search={cfg['search']!r} must be one of {', '.join(EVAL_SEARCH)}")
+    cfg["search"] = str(cfg["search"]).lower()
     return cfg
 
 
@@ -604,14 +613,32 @@ def _eval_run(svc: Any, ds: Any, docs_dir: Path, cfg: dict[str, Any]) -> Any:
                            retrievalConfiguration={"vectorSearchConfiguration": vsc})["retrievalResults"]
         return [doc_id(r.get("metadata", {}).get("x-amz-bedrock-kb-source-uri", "")) for r in res]
 
-    label = f"{cfg['search']}/{cfg['chunking']}" + (f"/{cfg['max_tokens']}" if cfg["max_tokens"] else "")
-    return evaluate(run, ds, int(cfg["k"]), name=label)
+    if cfg["search"] == "lexical":
+        # Retrieve knows SEMANTIC and HYBRID only (Bedrock's API): BM25 alone runs the same search()
+        # on the knowledge base's table, with no query embedding.
+        from pgkb.retrieval.search import search
+
+        kb = svc.resolve(kb_id)
+
+        def run_lexical(text: str) -> list[str]:
+            with kb.database.connection() as conn:
+                hits = search(conn, kb.table, kb.mapping, query_embedding=None, query_text=text[:20000],
+                              k=int(cfg["k"]), search_type="LEXICAL", attribute_cols=kb.attribute_cols)
+            return [doc_id(h.source_uri or "") for h in hits]
+
+        return evaluate(run_lexical, ds, int(cfg["k"]), name=_eval_label(cfg))
+
+    return evaluate(run, ds, int(cfg["k"]), name=_eval_label(cfg))
+
+
+def _eval_label(cfg: dict[str, Any]) -> str:
+    return f"{cfg['search']}/{cfg['chunking']}" + (f"/{cfg['max_tokens']}" if cfg["max_tokens"] else "")
 
 
 @app.command("eval")
 def eval_cmd(
     dataset: Annotated[Path, typer.Argument(help="A BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
-    search: Annotated[str, typer.Option(help="semantic | hybrid")] = "semantic",
+    search: Annotated[str, typer.Option(help="semantic | hybrid | lexical (BM25 alone, a pgkb extension)")] = "semantic",
     k: Annotated[int, typer.Option("-k", "--k", help="Results per query (1-100; recall@100 needs 100).")] = 100,
     model: Annotated[str, typer.Option(help="Embedding model id.")] = DEFAULT_MODEL_ID,
     chunking: Annotated[str, typer.Option(help="default | fixed | none | hierarchical | semantic")] = "default",
@@ -620,8 +647,10 @@ def eval_cmd(
     parent_tokens: Annotated[int | None, typer.Option(help="Parent chunk size (hierarchical).")] = None,
     buffer_size: Annotated[int | None, typer.Option(help="Semantic: neighbouring sentences per group.")] = None,
     breakpoint: Annotated[int | None, typer.Option(help="Semantic: breakpoint percentile threshold.")] = None,
-    compare: Annotated[str | None, typer.Option(
-        help='A second configuration, as overrides of the first: "search=hybrid" or "chunking=fixed,max_tokens=200".')] = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        help='Another configuration, as overrides of the first: "search=hybrid" or "chunking=fixed,max_tokens=200"'
+             ' (a bare "lexical" means search=lexical). Repeat it, or separate configurations with ";",'
+             ' e.g. --compare "lexical;hybrid" shows SEMANTIC, LEXICAL and HYBRID side by side.')] = None,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
@@ -633,12 +662,13 @@ def eval_cmd(
 
     from pgkb.retrieval.evaluation import format_reports, load_beir
 
-    if search.lower() not in ("semantic", "hybrid"):
-        raise PgkbError("--search must be semantic or hybrid")
-    ds = load_beir(dataset, split)
+    if search.lower() not in EVAL_SEARCH:
+        raise PgkbError(f"--search must be one of {', '.join(EVAL_SEARCH)}")
     base = {"search": search.lower(), "k": k, "model": model, "chunking": chunking, "max_tokens": max_tokens,
             "overlap": overlap, "parent_tokens": parent_tokens, "buffer_size": buffer_size, "breakpoint": breakpoint}
-    configs = [base] + ([_eval_config(base, compare)] if compare else [])
+    overrides = [c for value in compare or [] for c in value.split(";") if c.strip()]
+    configs = [base] + [_eval_config(base, c) for c in overrides]  # checked before any work
+    ds = load_beir(dataset, split)
     settings = settings_for(database_url, data_dir)
     # The corpus as a folder of text files, one per document (its id, percent-encoded, is the file name).
     # Named after the dataset's folder, with a hash of its full path to keep two datasets apart (the

@@ -3,10 +3,13 @@
 Scores are in [0, 1], higher is better:
 - SEMANTIC: `1 - cosine_distance / 2` = `(1 + cos) / 2` (pgvector's `<=>` distance is in [0, 2]);
 - HYBRID: weighted reciprocal rank fusion of the dense and BM25 rankings,
-  `1.5 / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least k) of each, then one
+  `t / (10 + dense rank) + 1 / (10 + BM25 rank)` over the top 50 (at least k) of each, then one
   round of dense feedback: the candidates are re-ranked by cosine to the query plus the best fused
-  chunk, and fused again with the BM25 ranking, `3 / (10 + feedback rank) + 1 / (10 + BM25 rank)`,
-  divided by its maximum `4 / 11`, so a chunk ranked first by both scores 1.0. Alternatives measured in bench/bench_fusion.py, see docs/retrieval.md.
+  chunk, and fused again with the BM25 ranking, `3 t / (10 + feedback rank) + 1 / (10 + BM25 rank)`,
+  divided by its maximum `(3 t + 1) / 11`, so a chunk ranked first by both scores 1.0. `t` in [0, 1] is
+  the query's dense trust (fusion.py: how much of the query the embedding model's own tokenizer
+  covers with real word pieces); at 0 the ranking is BM25's. Alternatives measured in
+  bench/bench_fusion.py, see docs/retrieval.md.
 
 HIERARCHICAL knowledge bases: children (rows whose metadata has `x-pgkb-parent-id`) are searched, and
 each is replaced by its parent row; children of one parent collapse to one result, at the best child's
@@ -28,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 from pgkb.errors import ValidationError
-from pgkb.retrieval import bm25
+from pgkb.retrieval import bm25, fusion
 from pgkb.retrieval.filters import SYSTEM_PREFIXES, compile_filter
 from pgkb.store.vector_table import (
     CHUNK_ID,
@@ -48,10 +51,12 @@ SearchType = Literal["SEMANTIC", "HYBRID", "LEXICAL"]
 MAX_QUERY_CHARS = 20_000
 MAX_K = 100
 RRF_K = 10
-#: Weight of the dense ranking in the first fusion (the lexical one weighs 1).
-DENSE_WEIGHT = 1.5
-#: Weight of the feedback ranking in the second fusion: chosen by leave-one-query-out cross-validation
-#: on msmarco-5k (every fold picks it; bench/bench_fusion.py).
+#: Weight of the dense ranking in the first fusion (the lexical one weighs 1), times the query's dense
+#: trust. With FEEDBACK_WEIGHT: the rule of the grid with the best worst case over msmarco-5k, arcd,
+#: bench/data/pgkb-docs and bench/data/py-stdlib (bench/bench_fusion.py; 1.5 before, tuned on
+#: msmarco-5k alone, was as good or worse on every corpus).
+DENSE_WEIGHT = 1.0
+#: Weight of the feedback ranking in the second fusion, times the query's dense trust.
 FEEDBACK_WEIGHT = 3.0
 #: Candidates taken from each ranking before fusion (per query, at least k).
 HYBRID_CANDIDATES = 50
@@ -196,7 +201,8 @@ def _bm25_sql(
         k1=_f8(ix.k1), b=_f8(ix.b), postings=ix.postings, stats=ix.stats, df=df, read=read,
     )
     if where is None:
-        return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC LIMIT {}").format(scored, sql.Literal(cand))
+        # Ties broken by id, as the rankings built on this list do: the same chunks at the cut for any k.
+        return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC, doc LIMIT {}").format(scored, sql.Literal(cand))
     # Best score first, then the filter checked chunk by chunk until `cand` pass: a join of every
     # scored chunk with the table (then a sort) cost 20 ms at 100,000 chunks for a filter matching all.
     return sql.SQL(
@@ -300,36 +306,41 @@ def _hit(row: tuple[Any, ...]) -> SearchHit:
 def _hybrid_sql(
     t: sql.Composable, m: FieldMapping, dense: sql.Composable, lexical: sql.Composable, k: int, cand: int
 ) -> sql.Composed:
-    """Weighted RRF of the dense and BM25 rankings, then one round of dense feedback (Rocchio).
+    """Weighted RRF of the dense and BM25 rankings, then one round of dense feedback (Rocchio), both
+    dense weights scaled by the query's dense trust `%(dtrust)s` in [0, 1] (fusion.py).
 
     The feedback query is the unit query vector plus the unit vector of the first fusion's best
     chunk; ranking by cosine to it is ranking by the sum of the two cosine distances (any vector
     scale, any pgvector version). A best chunk pointing away from the query (cosine <= 0) is no
-    evidence of what the query means: then the candidates are ranked by the query alone. The candidates of both rankings (no others: a filter stays exact)
-    are re-ranked that way, and that ranking replaces the dense one in a second fusion with the same
-    BM25 ranking (weights 3 : 1). No second index scan. Yields `(id, score, rank)`, top k, best first."""
+    evidence of what the query means: then the candidates are ranked by the query alone. The
+    candidates of both rankings (no others: a filter stays exact) are re-ranked that way, and that
+    ranking replaces the dense one in a second fusion with the same BM25 ranking (weights 3 : 1 at
+    trust 1). No second index scan. At trust 0 the order is BM25's, and the feedback ranking only
+    orders what BM25 did not find. Yields `(id, score, rank)`, top k, best first."""
     pk, vec = sql.Identifier(m.primary_key), sql.Identifier(m.vector)
-    rrf, w, one = _f8(RRF_K), _f8(DENSE_WEIGHT), _f8(1.0)
+    rrf, one = _f8(RRF_K), _f8(1.0)
+    trust = sql.SQL("%(dtrust)s::float8")
     return sql.SQL(
         "WITH dr AS MATERIALIZED (SELECT id, row_number() OVER (ORDER BY dist, id) AS r FROM ({dense}) AS d),"
         " lr AS MATERIALIZED (SELECT doc AS id, row_number() OVER (ORDER BY s DESC, doc) AS r FROM ({lexical}) AS l),"
         " first AS (SELECT coalesce(dr.id, lr.id) AS id FROM dr FULL JOIN lr ON dr.id = lr.id"
-        "   ORDER BY coalesce({w} / ({rrf} + dr.r), 0) + coalesce({one} / ({rrf} + lr.r), 0) DESC, 1 LIMIT 1),"
+        "   ORDER BY coalesce({w} * {trust} / ({rrf} + dr.r), 0) + coalesce({one} / ({rrf} + lr.r), 0) DESC,"
+        "   dr.r, 1 LIMIT 1),"
         " fb AS (SELECT c.{vec} AS v FROM first JOIN {t} AS c ON c.{pk} = first.id"
         "   WHERE c.{vec} <=> %(qvec)s::vector < 1),"
         " fr AS (SELECT cd.id, row_number() OVER ("
         "     ORDER BY (c.{vec} <=> %(qvec)s::vector) + coalesce(c.{vec} <=> fb.v, 0), cd.id) AS r"
         "   FROM (SELECT id FROM dr UNION SELECT id FROM lr) AS cd JOIN {t} AS c ON c.{pk} = cd.id"
         "   LEFT JOIN fb ON true),"
-        " fused AS (SELECT coalesce(fr.id, lr.id) AS id,"
-        "   coalesce({wf} / ({rrf} + fr.r), 0) + coalesce({one} / ({rrf} + lr.r), 0) AS f"
+        " fused AS (SELECT coalesce(fr.id, lr.id) AS id, fr.r AS fbr,"
+        "   coalesce({wf} * {trust} / ({rrf} + fr.r), 0) + coalesce({one} / ({rrf} + lr.r), 0) AS f"
         "   FROM (SELECT * FROM fr WHERE r <= {cand}) AS fr FULL JOIN lr ON fr.id = lr.id)"
-        " SELECT id, f * {norm} AS score, row_number() OVER (ORDER BY f DESC, id) AS rank"
-        " FROM fused ORDER BY f DESC, id LIMIT {k}"
+        " SELECT id, f * {top} / ({wf} * {trust} + {one}) AS score,"
+        "   row_number() OVER (ORDER BY f DESC, fbr, id) AS rank"
+        " FROM fused ORDER BY f DESC, fbr, id LIMIT {k}"
     ).format(
-        dense=dense, lexical=lexical, rrf=rrf, w=w, t=t, pk=pk, vec=vec, cand=sql.Literal(int(cand)),
-        k=sql.Literal(int(k)),
-        one=one, wf=_f8(FEEDBACK_WEIGHT), norm=_f8((RRF_K + 1) / (FEEDBACK_WEIGHT + 1)),
+        dense=dense, lexical=lexical, rrf=rrf, w=_f8(DENSE_WEIGHT), trust=trust, t=t, pk=pk, vec=vec,
+        cand=sql.Literal(int(cand)), k=sql.Literal(int(k)), one=one, wf=_f8(FEEDBACK_WEIGHT), top=_f8(RRF_K + 1),
     )
 
 
@@ -391,11 +402,14 @@ def search(
     search_type: SearchType = "SEMANTIC",
     attribute_cols: dict[str, str] | None = None,
     ef_search: int | None = None,
+    query_coverage: float | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks for a query. HYBRID also needs `query_text`.
 
     `attribute_cols`: per-attribute metadata columns (from `vector_table.attribute_columns`) for
     tables without a custom metadata column; None means "discover them from the row".
+    `query_coverage`: HYBRID's evidence of how well the embedding model reads the query
+    (`fusion.model_coverage`); None trusts the dense ranking fully.
     """
     validate_request(query_text, k, "SEMANTIC" if search_type == "LEXICAL" else search_type)
     qvec = _vector_literal(query_embedding) if search_type != "LEXICAL" else "[0]"
@@ -404,7 +418,8 @@ def search(
     for attempt in range(2):
         ix = _bm25_index(conn, table) if search_type != "SEMANTIC" else None
         try:
-            return _run(conn, table, mapping, qvec, query_text, k, filter, search_type, attribute_cols, ef_search, ix)
+            return _run(conn, table, mapping, qvec, query_text, k, filter, search_type, attribute_cols, ef_search, ix,
+                        dtrust=fusion.dense_trust(query_coverage))
         except psycopg.errors.UndefinedTable:
             if ix is None or attempt:
                 raise
@@ -424,12 +439,15 @@ def _run(
     attribute_cols: dict[str, str] | None,
     ef_search: int | None,
     ix: bm25.Bm25Index | None,
+    dtrust: float = 1.0,
 ) -> list[SearchHit]:
     stmt, params = build_query(
         table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols, bm25_index=ix
     )
     params["qvec"] = qvec
     params["qtext"] = query_text or ""
+    if search_type == "HYBRID":
+        params["dtrust"] = float(dtrust)
     cand = params.get("cand", k)
     ef = int(ef_search or max(EF_SEARCH, cand))
     iterative = filter is not None and _has_iterative_scan(conn)

@@ -62,6 +62,7 @@ class RetrieveOps(ServiceBase):
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], bool]:
         """Ranked results in Bedrock's shape, and whether more may follow."""
+        from pgkb.retrieval.fusion import model_coverage
         from pgkb.retrieval.search import search
 
         vsc = _vector_config(retrieval_configuration)
@@ -87,11 +88,13 @@ class RetrieveOps(ServiceBase):
 
             reranker = reranker_for(rerank)
         vector = self.embed_query(kb, text)
+        # HYBRID's evidence of whether the model can read the query (its own tokenizer's coverage).
+        coverage = model_coverage(kb.model(), text) if search_type == "HYBRID" else None
         want = offset + k
         with kb.database.connection() as conn:
             hits = search(
                 conn, kb.table, kb.mapping, query_embedding=vector, query_text=text, k=min(want, MAX_RESULTS),
-                filter=flt, search_type=search_type, attribute_cols=kb.attribute_cols,
+                filter=flt, search_type=search_type, attribute_cols=kb.attribute_cols, query_coverage=coverage,
             )
         if reranker is not None:
             hits = reranker.rerank(text, hits)
