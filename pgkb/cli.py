@@ -472,7 +472,7 @@ def serve(
     ] = False,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", help="Server processes sharing the port, each with its own model (default: one per core, at most 4)."),
+        typer.Option("--workers", help="Server processes sharing the port, each with its own model and pool (default 1; one per core for throughput)."),
     ] = None,
     tls_cert: Annotated[
         str | None, typer.Option("--tls-cert", help="Serve HTTPS (HTTP/2 by ALPN) with this PEM certificate (with --tls-key).")

@@ -108,11 +108,6 @@ def build_app(settings: Settings, *, no_auth: bool = False, service: Any = None)
     return create_app(service, auth, on_shutdown=shutdown)
 
 
-def default_workers() -> int:
-    """One server process per core (at most 4): each has its own event loop, GIL and model."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 def tls_pair(settings: Settings, host: str, cert: str | None, key: str | None, self_signed: bool) -> tuple[str, str] | None:
     """(certificate, key) paths to serve HTTPS with, checked now so a bad pair is a one-line error;
     `self_signed` uses the data dir's self-signed pair (the SQL endpoint's, made on first use)."""
@@ -156,7 +151,7 @@ def serve(
         raise ValidationError(f"--no-auth is only allowed on a loopback host, not {host!r}")
     if engine not in ("granian", "uvicorn"):
         raise ValidationError(f"unknown server engine {engine!r}")
-    workers = default_workers() if workers is None else workers
+    workers = 1 if workers is None else workers
     if workers < 1:
         raise ValidationError("--workers must be at least 1")
 
