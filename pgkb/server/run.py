@@ -1,9 +1,9 @@
-"""`pgkb serve`: the service, the key store and the ASGI app under uvicorn.
+"""`pgkb serve`: the service, the key store and the ASGI app under granian (HTTP/1.1 and HTTP/2).
 
-uvicorn handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests, then runs the
-lifespan shutdown, where the app stops running ingestion jobs and closes the service's pool and the key
-store. The embedded PostgreSQL is stopped too when this server started it; one that was already running
-(shared with other pgkb processes on the data dir) keeps running.
+granian handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests, then each worker runs
+the lifespan shutdown, where the app stops running ingestion jobs and closes the service's pool and the
+key store. The embedded PostgreSQL is stopped too when this server started it; one that was already
+running (shared with other pgkb processes on the data dir) keeps running.
 """
 
 from __future__ import annotations
