@@ -4,6 +4,12 @@ The canonical request is rebuilt from what arrived on the wire exactly as the AW
 botocore's signer, the reference in the tests) builds it: the raw path with dot segments and
 repeated slashes removed, URI-encoded once more; sorted, re-encoded query pairs; the signed headers
 lower-cased, trimmed and sorted; the hex SHA-256 of the body.
+
+Verification comes in two steps so the server can refuse before reading a body: `begin` checks all
+the headers decide (form, scope, date window, key; the signature too when x-amz-content-sha256 carries
+the payload hash), `finish` completes it with the body's hash. Failures are AWS's own answers (403):
+MissingAuthenticationTokenException, IncompleteSignatureException, InvalidSignatureException (bad
+signature, expired or not yet current), UnrecognizedClientException (unknown or revoked key).
 """
 
 from __future__ import annotations
