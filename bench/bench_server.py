@@ -1,17 +1,22 @@
-"""Retrieve against `pgkb serve` over msmarco-5k: latency and throughput at 1, 8 and 32 clients.
+"""Retrieve against `pgkb serve`: p50 at 1 client and throughput at 32 clients, over HTTP/1.1 and HTTP/2,
+for the previous server (uvicorn, HTTP/1.1 only, one process) and the current one (granian; 1 and N
+worker processes), all in the same run, on the same knowledge base.
 
 Everything is measured in the same run, on the same machine:
   * ingestion through StartIngestionJob (S3 data source over moto) vs the raw model embedding the
-    same texts (issue 3 asks for >= 0.85);
+    same texts;
   * the reference for one query: embedding + the SQL top-k in this process, sequentially;
   * the model's own batch throughput on the same short queries (batches of 64);
-  * Retrieve over HTTP at 1, 8, 32 concurrent clients. The load generator pre-signs every request
-    (SigV4, valid 15 minutes) and replays the bytes on keep-alive connections with asyncio
-    streams, so it costs little CPU; its CPU share (vs the server's) is printed.
+  * Retrieve over HTTP/1.1 and HTTP/2 (prior knowledge, one stream at a time per connection) at each
+    client count, for each server configuration. The load generator pre-signs every request (SigV4,
+    valid 15 minutes) and replays it on keep-alive connections with asyncio streams (HTTP/2 framing by
+    the `h2` package), so it costs little CPU; its CPU share (vs the server's processes) is printed.
+  * References and load windows are interleaved in rounds, since the cores are shared.
 
-Run:  . .venv/bin/activate && python bench/bench_server.py [--seconds 10] [--docs 5000] [--model ID]
-(default model: the torch reference; `--model sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched`
-measures pgkb's default)
+Run:  . .venv/bin/activate && python bench/bench_server.py [--seconds 8] [--docs 2000] [--model ID]
+      [--workers 2] [--data PATH]
+(default model: pgkb's default, the ONNX int8 MiniLM; `--model sentence-transformers.all-minilm-l6-v2`
+measures the torch reference). The dataset defaults to <repo>/../shared/datasets/msmarco-5k.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from botocore.credentials import Credentials  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "datasets" / "msmarco-5k"
-MODEL = "sentence-transformers.all-minilm-l6-v2"
+MODEL = "sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched"
 REGION = "us-east-1"
 
 
@@ -54,9 +59,18 @@ def free_port() -> int:
 
 
 def proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of a server process and its worker processes."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def self_cpu_s() -> float:
@@ -76,7 +90,8 @@ def pct(values: list[float], p: float) -> float:
 # -- the load generator -----------------------------------------------------------------------
 
 
-def presign(host: str, port: int, kb_id: str, query: str, creds: Credentials, k: int) -> bytes:
+def presign(host: str, port: int, kb_id: str, query: str, creds: Credentials, k: int) -> tuple[list[tuple[str, str]], bytes]:
+    """(headers, body) of a signed Retrieve; the same signature serves HTTP/1.1 (Host) and HTTP/2 (:authority)."""
     path = f"/knowledgebases/{kb_id}/retrieve"
     body = json.dumps(
         {
@@ -91,13 +106,24 @@ def presign(host: str, port: int, kb_id: str, query: str, creds: Credentials, k:
         headers={"Content-Type": "application/json", "Host": f"{host}:{port}"},
     )
     SigV4Auth(creds, "bedrock", REGION).add_auth(req)
-    lines = [f"POST {path} HTTP/1.1"] + [f"{k2}: {v}" for k2, v in req.headers.items()]
-    lines.append(f"Content-Length: {len(body)}")
+    return [(k2.lower(), v) for k2, v in req.headers.items()] + [("content-length", str(len(body)))], body
+
+
+def h1_bytes(path: str, signed: tuple[list[tuple[str, str]], bytes]) -> bytes:
+    headers, body = signed
+    lines = [f"POST {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _client(
-    host: str, port: int, requests: list[bytes], start: int, deadline: float, lat: list[float]
+def h2_request(path: str, signed: tuple[list[tuple[str, str]], bytes]) -> tuple[list[tuple[str, str]], bytes]:
+    headers, body = signed
+    host = dict(headers)["host"]
+    pseudo = [(":method", "POST"), (":scheme", "http"), (":authority", host), (":path", path)]
+    return pseudo + [(k, v) for k, v in headers if k != "host"], body
+
+
+async def _client_h1(
+    host: str, port: int, requests: list[Any], start: int, deadline: float, lat: list[float]
 ) -> int:
     reader, writer = await asyncio.open_connection(host, port)
     i, errors = start, 0
@@ -120,17 +146,59 @@ async def _client(
     return errors
 
 
+async def _client_h2(
+    host: str, port: int, requests: list[Any], start: int, deadline: float, lat: list[float]
+) -> int:
+    """HTTP/2 with prior knowledge (as the JavaScript SDK's NodeHttp2Handler), one stream at a time."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    reader, writer = await asyncio.open_connection(host, port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    writer.write(conn.data_to_send())
+    i, errors = start, 0
+    try:
+        while time.perf_counter() < deadline:
+            headers, body = requests[i % len(requests)]
+            t0 = time.perf_counter()
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, headers)
+            conn.send_data(sid, body, end_stream=True)
+            writer.write(conn.data_to_send())
+            status, done = "", False
+            while not done:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("server closed the HTTP/2 connection")
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                        status = dict(ev.headers).get(":status", "")
+                    elif isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                        done = True
+                writer.write(conn.data_to_send())
+            lat.append(time.perf_counter() - t0)
+            if status != "200":
+                errors += 1
+            i += 1
+    finally:
+        writer.close()
+    return errors
+
+
 def load(
-    host: str, port: int, requests: list[bytes], clients: int, seconds: float, server_pid: int
+    host: str, port: int, requests: list[Any], clients: int, seconds: float, server_pid: int, http2: bool
 ) -> dict[str, Any]:
     """One window of `clients` concurrent keep-alive clients; raw figures, merged by `summarize`."""
+    one = _client_h2 if http2 else _client_h1
 
     async def run(duration: float) -> tuple[list[float], int]:
         lat: list[float] = []
         deadline = time.perf_counter() + duration
-        errs = await asyncio.gather(
-            *[_client(host, port, requests, c * 7, deadline, lat) for c in range(clients)]
-        )
+        errs = await asyncio.gather(*[one(host, port, requests, c * 7, deadline, lat) for c in range(clients)])
         return lat, sum(errs)
 
     asyncio.run(run(1.0))  # warm-up: connections, caches, batcher
@@ -166,19 +234,10 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, float]:
 # -- setup -------------------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, env: dict[str, str], log: Path, extra: list[str]) -> subprocess.Popen:
     cmd = [
-        sys.executable,
-        "-m",
-        "pgkb.server.run",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--log-level",
-        "info",
+        sys.executable, "-m", "pgkb.server.run", "--host", "127.0.0.1", "--port", str(port),
+        "--data-dir", str(data_dir), "--log-level", "info", *extra,
     ]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
@@ -203,14 +262,19 @@ def wait_port(port: int, proc: subprocess.Popen) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "--seconds", type=float, default=15.0, help="load seconds per client count, over all rounds"
+        "--seconds", type=float, default=8.0, help="load seconds per window (client count, protocol, server), over all rounds"
     )
-    ap.add_argument("--docs", type=int, default=5000)
+    ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved reference/load rounds")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved reference/load rounds")
+    ap.add_argument("--clients", default="1,32", help="client counts, comma-separated")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes of the multi-process server")
+    ap.add_argument("--data", type=Path, default=DATA, help="a BEIR-layout dataset folder (corpus.jsonl, queries.jsonl)")
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
     ap.add_argument("--model", default=MODEL, help="embedding model of the knowledge base and of the references")
     a = ap.parse_args()
+    if not (a.data / "corpus.jsonl").exists():
+        raise SystemExit(f"no dataset at {a.data}: pass --data PATH (a BEIR folder with corpus.jsonl and queries.jsonl)")
 
     from pgkb.config import Settings
     from pgkb.db.embedded import ensure_embedded, stop_embedded
@@ -236,16 +300,25 @@ def main() -> None:
         "AWS_DEFAULT_REGION": REGION,
         "PGKB_DATA_DIR": str(root),
     }
-    server = None
+    servers: dict[str, tuple[int, subprocess.Popen, Path]] = {}
     try:
         settings = Settings(data_dir=root, database_url=None)
         db_url = ensure_embedded(root)
         key = create_key(settings)
         creds = Credentials(key["accessKeyId"], key["secretAccessKey"])
-        port = free_port()
-        server_log = root / "serve.log"
-        progress("starting pgkb serve")
-        server = start_server(root, port, env, server_log)
+        # The servers compared, all over this data dir: the previous one (uvicorn, HTTP/1.1, one
+        # process) and granian with 1 and `--workers` processes.
+        configs = [
+            ("uvicorn (before)", ["--engine", "uvicorn"], False),
+            ("granian 1 worker", ["--workers", "1"], True),
+            (f"granian {a.workers} workers", ["--workers", str(a.workers)], True),
+        ]
+        servers: dict[str, tuple[int, subprocess.Popen, Path]] = {}
+        for name, extra, _ in configs:
+            p, log = free_port(), root / f"serve-{len(servers)}.log"
+            progress(f"starting {name}")
+            servers[name] = (p, start_server(root, p, env, log, extra), log)
+        port, server, server_log = servers[configs[1][0]]
         url = f"http://127.0.0.1:{port}"
         cfg = Config(retries={"max_attempts": 1}, read_timeout=600)
 
@@ -260,8 +333,8 @@ def main() -> None:
             )
 
         agent, runtime = client("bedrock-agent"), client("bedrock-agent-runtime")
-        corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").open()][: a.docs]
-        queries = [json.loads(line)["text"] for line in (DATA / "queries.jsonl").open()]
+        corpus = [json.loads(line) for line in (a.data / "corpus.jsonl").open()][: a.docs]
+        queries = [json.loads(line)["text"] for line in (a.data / "queries.jsonl").open()]
 
         s3 = boto3.client(
             "s3",
@@ -368,62 +441,81 @@ def main() -> None:
 
         sanity = runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": queries[0]})
         assert sanity["retrievalResults"], "Retrieve returned nothing"
-        requests = [presign("127.0.0.1", port, kb_id, q, creds, a.k) for q in queries]
+        path = f"/knowledgebases/{kb_id}/retrieve"
+        client_counts = [int(c) for c in a.clients.split(",")]
+        windows: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        plan = []
+        for name, _, h2ok in configs:
+            p, proc, _ = servers[name]
+            signed = [presign("127.0.0.1", p, kb_id, q, creds, a.k) for q in queries]
+            h1 = [h1_bytes(path, r) for r in signed]
+            h2r = [h2_request(path, r) for r in signed]
+            for proto in (["HTTP/1.1", "HTTP/2"] if h2ok else ["HTTP/1.1"]):
+                for c in client_counts:
+                    plan.append((name, proto, c, p, proc.pid, h2r if proto == "HTTP/2" else h1))
 
         # The cores are shared with other work, so references and load windows are interleaved in
         # rounds: each ratio compares figures taken minutes, not tens of minutes, apart.
         refs: list[tuple[float, float]] = []
-        windows: dict[int, list[dict[str, Any]]] = {1: [], 8: [], 32: []}
         for rnd in range(a.rounds):
             progress(f"round {rnd + 1}/{a.rounds}: references")
             refs.append(references())
-            for c in windows:
-                progress(f"round {rnd + 1}/{a.rounds}: {c} clients")
-                windows[c].append(load("127.0.0.1", port, requests, c, a.seconds / a.rounds, server.pid))
+            for name, proto, c, p, pid, reqs in plan:
+                progress(f"round {rnd + 1}/{a.rounds}: {name}, {proto}, {c} clients")
+                windows.setdefault((name, proto, c), []).append(
+                    load("127.0.0.1", p, reqs, c, a.seconds / a.rounds, pid, proto == "HTTP/2")
+                )
         progress("references (after)")
         refs.append(references())
-        rows = [summarize(w) for w in windows.values()]
         model_batch_qps = statistics.mean(r[0] for r in refs)
         ref_p50 = statistics.mean(r[1] for r in refs)
-        server.send_signal(signal.SIGTERM)
-        server.wait(120)
-        batching = [line for line in server_log.read_text().splitlines() if "micro-batching" in line]
+        for _, proc, _ in servers.values():
+            proc.send_signal(signal.SIGTERM)
+        for _, proc, _ in servers.values():
+            proc.wait(120)
+        batching = [
+            f"{name}: " + line.split("pgkb.server: ")[-1]
+            for name, (_, _, log) in servers.items()
+            for line in log.read_text().splitlines()
+            if "micro-batching" in line
+        ]
 
         print(f"\nload average at start {load_start}, at end {os.getloadavg()[0]:.2f} (the cores are shared)")
-        print(f"msmarco-5k: {len(corpus)} passages, {len(queries)} queries, k={a.k}, {os.cpu_count()} cores")
+        print(f"model {a.model}; {a.data.name}: {len(corpus)} passages, {len(queries)} queries, k={a.k}, {os.cpu_count()} cores")
         print(
             f"ingestion via StartIngestionJob: {ingest_s:.1f} s ({len(corpus) / ingest_s:.0f} docs/s); "
-            f"raw model embed_documents: {raw_embed_s:.1f} s -> ratio {raw_embed_s / ingest_s:.2f} (target >= 0.85)"
+            f"raw model embed_documents: {raw_embed_s:.1f} s -> ratio {raw_embed_s / ingest_s:.2f}"
         )
         print(
             f"reference embedding + SQL, 1 query at a time: p50 {ref_p50:.2f} ms "
-            f"(per round {', '.join(f'{r[1]:.1f}' for r in refs)})"
+            f"(per round {', '.join(f'{r[1]:.2f}' for r in refs)})"
         )
         print(
             f"model batch throughput (64 short queries per call): {model_batch_qps:.0f} queries/s "
             f"(per round {', '.join(f'{r[0]:.0f}' for r in refs)})"
         )
         print(
-            f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'loadgen CPU':>11} {'server cores':>12}"
+            f"{'server':<20} {'protocol':<8} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'req/s':>8} {'loadgen CPU':>11} {'server cores':>12} {'p50/ref':>7} {'rps/model':>9}"
         )
-        for r in rows:
+        for (name, proto, _), ws in windows.items():
+            r = summarize(ws)
             print(
-                f"{r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                f"{r['throughput_rps']:>8.1f} {100 * r['loadgen_cpu_share']:>10.1f}% {r['server_cpu_cores']:>12.2f}"
+                f"{name:<20} {proto:<8} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['p50_ms']:>8.2f} "
+                f"{r['p99_ms']:>8.2f} {r['throughput_rps']:>8.1f} {100 * r['loadgen_cpu_share']:>10.1f}% "
+                f"{r['server_cpu_cores']:>12.2f} {r['p50_ms'] / ref_p50:>7.2f} {r['throughput_rps'] / model_batch_qps:>9.2f}"
             )
         for line in batching:
-            print("server:", line.split("pgkb.server: ")[-1])
-        print(f"p50 at 1 client / (embedding + SQL) = {rows[0]['p50_ms'] / ref_p50:.2f} (target <= 1.5)")
-        print(
-            f"throughput at 32 clients / model batch throughput = {rows[2]['throughput_rps'] / model_batch_qps:.2f} (target >= 0.5)"
-        )
+            print("server:", line)
+        print("targets: p50 at 1 client <= 1.3x embedding + SQL; throughput at 32 clients >= 0.5x the model's")
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        for _, proc, _ in servers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         moto.terminate()
         moto.wait(30)
         stop_embedded(root)

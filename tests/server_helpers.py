@@ -61,21 +61,23 @@ def running(app: Any) -> Iterator[str]:
 
 
 @contextmanager
-def pgkb_serve(settings: Any, log: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+def pgkb_serve(
+    settings: Any, log: Path, env: dict[str, str], args: tuple[str, ...] = (), scheme: str = "http"
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """`pgkb serve` (auth on) in its own process on a free port, over `settings`' data dir and
-    database, with `env` added to this process's environment. Yields (base URL, process); stops it
-    with SIGTERM, as a service manager would."""
+    database, with `env` added to this process's environment and `args` to its command line. Yields
+    (base URL, process); stops it with SIGTERM, as a service manager would."""
     port = free_port()
     cmd = [
         str(Path(sys.executable).parent / "pgkb"), "serve", "--port", str(port),
         "--data-dir", str(settings.data_dir), "--database-url", str(settings.database_url),
-        "--log-level", "warning",
+        "--log-level", "warning", *args,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, stdout=out, stderr=subprocess.STDOUT)
     wait_for_port(port, proc, 120, log)
     try:
-        yield f"http://127.0.0.1:{port}", proc
+        yield f"{scheme}://127.0.0.1:{port}", proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

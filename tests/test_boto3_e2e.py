@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from server_helpers import free_port, pgkb_serve
 
 from pgkb.config import Settings
@@ -251,8 +252,10 @@ def test_errors_from_the_real_service(server: Server, s3_kb: tuple[str, str]) ->
     with pytest.raises(agent.exceptions.ResourceNotFoundException):
         agent.get_data_source(knowledgeBaseId=kb_id, dataSourceId="ZZZZZZZZZZ")
     bad = server.client("bedrock-agent-runtime", secret="x" * 40)
-    with pytest.raises(bad.exceptions.AccessDeniedException):
+    with pytest.raises(ClientError) as e:
         bad.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "q"})
+    assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
 def test_second_job_on_a_busy_data_source_conflicts(server: Server, settings: Settings, moto_s3: str) -> None:
@@ -514,8 +517,40 @@ def test_tags_of_a_knowledge_base(server: Server) -> None:
     agent.delete_knowledge_base(knowledgeBaseId=kb["knowledgeBaseId"])
 
 
+def test_retrieve_paginator_stops_at_number_of_results(server: Server, s3_kb: tuple[str, str]) -> None:
+    """numberOfResults caps the whole answer, as in Bedrock: boto3's (and awscli's) auto-pagination
+    gets one page and no nextToken, however many documents match."""
+    kb_id, _ = s3_kb
+    rt = server.client("bedrock-agent-runtime")
+    pages = list(rt.get_paginator("retrieve").paginate(
+        knowledgeBaseId=kb_id, retrievalQuery={"text": "volcano lava rock"},
+        retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 2}},
+    ))
+    assert len(pages) == 1 and "nextToken" not in pages[0]
+    assert len(pages[0]["retrievalResults"]) == 2
+
+
+def test_endpoint_from_environment_variables(server: Server, s3_kb: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service-specific endpoint variables that botocore-based clients honour (set-up without code)."""
+    kb_id, _ = s3_kb
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME", server.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.key["accessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.key["secretAccessKey"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    session = boto3.Session()
+    rt = session.client("bedrock-agent-runtime")
+    assert rt.meta.endpoint_url == server.url
+    hits = rt.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "ocean tides"})["retrievalResults"]
+    assert hits[0]["location"]["s3Location"]["uri"] == "s3://kb-docs/docs/nested/tides.txt"
+    out = session.client("bedrock-runtime").invoke_model(
+        modelId="sentence-transformers.all-minilm-l6-v2", body=json.dumps({"inputText": "hi"}))
+    assert len(json.loads(out["body"].read())["embedding"]) == 384
+
+
 def test_sigterm_shuts_down_cleanly(server: Server) -> None:
     """Last test of the module: SIGTERM ends the process with status 0 and no traceback."""
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(60) == 0
     assert "Traceback" not in server.log.read_text()
+

@@ -15,6 +15,7 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 from server_helpers import running
 
 from pgkb.config import Settings
@@ -99,12 +100,15 @@ def _code(req: AWSRequest, verifier: SigV4Verifier, **kw: Any) -> tuple[str, int
 
 def test_tampered_body_is_denied(verifier: SigV4Verifier) -> None:
     req = sign("POST", "http://127.0.0.1:8400/knowledgebases/ABCDEFGHIJ/retrieve", b'{"a": 1}')
-    assert _code(req, verifier, body=b'{"a": 2}') == ("AccessDeniedException", 403)
+    assert _code(req, verifier, body=b'{"a": 2}') == ("InvalidSignatureException", 403)
 
 
 def test_wrong_secret_is_denied(verifier: SigV4Verifier) -> None:
     req = sign("GET", "http://127.0.0.1:8400/knowledgebases/ABCDEFGHIJ", secret="wrong")
-    assert _code(req, verifier) == ("AccessDeniedException", 403)
+    assert _code(req, verifier) == ("InvalidSignatureException", 403)
+    with pytest.raises(WireError) as e:
+        verify(req, verifier)
+    assert e.value.message.startswith("The request signature we calculated does not match the signature you provided.")
 
 
 def test_unknown_key_is_unrecognized() -> None:
@@ -115,7 +119,7 @@ def test_unknown_key_is_unrecognized() -> None:
 
 def test_other_signing_service_is_denied(verifier: SigV4Verifier) -> None:
     req = sign("GET", "http://127.0.0.1:8400/knowledgebases/ABCDEFGHIJ", service="s3")
-    assert _code(req, verifier)[0] == "AccessDeniedException"
+    assert _code(req, verifier)[0] == "InvalidSignatureException"
 
 
 def test_old_request_is_denied() -> None:
@@ -123,16 +127,22 @@ def test_old_request_is_denied() -> None:
     fresh = SigV4Verifier(lambda k: SECRET, clock=lambda: time.time() + 14 * 60)
     assert verify(req, fresh) == AKID
     stale = SigV4Verifier(lambda k: SECRET, clock=lambda: time.time() + 16 * 60)
-    code, _ = _code(req, stale)
-    assert code == "AccessDeniedException"
+    assert _code(req, stale) == ("InvalidSignatureException", 403)
+    with pytest.raises(WireError) as e:
+        verify(req, stale)
+    assert e.value.message.startswith("Signature expired: ") and "is now earlier than" in e.value.message
     early = SigV4Verifier(lambda k: SECRET, clock=lambda: time.time() - 16 * 60)
-    assert _code(req, early)[0] == "AccessDeniedException"
+    assert _code(req, early) == ("InvalidSignatureException", 403)
+    with pytest.raises(WireError) as e:
+        verify(req, early)
+    assert e.value.message.startswith("Signature not yet current: ")
 
 
 def test_unsigned_and_malformed_are_denied(verifier: SigV4Verifier) -> None:
     with pytest.raises(WireError) as e:
         verifier.verify("GET", "/knowledgebases/X", "", [("Host", "h")], b"")
-    assert e.value.code == "AccessDeniedException"
+    assert (e.value.code, e.value.status) == ("MissingAuthenticationTokenException", 403)
+    assert e.value.message == "Missing Authentication Token"
     with pytest.raises(WireError):
         verifier.verify("GET", "/", "", [("Authorization", "AWS4-HMAC-SHA256 garbage"), ("Host", "h")], b"")
     with pytest.raises(WireError):
@@ -212,8 +222,10 @@ def test_signed_boto3_requests_through_the_server(store: KeyStore) -> None:
             == []
         )
         bad = agent(key["accessKeyId"], "x" * 40)
-        with pytest.raises(bad.exceptions.AccessDeniedException):
+        with pytest.raises(ClientError) as e:
             bad.list_knowledge_bases()
+        assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
         unknown = agent("PGKBUNKNOWN000000000", "x" * 40)
         with pytest.raises(Exception) as e:
             unknown.list_knowledge_bases()
@@ -224,7 +236,7 @@ def test_signed_boto3_requests_through_the_server(store: KeyStore) -> None:
         conn = http.client.HTTPConnection(host, int(port))
         conn.request("POST", "/knowledgebases/", body=b"{}", headers={"Content-Type": "application/json"})
         r = conn.getresponse()
-        assert r.status == 403 and r.getheader("x-amzn-ErrorType") == "AccessDeniedException"
+        assert r.status == 403 and r.getheader("x-amzn-ErrorType") == "MissingAuthenticationTokenException"
         assert json.loads(r.read())["message"]
         store.revoke(key["accessKeyId"])
         with pytest.raises(Exception) as e:
@@ -247,3 +259,60 @@ def test_payload_hash_header_must_match() -> None:
     assert verify(req, v) == AKID
     with pytest.raises(WireError):
         verify(req, v, body=b'{"x": 2}')
+
+
+class AuthoritySigner(SigV4Auth):
+    """Signs as the JavaScript SDK does over HTTP/2: the `:authority` pseudo-header instead of `host`."""
+
+    def headers_to_sign(self, request: AWSRequest) -> Any:
+        headers = super().headers_to_sign(request)
+        host = headers["host"]
+        del headers["host"]
+        headers[":authority"] = host
+        return headers
+
+
+def test_authority_pseudo_header_stands_for_host(verifier: SigV4Verifier) -> None:
+    body = b'{"retrievalQuery": {"text": "q"}}'
+    req = AWSRequest(method="POST", url="http://127.0.0.1:8400/knowledgebases/ABCDEFGHIJ/retrieve", data=body,
+                     headers={"Content-Type": "application/json"})
+    AuthoritySigner(Credentials(AKID, SECRET), "bedrock", "us-east-1").add_auth(req)
+    assert "SignedHeaders=:authority;" in req.headers["Authorization"]
+    # an HTTP/2 server hands the :authority over to the app as `host` (ASGI)
+    assert verify(req, verifier) == AKID
+    req.headers["Authorization"] = req.headers["Authorization"].replace(":authority;", "")
+    with pytest.raises(WireError):
+        verify(req, verifier)
+
+
+def test_header_checks_come_before_the_body(verifier: SigV4Verifier) -> None:
+    """`begin` refuses what the headers alone condemn, so the server never reads such a body."""
+    url = "http://127.0.0.1:8400/knowledgebases/ABCDEFGHIJ/retrieve"
+    body = b'{"a": 1}'
+
+    def head(req: AWSRequest) -> list[tuple[str, str]]:
+        return [(k, str(v)) for k, v in req.prepare().headers.items()] + [("Host", "127.0.0.1:8400")]
+
+    path = "/knowledgebases/ABCDEFGHIJ/retrieve"
+    with pytest.raises(WireError) as e:
+        verifier.begin("POST", path, "", [("Host", "h"), ("Content-Length", "99999999")])
+    assert e.value.code == "MissingAuthenticationTokenException"
+    with pytest.raises(WireError) as e:
+        SigV4Verifier(lambda k: None).begin("POST", path, "", head(sign("POST", url, body)))
+    assert e.value.code == "UnrecognizedClientException"
+    stale = SigV4Verifier(lambda k: SECRET, clock=lambda: time.time() + 3600)
+    with pytest.raises(WireError) as e:
+        stale.begin("POST", path, "", head(sign("POST", url, body)))
+    assert e.value.message.startswith("Signature expired")
+    # with the payload's hash in x-amz-content-sha256 the signature itself is checked up front
+    hashed = {"Content-Type": "application/json", "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}
+    with pytest.raises(WireError) as e:
+        verifier.begin("POST", path, "", head(sign("POST", url, body, headers=hashed, secret="wrong")))
+    assert e.value.code == "InvalidSignatureException"
+    # without it, the signature needs the body: begin passes, finish decides
+    pending = verifier.begin("POST", path, "", head(sign("POST", url, body, secret="wrong")))
+    with pytest.raises(WireError) as e:
+        verifier.finish(pending, hashlib.sha256(body).hexdigest())
+    assert e.value.code == "InvalidSignatureException"
+    good = verifier.begin("POST", path, "", head(sign("POST", url, body)))
+    assert verifier.finish(good, hashlib.sha256(body).hexdigest()) == AKID

@@ -229,8 +229,8 @@ def test_unknown_assets_are_404_and_other_methods_405(server: Served) -> None:
 def test_the_api_still_requires_a_signature(server: Served) -> None:
     status, headers, body = fetch(server.url + "/knowledgebases/", method="POST", data=b"{}")
     assert status == 403
-    assert headers["x-amzn-errortype"].startswith("AccessDeniedException")
-    assert "Signature Version 4" in json.loads(body)["message"]
+    assert headers["x-amzn-errortype"].startswith("MissingAuthenticationTokenException")
+    assert json.loads(body)["message"] == "Missing Authentication Token"
 
 
 NODE_CLIENT = """
@@ -276,9 +276,9 @@ def test_js_client_through_the_real_verifier(server: Served, kb: dict[str, str])
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert kb["id"] in out["ids"]  # maxResults 2: found by following nextToken when there are more
-    assert out["badSecret"]["code"] == "AccessDeniedException" and out["badSecret"]["status"] == 403
+    assert out["badSecret"]["code"] == "InvalidSignatureException" and out["badSecret"]["status"] == 403
     assert "signature we calculated does not match" in out["badSecret"]["line"]
-    assert out["unsigned"]["code"] == "AccessDeniedException"
+    assert out["unsigned"]["code"] == "MissingAuthenticationTokenException"
     assert out["missing"]["code"] == "ResourceNotFoundException" and out["missing"]["status"] == 404
     assert out["invalid"]["code"] == "ValidationException"
     assert "numberOfResults" in out["invalid"]["line"] and "(HTTP 400)" in out["invalid"]["line"]
@@ -319,7 +319,7 @@ def test_console_in_chromium(page: Page, server: Served, kb: dict[str, str], tmp
     err = page.wait_for(
         "!document.getElementById('error').hidden && document.getElementById('error').textContent"
     )
-    assert err.startswith("AccessDeniedException: ") and "(HTTP 403)" in err
+    assert err.startswith("MissingAuthenticationTokenException: ") and "(HTTP 403)" in err
     assert "pgkb keys create --json" in err
 
     page.evaluate(

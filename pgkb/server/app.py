@@ -8,6 +8,7 @@ run in a thread pool; concurrent Retrieve calls meet in the query-embedding micr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 import traceback
@@ -37,6 +38,11 @@ log = logging.getLogger("pgkb.server")
 
 DEFAULT_MAX_BODY = 80 * 1024 * 1024  # 10 documents of 5 MiB, base64-encoded, plus JSON
 InvokeFn = Callable[[str, bytes, str | None, str | None], tuple[bytes, str]]
+
+
+def _text(value: bytes | str) -> str:
+    """ASGI servers differ in whether raw_path and query_string are bytes (the spec) or str."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _log_unexpected(request_id: str) -> None:
@@ -110,14 +116,18 @@ class BedrockApp:
         request_id = new_request_id()
         op: Operation | None = None
         try:
-            body = await self._read_body(scope, receive)
             method: str = scope["method"]
-            raw_path = (scope.get("raw_path") or scope["path"].encode("utf-8")).decode("latin-1")
+            raw_path = _text(scope.get("raw_path") or scope["path"].encode("utf-8"))
             raw_path = raw_path.split("?", 1)[0]
-            query_string = scope.get("query_string", b"").decode("latin-1")
+            query_string = _text(scope.get("query_string", b""))
             header_list = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-            if self.auth is not None:
-                self.auth.verify(method, raw_path, query_string, header_list, body)
+            # The signature's header part is checked before a byte of the body is read, so an unsigned,
+            # unknown-key or stale request is refused without buffering its body.
+            pending = None if self.auth is None else self.auth.begin(method, raw_path, query_string, header_list)
+            body, digest = await self._read_body(scope, receive, hashed=pending is not None)
+            if pending is not None:
+                assert self.auth is not None
+                self.auth.finish(pending, digest)
             query = parse_qs(query_string, keep_blank_values=True)
             match = self.router.match(method, raw_path, query)
             if match is None:
@@ -153,7 +163,9 @@ class BedrockApp:
             )
         await self._send(send, response)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Callable) -> bytes:
+    async def _read_body(self, scope: dict[str, Any], receive: Callable, *, hashed: bool) -> tuple[bytes, str]:
+        """The body and (when `hashed`) its hex SHA-256, hashed chunk by chunk as it arrives; the size
+        cap is enforced on the declared length and again as bytes arrive."""
         for k, v in scope["headers"]:
             if k == b"content-length":
                 try:
@@ -163,6 +175,7 @@ class BedrockApp:
                 if declared > self.max_body:
                     raise validation_error(f"Request body exceeds the limit of {self.max_body} bytes")
         chunks: list[bytes] = []
+        digest = hashlib.sha256()
         size = 0
         while True:
             message = await receive()
@@ -172,10 +185,12 @@ class BedrockApp:
             size += len(chunk)
             if size > self.max_body:
                 raise validation_error(f"Request body exceeds the limit of {self.max_body} bytes")
+            if hashed:
+                digest.update(chunk)
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        return b"".join(chunks)
+        return b"".join(chunks), digest.hexdigest()
 
     @staticmethod
     async def _send(send: Callable, response: Response) -> None:

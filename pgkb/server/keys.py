@@ -27,6 +27,7 @@ KEY_FILE = "access-keys.key"
 ENV_KEY = "PGKB_ACCESS_KEY_ENCRYPTION_KEY"
 _ID_ALPHABET = string.ascii_uppercase + "234567"
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+DEFAULT_KEY_CACHE_TTL_S = 10.0
 
 
 def _encryption_key(data_dir: Path, *, create: bool) -> bytes | None:
@@ -59,9 +60,13 @@ def new_secret() -> str:
 
 
 class KeyStore:
-    """Create, list, revoke keys; look secrets up for the verifier (cached for `ttl_s` seconds)."""
+    """Create, list, revoke keys; look secrets up for the verifier (cached for `ttl_s` seconds).
 
-    def __init__(self, db: Database, data_dir: Path, *, ttl_s: float = 10.0) -> None:
+    A lookup's answer expires `ttl_s` after the lookup *started* (before its query ran), so a
+    revocation committed at time T is seen by every request verified after T + `ttl_s`, in every
+    process; a revocation through this store clears its own cache at once."""
+
+    def __init__(self, db: Database, data_dir: Path, *, ttl_s: float = DEFAULT_KEY_CACHE_TTL_S) -> None:
         self.db = db
         self.data_dir = Path(data_dir)
         self.ttl_s = ttl_s

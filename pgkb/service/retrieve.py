@@ -90,7 +90,7 @@ class RetrieveOps(ServiceBase):
         vector = self.embed_query(kb, text)
         # HYBRID's evidence of whether the model can read the query (its own tokenizer's coverage).
         coverage = model_coverage(kb.model(), text) if search_type == "HYBRID" else None
-        want = offset + k
+        want = k  # the window numberOfResults asks for; an offset only skips into it
         with kb.database.connection() as conn:
             hits = search(
                 conn, kb.table, kb.mapping, query_embedding=vector, query_text=text, k=min(want, MAX_RESULTS),
@@ -98,7 +98,7 @@ class RetrieveOps(ServiceBase):
             )
         if reranker is not None:
             hits = reranker.rerank(text, hits)
-        page = hits[offset : offset + k]
+        page = hits[offset:k]
         results = []
         for h in page:
             item: dict[str, Any] = {
@@ -125,9 +125,10 @@ class RetrieveOps(ServiceBase):
             raise ValidationError("guardrailConfiguration is not supported by pgkb")
         kb_id = knowledgeBaseId.rsplit("/", 1)[-1] if knowledgeBaseId.startswith("arn:") else knowledgeBaseId
         text = query_text(retrievalQuery)
+        # numberOfResults caps the whole answer, as in Bedrock: every result (at most 100) comes in one
+        # page and no nextToken is returned, so paginators (awscli's auto-pagination, boto3's and the JS
+        # SDK's paginateRetrieve) stop after one call. A token issued by an earlier pgkb (an offset)
+        # still decodes and yields what is left of the numberOfResults window.
         offset = shapes.decode_token(nextToken)
-        results, more = self.retrieve_results(kb_id, text, retrievalConfiguration, offset)
-        out: dict[str, Any] = {"retrievalResults": results}
-        if more:
-            out["nextToken"] = shapes.encode_token(offset + len(results))
-        return out
+        results, _ = self.retrieve_results(kb_id, text, retrievalConfiguration, offset)
+        return {"retrievalResults": results}
