@@ -99,33 +99,49 @@ def kb_create(
     name: str,
     model: Annotated[str, typer.Option(help="Embedding model id or ARN (`pgkb models` lists them).")] = DEFAULT_MODEL_ID,
     dimensions: Annotated[int | None, typer.Option(help="Vector dimensions, for models that offer several.")] = None,
-    table: Annotated[str | None, typer.Option(help="schema.table for the vectors (default bedrock_integration.<name>).")] = None,
+    table: Annotated[str | None, typer.Option(help="schema.table for a VECTOR knowledge base; without it, a MANAGED one.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Create a knowledge base and its vector table (or validate an existing table)."""
-    from pgkb.embeddings import get_spec, model_arn
-    from pgkb.service.control import default_table_name
+    """Create a knowledge base. Without --table: a MANAGED one, whose storage pgkb creates and owns.
+    With --table: a VECTOR one in that table (created, or validated if it exists)."""
+    from pgkb.embeddings import DEFAULT_MODEL_ID, get_spec, model_arn
     from pgkb.store.vector_table import FieldMapping
 
     with service(database_url, data_dir) as svc:
         spec = get_spec(model)
-        vec: dict[str, Any] = {"embeddingModelArn": model_arn(spec.id, svc.region)}
-        if dimensions:
-            vec["embeddingModelConfiguration"] = {"bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}}
-        storage = {"type": "RDS", "rdsConfiguration": {**{k: v for k, v in svc.db_info().items() if k != "url"},
-                   "tableName": table or default_table_name(name), "fieldMapping": FieldMapping().to_bedrock()}}
-        kb = svc.create_knowledge_base(
-            name=name, description=description, storageConfiguration=storage,
-            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": vec},
-        )["knowledgeBase"]
+        if table is None:
+            managed: dict[str, Any] = {"embeddingModelType": "MANAGED"}
+            if spec.id != get_spec(DEFAULT_MODEL_ID).id or dimensions:
+                managed = {"embeddingModelType": "CUSTOM", "embeddingModelArn": model_arn(spec.id, svc.region)}
+                if dimensions:
+                    managed["embeddingModelConfiguration"] = {
+                        "bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}
+                    }
+            kb = svc.create_knowledge_base(
+                name=name, description=description,
+                knowledgeBaseConfiguration={"type": "MANAGED", "managedKnowledgeBaseConfiguration": managed},
+            )["knowledgeBase"]
+            where = "pgkb-managed storage"
+        else:
+            vec: dict[str, Any] = {"embeddingModelArn": model_arn(spec.id, svc.region)}
+            if dimensions:
+                vec["embeddingModelConfiguration"] = {"bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}}
+            storage = {"type": "RDS", "rdsConfiguration": {**{k: v for k, v in svc.db_info().items() if k != "url"},
+                       "tableName": table, "fieldMapping": FieldMapping().to_bedrock()}}
+            kb = svc.create_knowledge_base(
+                name=name, description=description, storageConfiguration=storage,
+                knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": vec},
+            )["knowledgeBase"]
+            where = kb["storageConfiguration"]["rdsConfiguration"]["tableName"]
     if as_json:
         print_json(kb)
     else:
-        out.print(f"created knowledge base [bold]{kb['name']}[/] ({kb['knowledgeBaseId']}) "
-                  f"in {kb['storageConfiguration']['rdsConfiguration']['tableName']} with {spec.id}")
+        kind = "MANAGED" if table is None else "VECTOR"
+        out.print(f"created {kind} knowledge base [bold]{kb['name']}[/] ({kb['knowledgeBaseId']}) "
+                  f"in {where} with {spec.id}")
 
 
 @kb_app.command("list")

@@ -25,6 +25,7 @@ from pgkb.generation import sessions
 from pgkb.generation.base import Answer, GenerationRequest, RewriteRequest, Turn
 from pgkb.generation.prompts import SEARCH_RESULTS
 from pgkb.generation.registry import generator_for
+from pgkb.service.access import user_id_of
 from pgkb.service.base import ServiceBase
 
 MAX_INPUT_CHARS = 1000  # RetrieveAndGenerateInputTextString max in the botocore model
@@ -115,7 +116,7 @@ class GenerateOps(ServiceBase):
 
         def retrieve_results(
             self, knowledge_base_id: str, text: str, retrieval_configuration: dict[str, Any] | None = None,
-            offset: int = 0,
+            offset: int = 0, user_id: str | None = None,
         ) -> tuple[list[dict[str, Any]], bool]: ...
 
     def resolve(self, kb_id: str) -> Any:
@@ -141,7 +142,7 @@ class GenerateOps(ServiceBase):
     ) -> dict[str, Any]:
         with _query_memo():
             plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration,
-                                 store_session_now=False)
+                                 store_session_now=False, user_id=user_id_of(userContext))
             answer = plan.generator.generate(plan.request)
         self._record(plan, answer)
         out: dict[str, Any] = {
@@ -165,7 +166,7 @@ class GenerateOps(ServiceBase):
         events; a failure while generating is raised from the iterator (the server frames it)."""
         with _query_memo():
             plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration,
-                                 store_session_now=True)
+                                 store_session_now=True, user_id=user_id_of(userContext))
         return {
             "sessionId": plan.session_id,
             "stream": self._events(plan),
@@ -196,7 +197,8 @@ class GenerateOps(ServiceBase):
         self._record(plan, answer)
 
     def _prepare(
-        self, input: Any, config: Any, session_id: str | None, session_config: Any, *, store_session_now: bool
+        self, input: Any, config: Any, session_id: str | None, session_config: Any, *, store_session_now: bool,
+        user_id: str | None = None,
     ) -> _Plan:
         inp = _obj(input, "input")
         question = inp.get("text")
@@ -259,7 +261,8 @@ class GenerateOps(ServiceBase):
             query = generator.rewrite(
                 RewriteRequest(question, history, orch_template, orch_inference, orch_extra)
             )
-        results, _ = self.retrieve_results(kb.id, query, retrieval)
+        # Only chunks this user may see reach the prompt, so the answer and its citations hold nothing else.
+        results, _ = self.retrieve_results(kb.id, query, retrieval, user_id=user_id)
         if new_session and store_session_now:  # after retrieval: a refused request leaves no session
             with self.db.connection() as conn:
                 sessions.create(conn, kb.id, session_id)
