@@ -326,6 +326,17 @@ def documents(kb: str, ds: str, database_url: DatabaseUrl = None, data_dir: Data
 # ---------------------------------------------------------------------------------------- retrieval
 
 
+def _search_config(svc: Any, kb_id: str, vsc: dict[str, Any]) -> dict[str, Any]:
+    """retrievalConfiguration for a knowledge base: MANAGED ones take managedSearchConfiguration
+    (pgkb picks the strategy: its HYBRID search), VECTOR ones vectorSearchConfiguration."""
+    if svc.resolve(kb_id).managed:
+        return {"managedSearchConfiguration": {k: v for k, v in vsc.items() if k in ("numberOfResults", "filter")}}
+    return {"vectorSearchConfiguration": vsc}
+
+
+UserOpt = Annotated[str | None, typer.Option("--user", help="userContext.userId: whose document ACLs apply.")]
+
+
 @app.command()
 def retrieve(
     kb: str,
@@ -333,6 +344,7 @@ def retrieve(
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results (1-100).")] = 5,
     filter: Annotated[str | None, typer.Option(help="A Bedrock RetrievalFilter as JSON.")] = None,
     hybrid: Annotated[bool, typer.Option(help="Hybrid (lexical + semantic) search.")] = False,
+    user: UserOpt = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
@@ -347,8 +359,10 @@ def retrieve(
     if hybrid:
         vsc["overrideSearchType"] = "HYBRID"
     with service(database_url, data_dir) as svc:
-        res = svc.retrieve(knowledgeBaseId=_kb_id(svc, kb), retrievalQuery={"text": query},
-                           retrievalConfiguration={"vectorSearchConfiguration": vsc})["retrievalResults"]
+        kb_id = _kb_id(svc, kb)
+        res = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": query},
+                           retrievalConfiguration=_search_config(svc, kb_id, vsc),
+                           **({"userContext": {"userId": user}} if user is not None else {}))["retrievalResults"]
     if as_json:
         return print_json(res)
     if not res:
@@ -373,6 +387,7 @@ def ask(
                                        "PGKB_OPENAI_GENERATORS key, or a Bedrock model.")] = "pgkb.extractive",
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks to retrieve (1-100).")] = 5,
     hybrid: Annotated[bool, typer.Option(help="Hybrid (lexical + semantic) search.")] = False,
+    user: UserOpt = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
@@ -382,11 +397,13 @@ def ask(
     if hybrid:
         vsc["overrideSearchType"] = "HYBRID"
     with service(database_url, data_dir) as svc:
-        kbc = {"knowledgeBaseId": _kb_id(svc, kb), "modelArn": model,
-               "retrievalConfiguration": {"vectorSearchConfiguration": vsc}}
+        kb_id = _kb_id(svc, kb)
+        kbc = {"knowledgeBaseId": kb_id, "modelArn": model,
+               "retrievalConfiguration": _search_config(svc, kb_id, vsc)}
         res = svc.retrieve_and_generate(
             input={"text": question}, retrieveAndGenerateConfiguration={"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": kbc},
             **({"sessionId": session} if session else {}),
+            **({"userContext": {"userId": user}} if user is not None else {}),
         )
     if as_json:
         return print_json(res)

@@ -237,6 +237,7 @@ async function selectKb(kbId, dsId = null) {
       state.client.listAll("ListDataSources", { knowledgeBaseId: kbId, maxResults: 100 }, "dataSourceSummaries"),
     ]);
     if (view !== state.view) return;
+    state.kbType = (kb.knowledgeBaseConfiguration || {}).type || "VECTOR";
     $("welcome").hidden = true;
     $("kb").hidden = false;
     $("query").hidden = false;
@@ -461,6 +462,11 @@ function retrievalConfiguration() {
       showError(new ApiError("InvalidFilter", `The filter is not valid JSON: ${err.message}`, 0, ""));
       return null;
     }
+  }
+  // MANAGED knowledge bases take managedSearchConfiguration (pgkb picks the strategy).
+  if (state.kbType === "MANAGED") {
+    const { overrideSearchType, ...managed } = vector;
+    return { managedSearchConfiguration: managed };
   }
   return { vectorSearchConfiguration: vector };
 }
