@@ -378,3 +378,67 @@ def test_get_document_content(svc: KnowledgeBaseService, folder_kb: dict[str, An
     with pytest.raises(ValidationError, match="mediaId"):
         svc.get_document_content(knowledgeBaseId=kb, dataSourceId=ds, documentId=hit["documentId"],
                                  mediaId="a" * 36)
+
+
+def test_acl_migration_runs_again_unchanged(new_database_url: str) -> None:
+    from pgkb.db.database import migrate, migration_files
+
+    with psycopg.connect(new_database_url) as conn:
+        migrate(conn)
+        key = conn.execute("SELECT secret FROM pgkb.url_signing_key").fetchone()
+        sql_text = next(text for v, _, text in migration_files() if v == 140)
+        conn.execute(sql_text)  # every statement is idempotent
+        assert conn.execute("SELECT secret FROM pgkb.url_signing_key").fetchone() == key
+        assert len(key[0]) == 64  # type: ignore[index]
+
+
+def test_s3_acl_source_with_global_file_and_sidecars(
+    svc: KnowledgeBaseService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+    from server_helpers import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for k, v in {"PGKB_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                     "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket="acl-docs")
+        put = lambda key, body: s3.put_object(Bucket="acl-docs", Key=key, Body=body)  # noqa: E731
+        put("legal/contract.txt", b"The walrus supply contract and its penalties.")
+        put("legal/nda.txt", b"The walrus non-disclosure agreement.")
+        put("legal/nda.txt.metadata.json", json.dumps({"metadataAttributes": {"kind": "nda"}, "accessControlList": [
+            {"Name": "ivy@example.com", "Type": "USER", "Access": "ALLOW"}]}).encode())
+        put("misc/walrus.txt", b"A walrus note with no ACL anywhere.")
+        put("acl/global.json", json.dumps([{"keyPrefix": "s3://acl-docs/legal/", "aclEntries": [
+            {"Name": "jay@example.com", "Type": "USER", "Access": "ALLOW"}]}]).encode())
+        kb = managed_kb(svc)
+        ds = svc.create_data_source(knowledgeBaseId=kb, name="s3acl", dataSourceConfiguration=connector(
+            "S3", True, connectionConfiguration={"bucketName": "acl-docs"},
+            filterConfiguration={"inclusionPrefixes": ["legal/"]},
+            aclConfiguration={"globalAccessControlListS3Uri": "s3://acl-docs/acl/global.json"}))["dataSource"]
+        ds2 = svc.create_data_source(knowledgeBaseId=kb, name="s3misc", dataSourceConfiguration=connector(
+            "S3", True, connectionConfiguration={"bucketName": "acl-docs"},
+            filterConfiguration={"inclusionPrefixes": ["misc/"]}))["dataSource"]
+        job = svc.run_ingestion_job(knowledgeBaseId=kb, dataSourceId=ds["dataSourceId"])["ingestionJob"]
+        assert job["status"] == "COMPLETE" and job["statistics"]["numberOfNewDocumentsIndexed"] == 2
+        job2 = svc.run_ingestion_job(knowledgeBaseId=kb, dataSourceId=ds2["dataSourceId"])["ingestionJob"]
+        assert job2["statistics"]["numberOfDocumentsSkipped"] == 1
+        assert set(uris(retrieve(svc, kb, "walrus", "jay@example.com"))) == {"s3://acl-docs/legal/contract.txt"}
+        ivy = retrieve(svc, kb, "walrus", "ivy@example.com")
+        assert uris(ivy) == ["s3://acl-docs/legal/nda.txt"]  # its metadata file wins over the global prefix
+        assert ivy["retrievalResults"][0]["metadata"]["kind"] == "nda"
+        assert uris(retrieve(svc, kb, "walrus")) == []
+        out = svc.get_document_content(knowledgeBaseId=kb, dataSourceId=ds["dataSourceId"],
+                                       documentId=ivy["retrievalResults"][0]["documentId"],
+                                       userContext={"userId": "ivy@example.com"})
+        status, _, body = svc.document_content_response(out["presignedUrl"].split("/content/", 1)[1])
+        assert status == 200 and body == b"The walrus non-disclosure agreement."
+        svc.delete_knowledge_base(knowledgeBaseId=kb)
+    finally:
+        server.stop()
