@@ -292,3 +292,18 @@ def test_get_document_content_respects_acls(svc: KnowledgeBaseService, corpus: d
     claims["p"] = BOB
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=") + "." + sig
     assert svc.document_content_response(forged)[0] == 403
+
+
+def test_a_session_is_its_users_alone(svc: KnowledgeBaseService, corpus: dict[str, Any]) -> None:
+    cfg = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+        "knowledgeBaseId": corpus["kb"], "modelArn": "pgkb.extractive"}}
+    out = svc.retrieve_and_generate(input={"text": "What is the xylophonequartz report?"},
+                                    retrieveAndGenerateConfiguration=cfg, userContext={"userId": ALICE})
+    assert "xylophonequartz" in out["output"]["text"]
+    for user in (BOB, None):  # alice's history (her answers) is not given to anyone else
+        with pytest.raises(ValidationError, match="not valid"):
+            svc.retrieve_and_generate(input={"text": "And then?"}, retrieveAndGenerateConfiguration=cfg,
+                                      sessionId=out["sessionId"], **({"userContext": {"userId": user}} if user else {}))
+    again = svc.retrieve_and_generate(input={"text": "And then?"}, retrieveAndGenerateConfiguration=cfg,
+                                      sessionId=out["sessionId"], userContext={"userId": ALICE})
+    assert again["sessionId"] == out["sessionId"]

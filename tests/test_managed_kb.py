@@ -442,3 +442,20 @@ def test_s3_acl_source_with_global_file_and_sidecars(
         svc.delete_knowledge_base(knowledgeBaseId=kb)
     finally:
         server.stop()
+
+
+def test_malformed_acl_fails_closed_with_its_reason(svc: KnowledgeBaseService, tmp_path: Path) -> None:
+    doc = tmp_path / "budget.txt"
+    doc.write_text("The kestrel budget allocation.")
+    write_acl_sidecar(doc, [("kim@example.com", "ALLOW")])
+    kb = managed_kb(svc)
+    ds = folder_source(svc, kb, tmp_path, acl=True)
+    svc.run_ingestion_job(knowledgeBaseId=kb, dataSourceId=ds)
+    assert len(uris(retrieve(svc, kb, "kestrel budget", "kim@example.com"))) == 1
+    write_acl_sidecar(doc, [("kim@example.com", "MAYBE")])  # broken: the earlier grant must not survive
+    job = svc.run_ingestion_job(knowledgeBaseId=kb, dataSourceId=ds)["ingestionJob"]
+    assert job["statistics"]["numberOfDocumentsFailed"] == 1
+    assert uris(retrieve(svc, kb, "kestrel budget", "kim@example.com")) == []
+    detail = svc.list_knowledge_base_documents(knowledgeBaseId=kb, dataSourceId=ds)["documentDetails"]
+    assert detail[0]["status"] == "FAILED" and "ALLOW or DENY" in detail[0]["statusReason"]
+    svc.delete_knowledge_base(knowledgeBaseId=kb)

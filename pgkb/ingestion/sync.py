@@ -165,6 +165,7 @@ class IngestionRun:
         self.chunking = (ds_row.get("ingestion") or {}).get("chunkingConfiguration")
         self._last_flush = 0.0
         self._pending_ignored: list[tuple[str, str]] = []
+        self._pending_failed: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -255,9 +256,12 @@ class IngestionRun:
         for i in range(0, len(deleted), 500):
             self.writer.delete(deleted[i : i + 500], known)
             self.progress.stats["numberOfDocumentsDeleted"] += len(deleted[i : i + 500])
-        if self._pending_ignored:  # after the deletions above, which drop the catalog entries
+        if self._pending_ignored or self._pending_failed:  # after the deletions, which drop catalog entries
             with self.catalog_db.connection() as conn:
                 catalog.mark_documents_failed(conn, self.kb.id, ds_id, self._pending_ignored, status="IGNORED")
+                catalog.mark_documents_failed(conn, self.kb.id, ds_id, self._pending_failed)
+            for uri, reason in self._pending_failed:
+                self.progress.fail(uri, reason)
         self._metadata_only(meta_only)
         self.writer.update_acls(acl_updates)
         self.progress.stats["numberOfMetadataDocumentsModified"] += len(
@@ -312,10 +316,10 @@ class IngestionRun:
         # Documents that lost their ACL (or whose ACL no longer parses) leave the index now.
         gone = [u for u in dropped if u in known and known[u]["status"] not in ("IGNORED",)]
         deleted = [*deleted, *gone]
-        failures.extend((u, r) for u, r in bad.items())
-        skips_now = [(u, NO_ACL_SKIPPED) for u in no_acl]
-        self._pending_ignored = skips_now
-        self.progress.stats["numberOfDocumentsSkipped"] += len(skips_now)
+        # Recorded after the deletions (which drop catalog entries), so the reason stays on the document.
+        self._pending_failed = list(bad.items())
+        self._pending_ignored = [(u, NO_ACL_SKIPPED) for u in no_acl]
+        self.progress.stats["numberOfDocumentsSkipped"] += len(no_acl)
         return work, meta_only, deleted, acl_updates
 
     def _metadata_only(self, items: list[tuple[SourceDocument, dict[str, Any]]]) -> None:

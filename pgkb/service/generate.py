@@ -47,6 +47,7 @@ class _Plan:
     generator: Any
     request: GenerationRequest
     new_session: bool  # stored with the first turn (one transaction) rather than up front
+    user_id: str | None = None  # userContext: the session is theirs alone
 
 
 def _obj(value: Any, field: str) -> dict[str, Any]:
@@ -255,7 +256,7 @@ class GenerateOps(ServiceBase):
             session_id = sessions.new_id()
         else:
             with self.db.connection() as conn:
-                history = sessions.history(conn, session_id, kb.id)
+                history = sessions.history(conn, session_id, kb.id, user_id)
         query = question
         if history:
             query = generator.rewrite(
@@ -265,18 +266,18 @@ class GenerateOps(ServiceBase):
         results, _ = self.retrieve_results(kb.id, query, retrieval, user_id=user_id)
         if new_session and store_session_now:  # after retrieval: a refused request leaves no session
             with self.db.connection() as conn:
-                sessions.create(conn, kb.id, session_id)
+                sessions.create(conn, kb.id, session_id, user_id)
             new_session = False
         request = GenerationRequest(
             question=question, results=results, history=history, prompt_template=template,
             inference=inference, additional_fields=extra,
         )
-        return _Plan(kb.id, session_id, question, query, generator, request, new_session)
+        return _Plan(kb.id, session_id, question, query, generator, request, new_session, user_id)
 
     def _record(self, plan: _Plan, answer: Answer) -> None:
         with self.db.connection() as conn:
             sessions.append(conn, plan.session_id, plan.question, plan.query, answer.text,
-                            new_for_kb=plan.kb_id if plan.new_session else None)
+                            new_for_kb=plan.kb_id if plan.new_session else None, user_id=plan.user_id)
 
 
 def _reference(result: dict[str, Any]) -> dict[str, Any]:

@@ -34,3 +34,7 @@ CREATE TABLE IF NOT EXISTS pgkb.document_content (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (ds_id, uri)
 );
+
+-- A RetrieveAndGenerate session started with a userContext belongs to that user: its history (which
+-- holds answers drawn from that user's documents) is not given to anyone else.
+ALTER TABLE pgkb.rag_sessions ADD COLUMN IF NOT EXISTS user_id text;
