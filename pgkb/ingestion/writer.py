@@ -26,7 +26,7 @@ from pgkb.ingestion.documents import PreparedDocument
 from pgkb.kb import KnowledgeBase
 from pgkb.retrieval.bm25 import compact_bm25
 from pgkb.store import catalog
-from pgkb.store.acl import row_arrays, update_row_acls
+from pgkb.store.acl import RowAcl, intern, row_acl, update_row_acls
 from pgkb.store.content import store_extracted
 from pgkb.store.vector_table import ChunkRow, chunk_id, delete_rows, write_rows
 
@@ -57,11 +57,9 @@ class DocumentWriter:
                 row = conn.execute("SELECT acl_enabled FROM pgkb.data_sources WHERE id = %s", (ds_id,)).fetchone()
             self.acl_enabled = bool(row and row[0])
 
-    def _acl_arrays(self, acl: Any) -> tuple[list[str], list[str]] | None:
-        if not self.kb.managed:
-            return None
-        return row_arrays(acl.allow if acl is not None else None, acl.deny if acl is not None else None,
-                          acl_enabled=self.acl_enabled)
+    def _row_acl(self, acl: Any) -> RowAcl:
+        return row_acl(acl.allow if acl is not None else None, acl.deny if acl is not None else None,
+                       acl_enabled=self.acl_enabled)
 
     def _acl_records(self, docs: Sequence[tuple[str, Any]]) -> list[tuple[str, Any, Any, Any, Any]]:
         """Catalog ACL records (uri, allow, deny, hash, reason) of an ACL-enabled source's documents."""
@@ -85,13 +83,15 @@ class DocumentWriter:
         stale: list[Any] = []
         rows: list[ChunkRow] = []
         k = 0
-        for d in docs:
+        with self.kb.database.connection() as conn:  # user ids → principal ids, one statement per batch
+            arrays = intern(conn, self.kb.table, [self._row_acl(d.acl) for d in docs]) if self.kb.managed else None
+        for n_doc, d in enumerate(docs):
             previous = high_water.get(d.uri)
             old_n = max(previous["chunk_high_water"], previous["chunk_count"]) if previous else 0
             new_ids = _ids(self.ds_id, d.uri, d.n_rows)
             stale += [i for i in _ids(self.ds_id, d.uri, old_n)[d.n_rows:]]
             custom, extra = _split_attributes(self.kb, d.attributes)
-            acl = self._acl_arrays(d.acl)
+            acl = arrays[n_doc] if arrays is not None else None
             for i in range(d.n_rows):
                 vec = None
                 if d.embed_texts[i] is not None:
@@ -118,7 +118,7 @@ class DocumentWriter:
         with self.kb.database.connection() as conn:
             update_row_acls(
                 conn, self.kb.table, self.kb.mapping,
-                [(_ids(self.ds_id, uri, n), *self._acl_arrays(acl)) for uri, n, acl in items],  # type: ignore[misc]
+                [(_ids(self.ds_id, uri, n), self._row_acl(acl)) for uri, n, acl in items],
             )
         with self.catalog_db.connection() as conn:
             catalog.set_document_acls(conn, self.ds_id, self._acl_records([(u, a) for u, _, a in items]))

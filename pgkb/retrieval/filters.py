@@ -318,24 +318,24 @@ def compile_filter(
 # ------------------------------------------------------------------------------------------ access control
 
 
-def acl_predicate(user_id: str | None, *, alias: str = "c", prefix: str = "acl") -> tuple[sql.Composable, dict[str, Any]]:
+def acl_predicate(principal: int | None, *, alias: str = "c", prefix: str = "acl") -> tuple[sql.Composable, dict[str, Any]]:
     """Row visibility on a MANAGED knowledge base's table (pgkb.store.acl), for WHERE.
 
-    Visible: rows of sources without ACLs (`public`), and rows whose allow list names the user and
-    whose deny list does not (deny wins). Without a user, only `public` rows. `&&` over `acl_allow` is
-    served by its GIN index; the deny check runs on the rows that pass it."""
-    from pgkb.store.acl import ALLOW_COLUMN, DENY_COLUMN, PUBLIC, user_token
+    `principal`: the user's interned id (pgkb.store.acl.lookup_principal), None for no user or a user
+    no ACL names. Visible: rows of sources without ACLs (PUBLIC), and rows whose allow list holds the
+    user and whose deny list does not (deny wins). `&&` over `acl_allow` is served by its GIN index;
+    the deny check runs on the rows that pass it."""
+    from pgkb.store.acl import ALLOW_COLUMN, DENY_COLUMN, PUBLIC
 
     allow = sql.Identifier(alias, ALLOW_COLUMN)
-    if user_id is None:
-        return sql.SQL("({} && {}::text[])").format(allow, sql.Placeholder(f"{prefix}_allow")), {
+    if principal is None:
+        return sql.SQL("({} && {}::int4[])").format(allow, sql.Placeholder(f"{prefix}_allow")), {
             f"{prefix}_allow": [PUBLIC]
         }
-    token = user_token(user_id)
     return (
-        sql.SQL("({a} && {p}::text[] AND NOT coalesce({d} @> {u}::text[], false))").format(
+        sql.SQL("({a} && {p}::int4[] AND NOT coalesce({d} @> {u}::int4[], false))").format(
             a=allow, p=sql.Placeholder(f"{prefix}_allow"), d=sql.Identifier(alias, DENY_COLUMN),
             u=sql.Placeholder(f"{prefix}_deny"),
         ),
-        {f"{prefix}_allow": [PUBLIC, token], f"{prefix}_deny": [token]},
+        {f"{prefix}_allow": [PUBLIC, principal], f"{prefix}_deny": [principal]},
     )

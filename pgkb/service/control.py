@@ -20,7 +20,7 @@ from pgkb.service.managed import (
 )
 from pgkb.service.tags import MAX_TAGS
 from pgkb.store import catalog
-from pgkb.store.acl import enable_acl
+from pgkb.store.acl import drop_acl, enable_acl
 from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
 
 _NAME = re.compile(r"^([0-9a-zA-Z][_-]?){1,100}$")
@@ -245,6 +245,7 @@ class ControlPlane(ServiceBase):
             with kb.database.connection() as conn:
                 uninstall_bm25(conn, kb.table)
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(kb.table.ident))
+                drop_acl(conn, kb.table)
         self.forget(kb.id)
         return {"knowledgeBaseId": kb.id, "status": "DELETING"}
 

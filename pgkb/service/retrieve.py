@@ -150,10 +150,15 @@ class RetrieveOps(ServiceBase):
         vector = self.embed_query(kb, text)
         want = offset + k
         with kb.database.connection() as conn:
+            acl = None
+            if kb.managed:
+                from pgkb.store.acl import lookup_principal
+
+                acl = acl_predicate(lookup_principal(conn, kb.table, user_id) if user_id is not None else None)
             hits = search(
                 conn, kb.table, kb.mapping, query_embedding=vector, query_text=text, k=min(want, MAX_RESULTS),
                 filter=flt, search_type=search_type, attribute_cols=kb.attribute_cols,
-                acl=acl_predicate(user_id) if kb.managed else None,
+                acl=acl,
             )
         if reranker is not None:
             hits = reranker.rerank(text, hits)

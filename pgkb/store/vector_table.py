@@ -328,7 +328,7 @@ class ChunkRow:
     embedding: np.ndarray | None
     metadata: dict[str, Any]
     custom_metadata: dict[str, Any]
-    acl: tuple[list[str], list[str]] | None = None  # (acl_allow, acl_deny) on tables with ACL columns
+    acl: tuple[list[int], list[int]] | None = None  # (acl_allow, acl_deny) on tables with ACL columns
 
 
 def write_rows(
@@ -355,7 +355,7 @@ def write_rows(
     types = ["uuid", "vector", "text", "json"] + (["jsonb"] if mapping.custom_metadata else [])
     types += [attribute_cols[c] for c in extra]
     if acl:
-        types += ["text[]", "text[]"]
+        types += ["int4[]", "int4[]"]
     updates = sql.SQL(", ").join(
         sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in cols[1:]
     )
