@@ -81,12 +81,27 @@ def principal_ids(conn: psycopg.Connection, table: TableRef, names: Iterable[str
     return {str(n): int(i) for n, i in rows}
 
 
+# Principal ids never change once made (rows are only dropped with their table, whose name holds the
+# knowledge base's unique id), so found ones are remembered; an absent one is looked up every time.
+_KNOWN: dict[tuple[str, str, str, str], int] = {}
+_KNOWN_MAX = 100_000
+
+
 def lookup_principal(conn: psycopg.Connection, table: TableRef, name: str) -> int | None:
     """A user's principal id; None for a user no ACL names (who then sees only public rows)."""
+    key = (f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}", table.schema, table.name, name)
+    known = _KNOWN.get(key)
+    if known is not None:
+        return known
     row = conn.execute(
         sql.SQL("SELECT id FROM {} WHERE name = %s").format(principals(table).ident), (name,)
     ).fetchone()
-    return int(row[0]) if row else None
+    if row is None:
+        return None
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+    _KNOWN[key] = int(row[0])
+    return int(row[0])
 
 
 def intern(conn: psycopg.Connection, table: TableRef, acls: Sequence[RowAcl]) -> list[tuple[list[int], list[int]]]:
