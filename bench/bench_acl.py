@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=50, help="per tier")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ef", type=int, default=None, help="hnsw.ef_search of the ACL searches (default: pgkb's)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     conn = connect()
@@ -134,7 +135,8 @@ def main() -> None:
             base_hits = search(conn, table, MAPPING, query_embedding=q, query_text=None, k=10)
             lat.setdefault("unfiltered", []).append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
-            hits = search(conn, table, MAPPING, query_embedding=q, query_text=None, k=10, acl=acl(u))
+            hits = search(conn, table, MAPPING, query_embedding=q, query_text=None, k=10, acl=acl(u),
+                          ef_search=a.ef)
             lat.setdefault(tier, []).append((time.perf_counter() - t0) * 1000)
             if r == 0:
                 exact_all = set(np.argsort(-(vecs @ q))[:10].tolist())

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import mimetypes
 import threading
 from collections import Counter
 from typing import Any
@@ -219,8 +220,8 @@ class DocumentOps(ServiceBase):
                 )
                 prepared.acl = acl
                 ready.append(prepared)
-                if kb.managed and mime is not None:  # inline content: kept, it exists nowhere else
-                    raws.append((uri, data, mime))
+                if kb.managed and ds["source_type"] == "CUSTOM":  # kept: a custom id points at no file
+                    raws.append((uri, data, mime or mimetypes.guess_type(name)[0]))
             except PgkbError as exc:
                 failed.append((uri, exc.message))
         texts = [t for d in ready for t in d.embed_texts if t is not None]

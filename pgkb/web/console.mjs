@@ -471,6 +471,12 @@ function retrievalConfiguration() {
   return { vectorSearchConfiguration: vector };
 }
 
+// The user whose document ACLs apply (MANAGED knowledge bases), when one is named.
+function userContext() {
+  const user = $("user").value;
+  return user ? { userContext: { userId: user } } : {};
+}
+
 async function retrieve(ev) {
   ev.preventDefault();
   const button = $("retrieve");
@@ -485,6 +491,7 @@ async function retrieve(ev) {
       knowledgeBaseId: kbId,
       retrievalQuery: { text: $("q").value },
       retrievalConfiguration: config,
+      ...userContext(),
     });
     if (kbId !== state.kbId) return;
     const results = out.retrievalResults || [];
@@ -557,6 +564,7 @@ async function ask() {
         },
       },
     };
+    Object.assign(params, userContext());
     if (state.sessionId) params.sessionId = state.sessionId; // a follow-up: the server keeps the history
     const out = await state.client.call("RetrieveAndGenerate", params);
     if (kbId !== state.kbId) return;
