@@ -459,3 +459,34 @@ def test_malformed_acl_fails_closed_with_its_reason(svc: KnowledgeBaseService, t
     detail = svc.list_knowledge_base_documents(knowledgeBaseId=kb, dataSourceId=ds)["documentDetails"]
     assert detail[0]["status"] == "FAILED" and "ALLOW or DENY" in detail[0]["statusReason"]
     svc.delete_knowledge_base(knowledgeBaseId=kb)
+
+
+def test_managed_search_reranking(svc: KnowledgeBaseService, folder_kb: dict[str, Any],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_rerank import Server
+
+    reranker = Server("tei")
+    try:
+        monkeypatch.setenv("PGKB_RERANKERS", json.dumps({"amazon.rerank-v1:0": reranker.url + "/rerank"}))
+        kb = folder_kb["kb"]
+        # rerankingModelType MANAGED (the default with managed embedding): pgkb's configured reranker runs,
+        # over the visible chunks only.
+        svc.retrieve(knowledgeBaseId=kb, retrievalQuery={"text": "aurora handbook holidays"},
+                     retrievalConfiguration={"managedSearchConfiguration": {"numberOfResults": 3}},
+                     userContext={"userId": "dave@example.com"})
+        assert len(reranker.requests) == 1
+        sent = reranker.requests[0][1]["texts"]
+        assert sent and all("Salary" not in t and "revenue" not in t for t in sent)
+        # NONE: no reranking.
+        retrieve(svc, kb, "aurora handbook", "dave@example.com")
+        assert len(reranker.requests) == 1
+        # CUSTOM: the model named.
+        svc.retrieve(knowledgeBaseId=kb, retrievalQuery={"text": "aurora handbook"},
+                     retrievalConfiguration={"managedSearchConfiguration": {
+                         "rerankingModelType": "CUSTOM", "rerankingConfiguration": {
+                             "type": "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": {
+                                 "modelConfiguration": {"modelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.rerank-v1:0"}}}}},
+                     userContext={"userId": "dave@example.com"})
+        assert len(reranker.requests) == 2
+    finally:
+        reranker.close()
