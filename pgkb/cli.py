@@ -99,33 +99,49 @@ def kb_create(
     name: str,
     model: Annotated[str, typer.Option(help="Embedding model id or ARN (`pgkb models` lists them).")] = DEFAULT_MODEL_ID,
     dimensions: Annotated[int | None, typer.Option(help="Vector dimensions, for models that offer several.")] = None,
-    table: Annotated[str | None, typer.Option(help="schema.table for the vectors (default bedrock_integration.<name>).")] = None,
+    table: Annotated[str | None, typer.Option(help="schema.table for a VECTOR knowledge base; without it, a MANAGED one.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Create a knowledge base and its vector table (or validate an existing table)."""
-    from pgkb.embeddings import get_spec, model_arn
-    from pgkb.service.control import default_table_name
+    """Create a knowledge base. Without --table: a MANAGED one, whose storage pgkb creates and owns.
+    With --table: a VECTOR one in that table (created, or validated if it exists)."""
+    from pgkb.embeddings import DEFAULT_MODEL_ID, get_spec, model_arn
     from pgkb.store.vector_table import FieldMapping
 
     with service(database_url, data_dir) as svc:
         spec = get_spec(model)
-        vec: dict[str, Any] = {"embeddingModelArn": model_arn(spec.id, svc.region)}
-        if dimensions:
-            vec["embeddingModelConfiguration"] = {"bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}}
-        storage = {"type": "RDS", "rdsConfiguration": {**{k: v for k, v in svc.db_info().items() if k != "url"},
-                   "tableName": table or default_table_name(name), "fieldMapping": FieldMapping().to_bedrock()}}
-        kb = svc.create_knowledge_base(
-            name=name, description=description, storageConfiguration=storage,
-            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": vec},
-        )["knowledgeBase"]
+        if table is None:
+            managed: dict[str, Any] = {"embeddingModelType": "MANAGED"}
+            if spec.id != get_spec(DEFAULT_MODEL_ID).id or dimensions:
+                managed = {"embeddingModelType": "CUSTOM", "embeddingModelArn": model_arn(spec.id, svc.region)}
+                if dimensions:
+                    managed["embeddingModelConfiguration"] = {
+                        "bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}
+                    }
+            kb = svc.create_knowledge_base(
+                name=name, description=description,
+                knowledgeBaseConfiguration={"type": "MANAGED", "managedKnowledgeBaseConfiguration": managed},
+            )["knowledgeBase"]
+            where = "pgkb-managed storage"
+        else:
+            vec: dict[str, Any] = {"embeddingModelArn": model_arn(spec.id, svc.region)}
+            if dimensions:
+                vec["embeddingModelConfiguration"] = {"bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}}
+            storage = {"type": "RDS", "rdsConfiguration": {**{k: v for k, v in svc.db_info().items() if k != "url"},
+                       "tableName": table, "fieldMapping": FieldMapping().to_bedrock()}}
+            kb = svc.create_knowledge_base(
+                name=name, description=description, storageConfiguration=storage,
+                knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": vec},
+            )["knowledgeBase"]
+            where = kb["storageConfiguration"]["rdsConfiguration"]["tableName"]
     if as_json:
         print_json(kb)
     else:
-        out.print(f"created knowledge base [bold]{kb['name']}[/] ({kb['knowledgeBaseId']}) "
-                  f"in {kb['storageConfiguration']['rdsConfiguration']['tableName']} with {spec.id}")
+        kind = "MANAGED" if table is None else "VECTOR"
+        out.print(f"created {kind} knowledge base [bold]{kb['name']}[/] ({kb['knowledgeBaseId']}) "
+                  f"in {where} with {spec.id}")
 
 
 @kb_app.command("list")
@@ -323,6 +339,17 @@ def documents(kb: str, ds: str, database_url: DatabaseUrl = None, data_dir: Data
 # ---------------------------------------------------------------------------------------- retrieval
 
 
+def _search_config(svc: Any, kb_id: str, vsc: dict[str, Any]) -> dict[str, Any]:
+    """retrievalConfiguration for a knowledge base: MANAGED ones take managedSearchConfiguration
+    (pgkb picks the strategy: its HYBRID search), VECTOR ones vectorSearchConfiguration."""
+    if svc.resolve(kb_id).managed:
+        return {"managedSearchConfiguration": {k: v for k, v in vsc.items() if k in ("numberOfResults", "filter")}}
+    return {"vectorSearchConfiguration": vsc}
+
+
+UserOpt = Annotated[str | None, typer.Option("--user", help="userContext.userId: whose document ACLs apply.")]
+
+
 @app.command()
 def retrieve(
     kb: str,
@@ -330,6 +357,7 @@ def retrieve(
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results (1-100).")] = 5,
     filter: Annotated[str | None, typer.Option(help="A Bedrock RetrievalFilter as JSON.")] = None,
     hybrid: Annotated[bool, typer.Option(help="Hybrid (lexical + semantic) search.")] = False,
+    user: UserOpt = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
@@ -344,8 +372,10 @@ def retrieve(
     if hybrid:
         vsc["overrideSearchType"] = "HYBRID"
     with service(database_url, data_dir) as svc:
-        res = svc.retrieve(knowledgeBaseId=_kb_id(svc, kb), retrievalQuery={"text": query},
-                           retrievalConfiguration={"vectorSearchConfiguration": vsc})["retrievalResults"]
+        kb_id = _kb_id(svc, kb)
+        res = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": query},
+                           retrievalConfiguration=_search_config(svc, kb_id, vsc),
+                           **({"userContext": {"userId": user}} if user is not None else {}))["retrievalResults"]
     if as_json:
         return print_json(res)
     if not res:
@@ -370,6 +400,7 @@ def ask(
                                        "PGKB_OPENAI_GENERATORS key, or a Bedrock model.")] = "pgkb.extractive",
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks to retrieve (1-100).")] = 5,
     hybrid: Annotated[bool, typer.Option(help="Hybrid (lexical + semantic) search.")] = False,
+    user: UserOpt = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
@@ -379,11 +410,13 @@ def ask(
     if hybrid:
         vsc["overrideSearchType"] = "HYBRID"
     with service(database_url, data_dir) as svc:
-        kbc = {"knowledgeBaseId": _kb_id(svc, kb), "modelArn": model,
-               "retrievalConfiguration": {"vectorSearchConfiguration": vsc}}
+        kb_id = _kb_id(svc, kb)
+        kbc = {"knowledgeBaseId": kb_id, "modelArn": model,
+               "retrievalConfiguration": _search_config(svc, kb_id, vsc)}
         res = svc.retrieve_and_generate(
             input={"text": question}, retrieveAndGenerateConfiguration={"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": kbc},
             **({"sessionId": session} if session else {}),
+            **({"userContext": {"userId": user}} if user is not None else {}),
         )
     if as_json:
         return print_json(res)

@@ -22,6 +22,11 @@ class KnowledgeBase:
         return str(self.row["id"])
 
     @property
+    def managed(self) -> bool:
+        """A MANAGED knowledge base: pgkb owns its table, whose rows carry ACL columns."""
+        return (self.row.get("kb_config") or {}).get("type") == "MANAGED"
+
+    @property
     def model_id(self) -> str:
         return str(self.row["model_id"])
 

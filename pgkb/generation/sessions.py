@@ -34,14 +34,15 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def create(conn: Any, kb_id: str, session_id: str | None = None) -> str:
+def create(conn: Any, kb_id: str, session_id: str | None = None, user_id: str | None = None) -> str:
     """Store a new session now (the stream sends its id before the answer exists)."""
     session_id = session_id or new_id()
     _purge_now_and_then(conn)
     with conn.transaction():
         conn.execute(
-            "INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
-            (session_id, kb_id, ttl_seconds()),
+            "INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at, user_id)"
+            " VALUES (%s, %s, now() + make_interval(secs => %s), %s)",
+            (session_id, kb_id, ttl_seconds(), user_id),
         )
     return session_id
 
@@ -61,12 +62,14 @@ def _purge_now_and_then(conn: Any) -> None:
         conn.execute("DELETE FROM pgkb.rag_sessions WHERE expires_at < now()")
 
 
-def history(conn: Any, session_id: str, kb_id: str) -> list[Turn]:
-    """The latest turns, oldest first; raises ValidationError for an unusable session id."""
+def history(conn: Any, session_id: str, kb_id: str, user_id: str | None = None) -> list[Turn]:
+    """The latest turns, oldest first; raises ValidationError for an unusable session id. A session
+    of another user (userContext) is answered like one that does not exist."""
     row = conn.execute(
-        "SELECT kb_id, expires_at > now() FROM pgkb.rag_sessions WHERE id = %s", (session_id,)
+        "SELECT kb_id, expires_at > now(), user_id IS NOT DISTINCT FROM %s FROM pgkb.rag_sessions WHERE id = %s",
+        (user_id, session_id),
     ).fetchone()
-    if row is None or not row[1]:
+    if row is None or not row[1] or not row[2]:
         raise ValidationError(f"Session with Id {session_id} is not valid or has expired. Please check and try again.")
     if row[0] != kb_id:
         raise ValidationError(
@@ -82,8 +85,8 @@ def history(conn: Any, session_id: str, kb_id: str) -> list[Turn]:
 
 
 _NEW_TURN = (
-    "WITH s AS (INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at)"
-    " VALUES (%(id)s, %(kb)s, now() + make_interval(secs => %(ttl)s)) RETURNING id)"
+    "WITH s AS (INSERT INTO pgkb.rag_sessions (id, kb_id, expires_at, user_id)"
+    " VALUES (%(id)s, %(kb)s, now() + make_interval(secs => %(ttl)s), %(user)s) RETURNING id)"
     " INSERT INTO pgkb.rag_turns (session_id, turn, question, rewritten, answer)"
     " SELECT s.id, 1, %(q)s, %(r)s, %(a)s FROM s"
 )
@@ -97,14 +100,15 @@ _NEXT_TURN = (
 
 
 def append(conn: Any, session_id: str, question: str, rewritten: str, answer: str, *,
-           new_for_kb: str | None = None) -> None:
+           new_for_kb: str | None = None, user_id: str | None = None) -> None:
     """Record a turn and extend the session (or, with `new_for_kb`, store the session with its first
     turn) in one statement, pipelined with its transaction in one round trip. A turn lost to a crash
     costs a conversation one exchange, so the commit does not wait for the disk flush. A turn lost
     because its session was deleted meanwhile (its knowledge base went away) is not an error."""
     if new_for_kb is not None:
         _purge_now_and_then(conn)
-    params = {"id": session_id, "kb": new_for_kb, "ttl": ttl_seconds(), "q": question, "r": rewritten, "a": answer}
+    params = {"id": session_id, "kb": new_for_kb, "ttl": ttl_seconds(), "q": question, "r": rewritten, "a": answer,
+              "user": user_id}
     for attempt in (1, 2):
         try:
             with conn.pipeline(), conn.transaction():

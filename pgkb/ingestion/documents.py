@@ -23,6 +23,8 @@ class PreparedDocument:
     metadata: list[dict[str, Any]] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
     location: dict[str, Any] | None = None
+    acl: Any = None  # pgkb.ingestion.acl.DocAcl of a document of an ACL-enabled source (None: no ACL)
+    extracted: str | None = None  # the parsed text (kept for GetDocumentContent on MANAGED knowledge bases)
 
     @property
     def n_rows(self) -> int:
@@ -60,6 +62,7 @@ def prepare_document(
 
     chunk_set = chunking_mod.chunk_text(parsed, chunking, model.tokenizer, embed=embed)
     doc = PreparedDocument(uri, fingerprint, sidecar_hash, attributes=dict(sidecar.attributes), location=location)
+    doc.extracted = parsed.text
     prefix = sidecar.embedding_prefix()
     base = {SOURCE_URI: uri, DATA_SOURCE_ID: ds_id}
     parents = list(getattr(chunk_set, "parents", []) or [])

@@ -21,6 +21,7 @@ import numpy as np
 
 from pgkb.db import Database
 from pgkb.errors import PgkbError
+from pgkb.ingestion.acl import NO_ACL_SKIPPED, GlobalAcl, effective_acl
 from pgkb.ingestion.claim import ClaimLost, JobClaim
 from pgkb.ingestion.documents import PreparedDocument, prepare_document, read_sidecar
 from pgkb.ingestion.sources import MAX_FILE_BYTES, Source, SourceDocument
@@ -72,6 +73,7 @@ class JobProgress:
 class _Work:
     doc: SourceDocument
     kind: str  # "new" | "modified"
+    acl: Any = None  # its DocAcl, on an ACL-enabled source
 
 
 def _supported(name: str) -> bool:
@@ -151,9 +153,11 @@ class IngestionRun:
         *,
         on_progress: Callable[[JobProgress], None] | None = None,
         claim: JobClaim | None = None,
+        global_acl: Callable[[], GlobalAcl | None] | None = None,
     ) -> None:
         self.catalog_db = catalog_db
         self.claim = claim
+        self.global_acl = global_acl  # loads the data source's global ACL file (ACL-enabled sources)
         self.kb = kb
         self.ds = ds_row
         self.job_id = job_id
@@ -163,6 +167,8 @@ class IngestionRun:
         self.writer = DocumentWriter(catalog_db, kb, ds_row["id"])
         self.chunking = (ds_row.get("ingestion") or {}).get("chunkingConfiguration")
         self._last_flush = 0.0
+        self._pending_ignored: list[tuple[str, str]] = []
+        self._pending_failed: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -255,6 +261,10 @@ class IngestionRun:
         work, meta_only, deleted, failures, skips = classify(scanned, known, self.progress)
         if not getattr(self.source, "deletes_missing", True):
             deleted = []
+        acl_updates: list[tuple[str, int, Any]] = []
+        if self.writer.acl_enabled:
+            work, meta_only, deleted, acl_updates = self._apply_acls(scanned, known, work, meta_only, deleted,
+                                                                     failures, skips)
         self.progress.to_index = len(work)
         with self.catalog_db.connection() as conn:
             catalog.mark_documents_failed(conn, self.kb.id, ds_id, failures)
@@ -269,10 +279,72 @@ class IngestionRun:
             self._check_claim()
             self.writer.delete(deleted[i : i + 500], known)
             self.progress.stats["numberOfDocumentsDeleted"] += len(deleted[i : i + 500])
+        if self._pending_ignored or self._pending_failed:  # after the deletions, which drop catalog entries
+            with self.catalog_db.connection() as conn:
+                catalog.mark_documents_failed(conn, self.kb.id, ds_id, self._pending_ignored, status="IGNORED")
+                catalog.mark_documents_failed(conn, self.kb.id, ds_id, self._pending_failed)
+            for uri, reason in self._pending_failed:
+                self.progress.fail(uri, reason)
         self._check_claim()
         self._metadata_only(meta_only)
+        self.writer.update_acls(acl_updates)
+        self.progress.stats["numberOfMetadataDocumentsModified"] += len(
+            [u for u, _, _ in acl_updates if u not in {d.uri for d, _ in meta_only}]
+        )
         self._check_stop()
         self._index(work)
+
+    def _apply_acls(
+        self,
+        scanned: list[SourceDocument],
+        known: dict[str, dict[str, Any]],
+        work: list[_Work],
+        meta_only: list[tuple[SourceDocument, dict[str, Any]]],
+        deleted: list[str],
+        failures: list[tuple[str, str]],
+        skips: list[tuple[str, str]],
+    ) -> tuple[list[_Work], list[tuple[SourceDocument, dict[str, Any]]], list[str], list[tuple[str, int, Any]]]:
+        """An ACL-enabled source: give each document its ACL. A document without one is not ingested
+        (skipped, counted, the reason on the document; its earlier rows are removed at once), a
+        malformed one fails the document, and a document whose only change is its ACL gets its
+        rows' ACL rewritten in place."""
+        global_acl = self.global_acl() if self.global_acl is not None else None
+        acls: dict[str, Any] = {}
+        no_acl: list[str] = []
+        bad: dict[str, str] = {}
+        listed = {u for u, _ in failures} | {u for u, _ in skips}
+        for d in scanned:
+            if d.uri in listed:
+                continue
+            try:
+                acl = effective_acl(d.sidecar, d.uri, global_acl)
+            except PgkbError as exc:
+                bad[d.uri] = f"access control list: {exc.message}"
+                continue
+            if acl is None:
+                no_acl.append(d.uri)
+            else:
+                acls[d.uri] = acl
+        dropped = set(no_acl) | set(bad)
+        for w in work:
+            w.acl = acls.get(w.doc.uri)
+        work = [w for w in work if w.doc.uri not in dropped]
+        meta_only = [(d, p) for d, p in meta_only if d.uri not in dropped]
+        updating = {w.doc.uri for w in work}
+        acl_updates = [
+            (uri, max(known[uri]["chunk_high_water"], known[uri]["chunk_count"]), acl)
+            for uri, acl in acls.items()
+            if uri in known and uri not in updating and known[uri]["status"] == "INDEXED"
+            and known[uri].get("acl_hash") != acl.hash
+        ]
+        # Documents that lost their ACL (or whose ACL no longer parses) leave the index now.
+        gone = [u for u in dropped if u in known and known[u]["status"] not in ("IGNORED",)]
+        deleted = [*deleted, *gone]
+        # Recorded after the deletions (which drop catalog entries), so the reason stays on the document.
+        self._pending_failed = list(bad.items())
+        self._pending_ignored = [(u, NO_ACL_SKIPPED) for u in no_acl]
+        self.progress.stats["numberOfDocumentsSkipped"] += len(no_acl)
+        return work, meta_only, deleted, acl_updates
 
     def _metadata_only(self, items: list[tuple[SourceDocument, dict[str, Any]]]) -> None:
         in_place: list[tuple[str, dict[str, Any], str | None, int]] = []
@@ -304,11 +376,13 @@ class IngestionRun:
             try:
                 if isinstance(data, Exception):
                     raise data
-                yield w, prepare_document(
+                prepared = prepare_document(
                     ds_id=self.ds["id"], uri=d.uri, name=d.name, data=data, sidecar=sidecar,
                     chunking=self.chunking, model=model, fingerprint=d.fingerprint,
                     sidecar_hash=d.sidecar_hash, location=d.location,
                 )
+                prepared.acl = w.acl
+                yield w, prepared
             except PgkbError as exc:
                 yield w, exc.message
             except Exception as exc:  # a parser library choking on a corrupt file

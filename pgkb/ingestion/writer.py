@@ -21,10 +21,13 @@ import psycopg
 from psycopg import sql
 
 from pgkb.db import Database
+from pgkb.ingestion.acl import NO_ACL_HIDDEN
 from pgkb.ingestion.documents import PreparedDocument
 from pgkb.kb import KnowledgeBase
 from pgkb.retrieval.bm25 import compact_bm25
 from pgkb.store import catalog
+from pgkb.store.acl import RowAcl, intern, row_acl, update_row_acls
+from pgkb.store.content import store_extracted
 from pgkb.store.vector_table import ChunkRow, chunk_id, delete_rows, write_rows
 
 
@@ -48,6 +51,27 @@ class DocumentWriter:
         self.catalog_db = catalog_db
         self.kb = kb
         self.ds_id = ds_id
+        self.acl_enabled = False
+        if kb.managed:
+            with catalog_db.connection() as conn:
+                row = conn.execute("SELECT acl_enabled FROM pgkb.data_sources WHERE id = %s", (ds_id,)).fetchone()
+            self.acl_enabled = bool(row and row[0])
+
+    def _row_acl(self, acl: Any) -> RowAcl:
+        return row_acl(acl.allow if acl is not None else None, acl.deny if acl is not None else None,
+                       acl_enabled=self.acl_enabled)
+
+    def _acl_records(self, docs: Sequence[tuple[str, Any]]) -> list[tuple[str, Any, Any, Any, Any]]:
+        """Catalog ACL records (uri, allow, deny, hash, reason) of an ACL-enabled source's documents."""
+        if not self.acl_enabled:
+            return []
+        out = []
+        for uri, acl in docs:
+            if acl is None:
+                out.append((uri, None, None, None, NO_ACL_HIDDEN))
+            else:
+                out.append((uri, list(acl.allow), list(acl.deny), acl.hash, None))
+        return out
 
     def write(self, docs: Sequence[PreparedDocument], embeddings: np.ndarray) -> None:
         """Write documents whose rows to embed were embedded, in order, into `embeddings`."""
@@ -59,25 +83,45 @@ class DocumentWriter:
         stale: list[Any] = []
         rows: list[ChunkRow] = []
         k = 0
-        for d in docs:
+        with self.kb.database.connection() as conn:  # user ids → principal ids, one statement per batch
+            arrays = intern(conn, self.kb.table, [self._row_acl(d.acl) for d in docs]) if self.kb.managed else None
+        for n_doc, d in enumerate(docs):
             previous = high_water.get(d.uri)
             old_n = max(previous["chunk_high_water"], previous["chunk_count"]) if previous else 0
             new_ids = _ids(self.ds_id, d.uri, d.n_rows)
             stale += [i for i in _ids(self.ds_id, d.uri, old_n)[d.n_rows:]]
             custom, extra = _split_attributes(self.kb, d.attributes)
+            acl = arrays[n_doc] if arrays is not None else None
             for i in range(d.n_rows):
                 vec = None
                 if d.embed_texts[i] is not None:
                     vec = embeddings[k]
                     k += 1
-                rows.append(ChunkRow(new_ids[i], d.texts[i], vec, {**extra, **d.metadata[i]}, custom))
+                rows.append(ChunkRow(new_ids[i], d.texts[i], vec, {**extra, **d.metadata[i]}, custom, acl))
         with self.kb.database.connection() as conn:
             delete_rows(conn, self.kb.table, self.kb.mapping, stale)
-            write_rows(conn, self.kb.table, self.kb.mapping, rows, attribute_cols=self.kb.attribute_cols)
+            write_rows(conn, self.kb.table, self.kb.mapping, rows, attribute_cols=self.kb.attribute_cols,
+                       acl=self.kb.managed)
         with self.catalog_db.connection() as conn:
             catalog.mark_documents_indexed(
                 conn, self.ds_id, [(d.uri, d.fingerprint, d.sidecar_hash, d.n_rows) for d in docs]
             )
+            catalog.set_document_acls(conn, self.ds_id, self._acl_records([(d.uri, d.acl) for d in docs]))
+            if self.kb.managed:
+                store_extracted(conn, self.ds_id, [(d.uri, d.extracted) for d in docs])
+
+    def update_acls(self, items: Sequence[tuple[str, int, Any]]) -> None:
+        """ACL-only changes: rewrite the rows' ACL arrays in place, embed nothing. (uri, rows, DocAcl|None).
+        The rows of all the documents change in one statement."""
+        if not items or not self.kb.managed:
+            return
+        with self.kb.database.connection() as conn:
+            update_row_acls(
+                conn, self.kb.table, self.kb.mapping,
+                [(_ids(self.ds_id, uri, n), self._row_acl(acl)) for uri, n, acl in items],
+            )
+        with self.catalog_db.connection() as conn:
+            catalog.set_document_acls(conn, self.ds_id, self._acl_records([(u, a) for u, _, a in items]))
 
     def update_metadata(self, items: Sequence[tuple[str, dict[str, Any], str | None, int]]) -> None:
         """Metadata-only changes: rewrite custom metadata in place, no re-embedding. (uri, attrs, hash, n)."""

@@ -70,6 +70,8 @@ def read_sidecar(data: bytes) -> Sidecar:
         doc = json.loads(data.decode("utf-8-sig"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MetadataError(f"metadata file is not valid UTF-8 JSON: {_first_line(exc)}") from exc
+    if isinstance(doc, dict) and "metadataAttributes" not in doc and "accessControlList" in doc:
+        doc = {**doc, "metadataAttributes": {}}  # an ACL-only metadata file (pgkb.ingestion.acl reads the list)
     if not isinstance(doc, dict) or "metadataAttributes" not in doc:
         raise MetadataError('metadata file must be a JSON object with a "metadataAttributes" object')
     attrs = doc["metadataAttributes"]

@@ -329,3 +329,29 @@ def compile_filter(
     validate_filter(f)
     ctx = _Ctx(mapping, dict(attribute_cols or {}), alias, prefix, {}, itertools.count())
     return _compile(ctx, f), ctx.params
+
+
+# ------------------------------------------------------------------------------------------ access control
+
+
+def acl_predicate(principal: int | None, *, alias: str = "c", prefix: str = "acl") -> tuple[sql.Composable, dict[str, Any]]:
+    """Row visibility on a MANAGED knowledge base's table (pgkb.store.acl), for WHERE.
+
+    `principal`: the user's interned id (pgkb.store.acl.lookup_principal), None for no user or a user
+    no ACL names. Visible: rows of sources without ACLs (PUBLIC), and rows whose allow list holds the
+    user and whose deny list does not (deny wins). `&&` over `acl_allow` is served by its GIN index;
+    the deny check runs on the rows that pass it."""
+    from pgkb.store.acl import ALLOW_COLUMN, DENY_COLUMN, PUBLIC
+
+    allow = sql.Identifier(alias, ALLOW_COLUMN)
+    if principal is None:
+        return sql.SQL("({} && {}::int4[])").format(allow, sql.Placeholder(f"{prefix}_allow")), {
+            f"{prefix}_allow": [PUBLIC]
+        }
+    return (
+        sql.SQL("({a} && {p}::int4[] AND NOT coalesce({d} @> {u}::int4[], false))").format(
+            a=allow, p=sql.Placeholder(f"{prefix}_allow"), d=sql.Identifier(alias, DENY_COLUMN),
+            u=sql.Placeholder(f"{prefix}_deny"),
+        ),
+        {f"{prefix}_allow": [PUBLIC, principal], f"{prefix}_deny": [principal]},
+    )

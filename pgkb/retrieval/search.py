@@ -353,6 +353,7 @@ def build_query(
     filter: dict[str, Any] | None,
     attribute_cols: dict[str, str] | None,
     bm25_index: bm25.Bm25Index | None,
+    acl: tuple[sql.Composable, dict[str, Any]] | None = None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """The one statement of a search, with its parameters except %(qvec)s and %(qtext)s.
 
@@ -366,6 +367,10 @@ def build_query(
         pred, fparams = compile_filter(filter, mapping, attribute_cols, alias="c")
         params.update(fparams)
         where = sql.SQL(" AND {}").format(pred)
+        lex_where = where
+    if acl is not None:  # document-level access control: one more predicate, beside the filter's
+        params.update(acl[1])
+        where = sql.SQL("{} AND {}").format(where, acl[0])
         lex_where = where
     if search_type == "SEMANTIC":
         ranked = sql.SQL(
@@ -403,8 +408,12 @@ def search(
     attribute_cols: dict[str, str] | None = None,
     ef_search: int | None = None,
     query_coverage: float | None = None,
+    acl: tuple[sql.Composable, dict[str, Any]] | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks for a query. HYBRID also needs `query_text`.
+
+    `acl`: the visibility predicate of `filters.acl_predicate` (MANAGED knowledge bases), applied
+    inside the statement like a filter, so pages are full and nothing hidden is ever ranked.
 
     `attribute_cols`: per-attribute metadata columns (from `vector_table.attribute_columns`) for
     tables without a custom metadata column; None means "discover them from the row".
@@ -419,7 +428,7 @@ def search(
         ix = _bm25_index(conn, table) if search_type != "SEMANTIC" else None
         try:
             return _run(conn, table, mapping, qvec, query_text, k, filter, search_type, attribute_cols, ef_search, ix,
-                        dtrust=fusion.dense_trust(query_coverage))
+                        acl=acl, dtrust=fusion.dense_trust(query_coverage))
         except psycopg.errors.UndefinedTable:
             if ix is None or attempt:
                 raise
@@ -439,24 +448,27 @@ def _run(
     attribute_cols: dict[str, str] | None,
     ef_search: int | None,
     ix: bm25.Bm25Index | None,
+    acl: tuple[sql.Composable, dict[str, Any]] | None = None,
     dtrust: float = 1.0,
 ) -> list[SearchHit]:
     stmt, params = build_query(
-        table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols, bm25_index=ix
+        table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols, bm25_index=ix,
+        acl=acl,
     )
+    filtered = filter is not None or acl is not None
     params["qvec"] = qvec
     params["qtext"] = query_text or ""
     if search_type == "HYBRID":
         params["dtrust"] = float(dtrust)
     cand = params.get("cand", k)
     ef = int(ef_search or max(EF_SEARCH, cand))
-    iterative = filter is not None and _has_iterative_scan(conn)
-    if filter is not None and not iterative:
+    iterative = filtered and _has_iterative_scan(conn)
+    if filtered and not iterative:
         ef = max(ef, OLD_PGVECTOR_FILTER_EF)  # no iterative scans: search wider so filters keep k rows
     settings = [("hnsw.ef_search", str(min(ef, 1000)))]
     if iterative:
         settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES))]
-    if filter is not None:
+    if filtered:
         # Plan with the filter's values: whether the GIN index or HNSW serves best depends on how
         # many rows they match, which a cached generic plan cannot know.
         settings.append(("plan_cache_mode", "force_custom_plan"))

@@ -113,6 +113,10 @@ class BedrockApp:
         if console.is_console_path(scope["path"]):  # the web console's static files: no signature
             await self._send(send, Response(*console.respond(scope["method"], scope["path"])))
             return
+        if scope["method"] == "GET" and scope["path"].startswith("/content/"):  # presigned: its own signature
+            status, ctype, data = await self._run(self.service.document_content_response, scope["path"][9:])
+            await self._send(send, Response(status, [(b"content-type", ctype.encode())], data))
+            return
         request_id = new_request_id()
         op: Operation | None = None
         try:
@@ -145,6 +149,8 @@ class BedrockApp:
             for k, v in header_list:
                 headers[k.lower()] = f"{headers[k.lower()]},{v}" if k.lower() in headers else v
             kwargs = parse_input(op, self._validator(op), match.labels, query, headers, body)
+            if op.name == "GetDocumentContent":  # its presigned URL points back at this server
+                kwargs["contentBaseUrl"] = f"{scope.get('scheme', 'http')}://{headers.get('host', '127.0.0.1')}"
             if op.name == "RetrieveAndGenerateStream":
                 await self._stream(op, kwargs, request_id, send)
                 return

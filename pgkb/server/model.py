@@ -43,7 +43,10 @@ SERVED: dict[str, frozenset[str]] = {
             "ListTagsForResource",
         }
     ),
-    "bedrock-agent-runtime": frozenset({"Retrieve", "RetrieveAndGenerate", "RetrieveAndGenerateStream", "Rerank"}),
+    "bedrock-agent-runtime": frozenset(
+        {"Retrieve", "RetrieveAndGenerate", "RetrieveAndGenerateStream", "Rerank",
+         "CheckIngestedDocumentAcl", "GetIngestedDocumentAcl", "GetDocumentContent"}
+    ),
     "bedrock-runtime": frozenset({"InvokeModel"}),
 }
 

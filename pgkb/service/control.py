@@ -5,12 +5,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from psycopg import sql
+
 from pgkb.errors import ModelNotAvailableError, ValidationError
-from pgkb.retrieval.bm25 import install_bm25
+from pgkb.retrieval.bm25 import install_bm25, uninstall_bm25
 from pgkb.service import shapes
 from pgkb.service.base import ServiceBase
+from pgkb.service.connectors import MANAGED_CONNECTOR, SourceSettings, source_settings
+from pgkb.service.managed import (
+    MANAGED_SCHEMA,
+    check_metadata_configurations,
+    check_user_context_mode,
+    managed_embedding,
+)
 from pgkb.service.tags import MAX_TAGS
 from pgkb.store import catalog
+from pgkb.store.acl import drop_acl, enable_acl
 from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
 
 _NAME = re.compile(r"^([0-9a-zA-Z][_-]?){1,100}$")
@@ -44,8 +54,10 @@ class ControlPlane(ServiceBase):
         from pgkb.embeddings import get_spec
         from pgkb.embeddings.registry import resolve_dimensions
 
+        if isinstance(kb_config, dict) and kb_config.get("type") == "MANAGED":
+            return managed_embedding(kb_config)
         if not isinstance(kb_config, dict) or kb_config.get("type", "VECTOR") != "VECTOR":
-            raise ValidationError("knowledgeBaseConfiguration.type must be VECTOR")
+            raise ValidationError("knowledgeBaseConfiguration.type must be VECTOR or MANAGED")
         vec = kb_config.get("vectorKnowledgeBaseConfiguration")
         if not isinstance(vec, dict) or not vec.get("embeddingModelArn"):
             raise ValidationError(
@@ -72,6 +84,8 @@ class ControlPlane(ServiceBase):
         description: str | None = None,
         clientToken: str | None = None,
         tags: dict[str, str] | None = None,
+        userContextModeForRetrieval: str | None = None,
+        trustedIdentitySources: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         with self.db.connection() as conn:
             existing = catalog.find_by_client_token(conn, "knowledge_bases", clientToken)
@@ -81,8 +95,26 @@ class ControlPlane(ServiceBase):
         check_description(description)
         if tags and len(tags) > MAX_TAGS:
             raise ValidationError(f"a resource has at most {MAX_TAGS} tags, not {len(tags)}")
+        mode = check_user_context_mode(userContextModeForRetrieval, trustedIdentitySources)
         model_id, dims = self._embedding(knowledgeBaseConfiguration)
         self._check_model_available(model_id)
+        kb_id = catalog.new_id()
+        managed = knowledgeBaseConfiguration.get("type") == "MANAGED"
+        if managed:
+            if storageConfiguration is not None:
+                raise ValidationError(
+                    "storageConfiguration must be left out for a MANAGED knowledge base: pgkb creates its storage"
+                )
+            storageConfiguration = {
+                "type": "RDS",
+                "rdsConfiguration": {
+                    "resourceArn": self.cluster_arn,
+                    "credentialsSecretArn": self.secret_arn,
+                    "databaseName": self.database_name,
+                    "tableName": f"{MANAGED_SCHEMA}.kb_{kb_id.lower()}",
+                    "fieldMapping": FieldMapping().to_bedrock(),
+                },
+            }
         if storageConfiguration is None:
             storageConfiguration = {
                 "type": "RDS",
@@ -115,12 +147,14 @@ class ControlPlane(ServiceBase):
             # (until the first's transaction commits) and then finds the table made.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"pgkb.table:{table}",))
             ensure_table(conn, table, mapping, dims, model_id)
+            if managed:
+                enable_acl(conn, table)  # every MANAGED row carries its ACL (pgkb.store.acl)
             install_bm25(conn, table, mapping)  # statistics for HYBRID search, kept by triggers
         with self.db.connection() as conn:
             row = catalog.insert_knowledge_base(
                 conn,
                 {
-                    "id": catalog.new_id(),
+                    "id": kb_id,
                     "name": name,
                     "description": description,
                     "role_arn": roleArn,
@@ -131,6 +165,7 @@ class ControlPlane(ServiceBase):
                     "status": "ACTIVE",
                     "client_token": clientToken,
                     "tags": tags or {},
+                    "user_context_mode": mode,
                 },
             )
         return {"knowledgeBase": shapes.knowledge_base(row, self.region, self.account)}
@@ -172,21 +207,39 @@ class ControlPlane(ServiceBase):
         roleArn: str = DEFAULT_ROLE_ARN,
         storageConfiguration: dict[str, Any] | None = None,
         description: str | None = None,
+        userContextModeForRetrieval: str | None = None,
+        trustedIdentitySources: list[dict[str, Any]] | None = None,
+        metadataConfigurations: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         check_name(name)
         check_description(description)
         with self.db.connection() as conn:
             row = catalog.get_knowledge_base(conn, knowledgeBaseId)
+            managed = row["kb_config"].get("type") == "MANAGED"
+            if not isinstance(knowledgeBaseConfiguration, dict) or (
+                (knowledgeBaseConfiguration.get("type") == "MANAGED") != managed
+            ):
+                raise ValidationError("knowledgeBaseConfiguration.type cannot change after creation")
             if self._embedding(knowledgeBaseConfiguration) != (row["model_id"], row["dimensions"]):
                 raise ValidationError(
                     "knowledgeBaseConfiguration cannot change: the embedding model and dimensions are fixed"
                 )
+            if managed and storageConfiguration is not None:
+                raise ValidationError("storageConfiguration must be left out for a MANAGED knowledge base")
             if storageConfiguration is not None and storageConfiguration != row["storage"]:
                 raise ValidationError("storageConfiguration cannot change after creation")
-            row = catalog.update_knowledge_base(
-                conn, row["id"], name=name, description=description, role_arn=roleArn,
-                kb_config=knowledgeBaseConfiguration,
-            )
+            fields: dict[str, Any] = {
+                "name": name, "description": description, "role_arn": roleArn, "kb_config": knowledgeBaseConfiguration,
+            }
+            if userContextModeForRetrieval is not None or trustedIdentitySources is not None:
+                fields["user_context_mode"] = check_user_context_mode(
+                    userContextModeForRetrieval or row["user_context_mode"], trustedIdentitySources
+                )
+            if metadataConfigurations is not None:
+                if not managed:
+                    raise ValidationError("metadataConfigurations is for MANAGED knowledge bases")
+                fields["metadata_configurations"] = check_metadata_configurations(metadataConfigurations)
+            row = catalog.update_knowledge_base(conn, row["id"], **fields)
         self.forget(row["id"])
         return {"knowledgeBase": shapes.knowledge_base(row, self.region, self.account)}
 
@@ -198,35 +251,27 @@ class ControlPlane(ServiceBase):
             self._delete_source_rows(kb.id, ds)
         with self.db.connection() as conn:
             catalog.delete_knowledge_base(conn, kb.id)
+        if kb.managed:  # pgkb owns a MANAGED knowledge base's storage: it goes with it
+            with kb.database.connection() as conn:
+                uninstall_bm25(conn, kb.table)
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(kb.table.ident))
+                drop_acl(conn, kb.table)
         self.forget(kb.id)
         return {"knowledgeBaseId": kb.id, "status": "DELETING"}
 
     # ------------------------------------------------------------------ data sources
 
     @staticmethod
-    def _source_type(cfg: dict[str, Any]) -> str:
-        from pgkb.ingestion.sources import parse_bucket_arn
-
+    def _source_type(cfg: dict[str, Any], kb_row: dict[str, Any] | None = None) -> SourceSettings:
         if not isinstance(cfg, dict):
             raise ValidationError("dataSourceConfiguration is required")
-        kind = cfg.get("type")
-        if kind == "S3":
-            s3 = cfg.get("s3Configuration")
-            if not isinstance(s3, dict) or not s3.get("bucketArn"):
-                raise ValidationError("dataSourceConfiguration.s3Configuration.bucketArn is required")
-            parse_bucket_arn(s3["bucketArn"])
-            prefixes = s3.get("inclusionPrefixes")
-            if prefixes is not None and (not isinstance(prefixes, list) or len(prefixes) != 1):
-                raise ValidationError("s3Configuration.inclusionPrefixes must hold exactly one prefix")
-        elif kind == "LOCAL":
-            local = cfg.get("localConfiguration")
-            if not isinstance(local, dict) or not local.get("path"):
-                raise ValidationError("dataSourceConfiguration.localConfiguration.path is required")
-        elif kind != "CUSTOM":
+        settings = source_settings(cfg)
+        if kb_row is not None and cfg.get("type") == MANAGED_CONNECTOR and kb_row["kb_config"].get("type") != "MANAGED":
             raise ValidationError(
-                f"dataSourceConfiguration.type {kind!r} is not supported by pgkb (S3, CUSTOM, or LOCAL)"
+                f"dataSourceConfiguration.type {MANAGED_CONNECTOR} needs a MANAGED knowledge base"
+                f" ({kb_row['id']} is {kb_row['kb_config'].get('type', 'VECTOR')})"
             )
-        return str(kind)
+        return settings
 
     @staticmethod
     def _check_ingestion(cfg: dict[str, Any] | None) -> dict[str, Any]:
@@ -235,6 +280,10 @@ class ControlPlane(ServiceBase):
         cfg = cfg or {}
         if not isinstance(cfg, dict):
             raise ValidationError("vectorIngestionConfiguration must be an object")
+        chunking = cfg.get("chunkingConfiguration")
+        if isinstance(chunking, dict) and chunking.get("chunkingStrategy") == "DEFAULT":
+            # MANAGED's DEFAULT is pgkb's default: fixed 300 tokens, 20% overlap.
+            cfg = {k: v for k, v in cfg.items() if k != "chunkingConfiguration"}
         validate_chunking_configuration(cfg.get("chunkingConfiguration"))
         for unsupported in ("customTransformationConfiguration", "contextEnrichmentConfiguration"):
             if cfg.get(unsupported):
@@ -260,7 +309,7 @@ class ControlPlane(ServiceBase):
             kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
         check_name(name)
         check_description(description)
-        kind = self._source_type(dataSourceConfiguration)
+        settings = self._source_type(dataSourceConfiguration, kb)
         ingestion = self._check_ingestion(vectorIngestionConfiguration)
         if dataDeletionPolicy not in ("DELETE", "RETAIN"):
             raise ValidationError("dataDeletionPolicy must be DELETE or RETAIN")
@@ -272,7 +321,8 @@ class ControlPlane(ServiceBase):
                     "kb_id": kb["id"],
                     "name": name,
                     "description": description,
-                    "source_type": kind,
+                    "source_type": settings.kind,
+                    "acl_enabled": settings.acl_enabled,
                     "ds_config": dataSourceConfiguration,
                     "ingestion": ingestion,
                     "data_deletion_policy": dataDeletionPolicy,
@@ -318,9 +368,14 @@ class ControlPlane(ServiceBase):
         with self.db.connection() as conn:
             kb = catalog.get_knowledge_base(conn, knowledgeBaseId)
             row = catalog.get_data_source(conn, kb["id"], dataSourceId)
-        kind = self._source_type(dataSourceConfiguration)
-        if kind != row["source_type"]:
+        settings = self._source_type(dataSourceConfiguration, kb)
+        if settings.kind != row["source_type"] or dataSourceConfiguration.get("type") != row["ds_config"].get("type"):
             raise ValidationError("dataSourceConfiguration.type cannot change")
+        if settings.acl_enabled != row["acl_enabled"]:
+            raise ValidationError(
+                "connectorParameters.aclEnabled cannot change after the data source is created;"
+                " create another data source"
+            )
         fields: dict[str, Any] = {"name": name, "description": description, "ds_config": dataSourceConfiguration}
         if vectorIngestionConfiguration is not None:
             ingestion = self._check_ingestion(vectorIngestionConfiguration)

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import mimetypes
 import threading
 from collections import Counter
 from typing import Any
@@ -17,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from pgkb.errors import PgkbError, ValidationError
+from pgkb.ingestion.acl import DocAcl, parse_entries, sidecar_acl
 from pgkb.ingestion.documents import PreparedDocument, prepare_document
-from pgkb.ingestion.sources import S3Source, parse_bucket_arn, split_s3_uri
+from pgkb.ingestion.sources import S3Source, split_s3_uri
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.parsing import Sidecar, read_sidecar
 from pgkb.service import shapes
 from pgkb.service.base import ServiceBase
+from pgkb.service.connectors import settings_of
 from pgkb.store import catalog
+from pgkb.store.content import store_raw
 
 MAX_DOCUMENTS = 25
 MAX_INLINE_BYTES = 5 * 1024 * 1024
@@ -53,7 +57,8 @@ def _attributes(metadata: dict[str, Any] | None, fetch_s3: Any) -> Sidecar:
     kind = metadata.get("type")
     if kind == "IN_LINE_ATTRIBUTE":
         attrs = metadata.get("inlineAttributes") or []
-        if not isinstance(attrs, list) or not 1 <= len(attrs) <= 50:
+        least = 0 if metadata.get("accessControlList") else 1  # an ACL alone is metadata enough
+        if not isinstance(attrs, list) or not least <= len(attrs) <= 50:
             raise ValidationError("metadata.inlineAttributes must hold 1 to 50 attributes")
         typed = {}
         for a in attrs:
@@ -67,6 +72,30 @@ def _attributes(metadata: dict[str, Any] | None, fetch_s3: Any) -> Sidecar:
             raise ValidationError("metadata.s3Location.uri is required")
         return read_sidecar(fetch_s3(uri))
     raise ValidationError("metadata.type must be IN_LINE_ATTRIBUTE or S3_LOCATION")
+
+
+def _acl(metadata: dict[str, Any] | None, fetch_s3: Any, acl_enabled: bool) -> DocAcl | None:
+    """The ACL of a CUSTOM document: inline `metadata.accessControlList` (lowercase keys) or the
+    `.metadata.json` at `metadata.s3Location` (capitalised keys). Exactly one source per document."""
+    metadata = metadata or {}
+    inline = metadata.get("accessControlList")
+    if inline is not None and not acl_enabled:
+        raise ValidationError(
+            "metadata.accessControlList needs a data source with connectorParameters.aclEnabled true"
+        )
+    if not acl_enabled:
+        return None
+    if metadata.get("type") == "S3_LOCATION":
+        if inline is not None:
+            raise ValidationError(
+                "metadata.accessControlList is for IN_LINE_ATTRIBUTE metadata; with S3_LOCATION the ACL comes"
+                " from the accessControlList of the metadata file"
+            )
+        uri = (metadata.get("s3Location") or {}).get("uri")
+        return sidecar_acl(fetch_s3(uri)) if uri else None
+    if inline is None:
+        return None
+    return parse_entries(inline, capitalised=False, origin="metadata.accessControlList")
 
 
 class DocumentOps(ServiceBase):
@@ -94,7 +123,7 @@ class DocumentOps(ServiceBase):
             if not uri:
                 raise ValidationError("content.s3.s3Location.uri is required")
             bucket, key = split_s3_uri(uri)
-            own = parse_bucket_arn(ds["ds_config"]["s3Configuration"]["bucketArn"])
+            own = settings_of(ds).bucket
             if bucket != own:
                 raise ValidationError(f"{uri} is not in the data source's bucket {own}")
             return uri, key.rsplit("/", 1)[-1], self._fetch_s3(uri), None
@@ -157,28 +186,52 @@ class DocumentOps(ServiceBase):
         failed: list[tuple[str, str]] = []
         # Shape errors fail the whole request before anything is written.
         parsed_inputs = []
+        acl_enabled = bool(ds.get("acl_enabled"))
         for doc in documents:
             if not isinstance(doc, dict):
                 raise ValidationError("each document must be an object")
             uri, name, data, mime = self._content(ds, doc.get("content"))
+            if (doc.get("metadata") or {}).get("accessControlList") is not None and not acl_enabled:
+                raise ValidationError(
+                    "metadata.accessControlList needs a data source with connectorParameters.aclEnabled true"
+                )
             parsed_inputs.append((doc, uri, name, data, mime))
+        with self.db.connection() as conn:
+            before = catalog.get_documents(conn, ds["id"], [p[1] for p in parsed_inputs])
+        acl_only: list[tuple[str, int, Any]] = []
+        raws: list[tuple[str, bytes, str | None]] = []
         for doc, uri, name, data, mime in parsed_inputs:
             try:
                 sidecar = _attributes(doc.get("metadata"), self._fetch_s3)
+                acl = _acl(doc.get("metadata"), self._fetch_s3, acl_enabled)
                 meta_hash = hashlib.sha256(json.dumps(sidecar.attributes, sort_keys=True).encode()).hexdigest()
-                ready.append(
-                    prepare_document(
-                        ds_id=ds["id"], uri=uri, name=name, data=data, sidecar=sidecar, chunking=chunking,
-                        model=model, fingerprint=hashlib.sha256(data).hexdigest(), sidecar_hash=meta_hash,
-                        location=shapes.location_for(uri), mime_type=mime,
-                    )
+                fingerprint = hashlib.sha256(data).hexdigest()
+                prev = before.get(uri)
+                if (prev is not None and prev["status"] == "INDEXED" and prev["content_hash"] == fingerprint
+                        and prev["metadata_hash"] == meta_hash):
+                    # Same content and attributes: at most the ACL changed, and nothing is embedded.
+                    if acl_enabled and prev.get("acl_hash") != (acl.hash if acl else None):
+                        acl_only.append((uri, max(prev["chunk_high_water"], prev["chunk_count"]), acl))
+                    continue
+                prepared = prepare_document(
+                    ds_id=ds["id"], uri=uri, name=name, data=data, sidecar=sidecar, chunking=chunking,
+                    model=model, fingerprint=fingerprint, sidecar_hash=meta_hash,
+                    location=shapes.location_for(uri), mime_type=mime,
                 )
+                prepared.acl = acl
+                ready.append(prepared)
+                if kb.managed and ds["source_type"] == "CUSTOM":  # kept: a custom id points at no file
+                    raws.append((uri, data, mime or mimetypes.guess_type(name)[0]))
             except PgkbError as exc:
                 failed.append((uri, exc.message))
         texts = [t for d in ready for t in d.embed_texts if t is not None]
         vectors = model.embed_documents(texts) if texts else np.zeros((0, kb.dimensions), dtype=np.float32)
         writer = DocumentWriter(self.db, kb, ds["id"])
         writer.write(ready, vectors)
+        writer.update_acls(acl_only)
+        if raws:
+            with self.db.connection() as conn:
+                store_raw(conn, ds["id"], raws)
         _fold_now_and_then(writer)
         with self.db.connection() as conn:
             catalog.mark_documents_failed(conn, kb.id, ds["id"], failed)

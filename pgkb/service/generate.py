@@ -25,6 +25,7 @@ from pgkb.generation import sessions
 from pgkb.generation.base import Answer, GenerationRequest, RewriteRequest, Turn
 from pgkb.generation.prompts import SEARCH_RESULTS
 from pgkb.generation.registry import generator_for
+from pgkb.service.access import user_id_of
 from pgkb.service.base import ServiceBase
 
 MAX_INPUT_CHARS = 1000  # RetrieveAndGenerateInputTextString max in the botocore model
@@ -46,6 +47,7 @@ class _Plan:
     generator: Any
     request: GenerationRequest
     new_session: bool  # stored with the first turn (one transaction) rather than up front
+    user_id: str | None = None  # userContext: the session is theirs alone
 
 
 def _obj(value: Any, field: str) -> dict[str, Any]:
@@ -115,7 +117,7 @@ class GenerateOps(ServiceBase):
 
         def retrieve_results(
             self, knowledge_base_id: str, text: str, retrieval_configuration: dict[str, Any] | None = None,
-            offset: int = 0,
+            offset: int = 0, user_id: str | None = None,
         ) -> tuple[list[dict[str, Any]], bool]: ...
 
     def resolve(self, kb_id: str) -> Any:
@@ -141,7 +143,7 @@ class GenerateOps(ServiceBase):
     ) -> dict[str, Any]:
         with _query_memo():
             plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration,
-                                 store_session_now=False)
+                                 store_session_now=False, user_id=user_id_of(userContext))
             answer = plan.generator.generate(plan.request)
         self._record(plan, answer)
         out: dict[str, Any] = {
@@ -165,7 +167,7 @@ class GenerateOps(ServiceBase):
         events; a failure while generating is raised from the iterator (the server frames it)."""
         with _query_memo():
             plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration,
-                                 store_session_now=True)
+                                 store_session_now=True, user_id=user_id_of(userContext))
         return {
             "sessionId": plan.session_id,
             "stream": self._events(plan),
@@ -196,7 +198,8 @@ class GenerateOps(ServiceBase):
         self._record(plan, answer)
 
     def _prepare(
-        self, input: Any, config: Any, session_id: str | None, session_config: Any, *, store_session_now: bool
+        self, input: Any, config: Any, session_id: str | None, session_config: Any, *, store_session_now: bool,
+        user_id: str | None = None,
     ) -> _Plan:
         inp = _obj(input, "input")
         question = inp.get("text")
@@ -255,27 +258,28 @@ class GenerateOps(ServiceBase):
             session_id = sessions.new_id()
         else:
             with self.db.connection() as conn:
-                history = sessions.history(conn, session_id, kb.id)
+                history = sessions.history(conn, session_id, kb.id, user_id)
         query = question
         if history:
             query = generator.rewrite(
                 RewriteRequest(question, history, orch_template, orch_inference, orch_extra)
             )
-        results, _ = self.retrieve_results(kb.id, query, retrieval)
+        # Only chunks this user may see reach the prompt, so the answer and its citations hold nothing else.
+        results, _ = self.retrieve_results(kb.id, query, retrieval, user_id=user_id)
         if new_session and store_session_now:  # after retrieval: a refused request leaves no session
             with self.db.connection() as conn:
-                sessions.create(conn, kb.id, session_id)
+                sessions.create(conn, kb.id, session_id, user_id)
             new_session = False
         request = GenerationRequest(
             question=question, results=results, history=history, prompt_template=template,
             inference=inference, additional_fields=extra,
         )
-        return _Plan(kb.id, session_id, question, query, generator, request, new_session)
+        return _Plan(kb.id, session_id, question, query, generator, request, new_session, user_id)
 
     def _record(self, plan: _Plan, answer: Answer) -> None:
         with self.db.connection() as conn:
             sessions.append(conn, plan.session_id, plan.question, plan.query, answer.text,
-                            new_for_kb=plan.kb_id if plan.new_session else None)
+                            new_for_kb=plan.kb_id if plan.new_session else None, user_id=plan.user_id)
 
 
 def _reference(result: dict[str, Any]) -> dict[str, Any]:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pgkb.errors import ConflictError, ValidationError
+from pgkb.ingestion.acl import GlobalAcl
 from pgkb.ingestion.claim import JobClaim, lock_is_free
-from pgkb.ingestion.sources import LocalFolderSource, S3Source, Source, parse_bucket_arn
+from pgkb.ingestion.sources import LocalFolderSource, S3Source, Source, file_uri
 from pgkb.ingestion.sync import IngestionRun, JobProgress
 from pgkb.service import shapes
 from pgkb.service.base import ServiceBase
+from pgkb.service.connectors import settings_of
 from pgkb.store import catalog
 
 log = logging.getLogger(__name__)
@@ -73,14 +76,37 @@ class JobControl(ServiceBase):
     # ------------------------------------------------------------------ sources
 
     def source_for(self, ds: dict[str, Any]) -> Source:
-        cfg = ds["ds_config"]
-        if ds["source_type"] == "LOCAL":
-            return LocalFolderSource(cfg["localConfiguration"]["path"])
-        if ds["source_type"] == "S3":
-            s3 = cfg["s3Configuration"]
-            prefixes = s3.get("inclusionPrefixes") or [""]
-            return S3Source(parse_bucket_arn(s3["bucketArn"]), prefixes[0])
+        settings = settings_of(ds)
+        if settings.kind == "LOCAL":
+            assert settings.path is not None
+            return LocalFolderSource(settings.path)
+        if settings.kind == "S3":
+            assert settings.bucket is not None
+            return S3Source(settings.bucket, settings.prefix)
         return _EmptySource()
+
+    @staticmethod
+    def global_acl_for(ds: dict[str, Any], source: Source) -> Callable[[], GlobalAcl | None] | None:
+        """A loader of the data source's global ACL file (None when it has none)."""
+        settings = settings_of(ds)
+        if not settings.acl_enabled or not settings.global_acl:
+            return None
+        location = settings.global_acl
+
+        def load() -> GlobalAcl | None:
+            if settings.kind == "S3":
+                data = source.get_uri(location)  # type: ignore[attr-defined]
+                return GlobalAcl.parse(data)
+            root = Path(settings.path or ".").expanduser().resolve()
+            path = Path(location).expanduser()
+            path = path if path.is_absolute() else root / path
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ValidationError(f"cannot read the global ACL file {path}: {exc.strerror or exc}") from None
+            return GlobalAcl.parse(data, lambda p: _local_prefix(root, p))
+
+        return load
 
     # ------------------------------------------------------------------ operations
 
@@ -124,8 +150,9 @@ class JobControl(ServiceBase):
     def _run(self, job: dict[str, Any], kb: Any, ds: dict[str, Any], claim: JobClaim,
              on_progress: Callable[[JobProgress], None] | None) -> dict[str, Any]:
         try:
-            run = IngestionRun(self.db, kb, ds, job["id"], self.source_for(ds), on_progress=on_progress,
-                               claim=claim)
+            source = self.source_for(ds)
+            run = IngestionRun(self.db, kb, ds, job["id"], source, on_progress=on_progress, claim=claim,
+                               global_acl=self.global_acl_for(ds, source))
             return run.run()
         finally:
             claim.close()
@@ -210,6 +237,17 @@ class JobControl(ServiceBase):
         self._reap_orphans(ds["id"])
         assert job is not None
         return {"ingestionJob": shapes.ingestion_job(job)}
+
+
+def _local_prefix(root: Path, prefix: str) -> str:
+    """A global ACL keyPrefix for a folder source: a file:// URI, an absolute path, or a path relative
+    to the folder → the file:// URI prefix the folder's documents have (a trailing / is kept)."""
+    if prefix.startswith("file://"):
+        return prefix
+    path = Path(prefix).expanduser()
+    path = path if path.is_absolute() else root / path
+    uri = file_uri(path)
+    return uri + "/" if prefix.endswith("/") and not uri.endswith("/") else uri
 
 
 class _EmptySource:

@@ -6,11 +6,68 @@ from typing import Any
 
 from pgkb.errors import ValidationError, unstorable
 from pgkb.service import shapes
+from pgkb.service.access import document_id, user_id_of
 from pgkb.service.base import ServiceBase
 
 MAX_QUERY_CHARS = 20000
 MAX_RESULTS = 100
 DEFAULT_RESULTS = 5  # Bedrock returns up to five results by default
+
+
+def _managed_config(retrieval_configuration: dict[str, Any] | None, custom_embedding: bool) -> dict[str, Any]:
+    """A MANAGED knowledge base's managedSearchConfiguration → the vectorSearchConfiguration pgkb runs:
+    its best strategy (HYBRID), plus reranking when asked for (MANAGED: the reranker pgkb has configured,
+    if any; the default unless the knowledge base uses a CUSTOM embedding model, as in Bedrock)."""
+    if retrieval_configuration is None:
+        retrieval_configuration = {}
+    if not isinstance(retrieval_configuration, dict):
+        raise ValidationError("retrievalConfiguration must be an object")
+    if retrieval_configuration.get("vectorSearchConfiguration") is not None:
+        raise ValidationError(
+            "retrievalConfiguration.vectorSearchConfiguration is for VECTOR knowledge bases; a MANAGED knowledge"
+            " base takes managedSearchConfiguration (numberOfResults, filter, rerankingModelType)"
+        )
+    msc = retrieval_configuration.get("managedSearchConfiguration") or {}
+    if not isinstance(msc, dict):
+        raise ValidationError("retrievalConfiguration.managedSearchConfiguration must be an object")
+    out: dict[str, Any] = {"overrideSearchType": "HYBRID"}
+    if "numberOfResults" in msc:
+        out["numberOfResults"] = msc["numberOfResults"]
+    if msc.get("filter") is not None:
+        out["filter"] = msc["filter"]
+    mode = msc.get("rerankingModelType", "NONE" if custom_embedding else "MANAGED")
+    if mode not in ("CUSTOM", "MANAGED", "NONE"):
+        raise ValidationError("managedSearchConfiguration.rerankingModelType must be CUSTOM, MANAGED or NONE")
+    rerank = msc.get("rerankingConfiguration")
+    if mode == "CUSTOM":
+        if not isinstance(rerank, dict):
+            raise ValidationError("managedSearchConfiguration.rerankingConfiguration is required with rerankingModelType CUSTOM")
+        out["rerankingConfiguration"] = rerank
+    elif rerank is not None:
+        raise ValidationError("managedSearchConfiguration.rerankingConfiguration goes with rerankingModelType CUSTOM")
+    elif mode == "MANAGED" and not custom_embedding:
+        managed = _managed_reranker()
+        if managed is not None:
+            out["rerankingConfiguration"] = managed
+    return out
+
+
+def _managed_reranker() -> dict[str, Any] | None:
+    """pgkb's managed reranker: the first model configured in PGKB_RERANKERS, if there is one."""
+    import json
+    import os
+
+    from pgkb.retrieval.rerank import RERANKERS_ENV
+
+    try:
+        table = json.loads(os.environ.get(RERANKERS_ENV, "") or "{}")
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(table, dict) or not table:
+        return None
+    model = next(iter(table))
+    arn = model if model.startswith("arn:") else f"arn:aws:bedrock:us-east-1::foundation-model/{model}"
+    return {"type": "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": {"modelConfiguration": {"modelArn": arn}}}
 
 
 def _vector_config(retrieval_configuration: dict[str, Any] | None) -> dict[str, Any]:
@@ -60,12 +117,20 @@ class RetrieveOps(ServiceBase):
         text: str,
         retrieval_configuration: dict[str, Any] | None = None,
         offset: int = 0,
+        user_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Ranked results in Bedrock's shape, and whether more may follow."""
+        """Ranked results in Bedrock's shape, and whether more may follow. `user_id`: whose ACLs
+        apply (MANAGED knowledge bases; None = nobody's, so only sources without ACLs answer)."""
+        from pgkb.retrieval.filters import acl_predicate
         from pgkb.retrieval.fusion import model_coverage
         from pgkb.retrieval.search import search
 
-        vsc = _vector_config(retrieval_configuration)
+        kb = self.resolve(knowledge_base_id)
+        if kb.managed:
+            custom = (kb.row["kb_config"].get("managedKnowledgeBaseConfiguration") or {}).get("embeddingModelType") == "CUSTOM"
+            vsc = _managed_config(retrieval_configuration, custom)
+        else:
+            vsc = _vector_config(retrieval_configuration)
         k = vsc.get("numberOfResults", DEFAULT_RESULTS)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_RESULTS:
             raise ValidationError(
@@ -74,7 +139,6 @@ class RetrieveOps(ServiceBase):
         search_type = vsc.get("overrideSearchType") or "SEMANTIC"
         if search_type not in ("SEMANTIC", "HYBRID"):
             raise ValidationError("overrideSearchType must be SEMANTIC or HYBRID")
-        kb = self.resolve(knowledge_base_id)
         # Validate everything cheap before the model runs.
         flt = vsc.get("filter")
         if flt is not None:
@@ -92,9 +156,15 @@ class RetrieveOps(ServiceBase):
         coverage = model_coverage(kb.model(), text) if search_type == "HYBRID" else None
         want = k  # the window numberOfResults asks for; an offset only skips into it
         with kb.database.connection() as conn:
+            acl = None
+            if kb.managed:
+                from pgkb.store.acl import lookup_principal
+
+                acl = acl_predicate(lookup_principal(conn, kb.table, user_id) if user_id is not None else None)
             hits = search(
                 conn, kb.table, kb.mapping, query_embedding=vector, query_text=text, k=min(want, MAX_RESULTS),
                 filter=flt, search_type=search_type, attribute_cols=kb.attribute_cols, query_coverage=coverage,
+                acl=acl,
             )
         if reranker is not None:
             hits = reranker.rerank(text, hits)
@@ -108,6 +178,8 @@ class RetrieveOps(ServiceBase):
             }
             if h.metadata:
                 item["metadata"] = h.metadata
+            if kb.managed and h.source_uri:
+                item["documentId"] = document_id(h.source_uri)
             results.append(item)
         return results, len(hits) >= want and want < MAX_RESULTS
 
@@ -129,6 +201,7 @@ class RetrieveOps(ServiceBase):
         # page and no nextToken is returned, so paginators (awscli's auto-pagination, boto3's and the JS
         # SDK's paginateRetrieve) stop after one call. A token issued by an earlier pgkb (an offset)
         # still decodes and yields what is left of the numberOfResults window.
+        user = user_id_of(userContext)
         offset = shapes.decode_token(nextToken)
-        results, _ = self.retrieve_results(kb_id, text, retrievalConfiguration, offset)
+        results, _ = self.retrieve_results(kb_id, text, retrievalConfiguration, offset, user)
         return {"retrievalResults": results}

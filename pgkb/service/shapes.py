@@ -19,7 +19,8 @@ def kb_arn(region: str, account: str, kb_id: str) -> str:
 
 
 def knowledge_base(row: dict[str, Any], region: str, account: str) -> dict[str, Any]:
-    return _drop_empty(
+    managed = (row["kb_config"] or {}).get("type") == "MANAGED"
+    out = _drop_empty(
         {
             "knowledgeBaseId": row["id"],
             "name": row["name"],
@@ -27,13 +28,18 @@ def knowledge_base(row: dict[str, Any], region: str, account: str) -> dict[str, 
             "description": row["description"],
             "roleArn": row["role_arn"],
             "knowledgeBaseConfiguration": row["kb_config"],
-            "storageConfiguration": row["storage"],
+            # MANAGED: the storage is pgkb's own, not part of the API (Bedrock returns none).
+            "storageConfiguration": None if managed else row["storage"],
             "status": row["status"],
             "createdAt": row["created_at"],
             "updatedAt": row["updated_at"],
             "failureReasons": row["failure_reasons"],
+            "userContextModeForRetrieval": row.get("user_context_mode") if managed else None,
         }
     )
+    if managed and row.get("metadata_configurations") is not None:
+        out["metadataConfigurations"] = row["metadata_configurations"]
+    return out
 
 
 def knowledge_base_summary(row: dict[str, Any]) -> dict[str, Any]:

@@ -53,11 +53,11 @@ def insert_knowledge_base(conn: psycopg.Connection, row: dict[str, Any]) -> dict
         out = _one(
             conn,
             "INSERT INTO pgkb.knowledge_bases (id, name, description, role_arn, model_id, dimensions, kb_config,"
-            " storage, status, client_token, tags) VALUES (%(id)s, %(name)s, %(description)s, %(role_arn)s,"
-            " %(model_id)s, %(dimensions)s, %(kb_config)s, %(storage)s, %(status)s, %(client_token)s, %(tags)s)"
-            " RETURNING *",
+            " storage, status, client_token, tags, user_context_mode) VALUES (%(id)s, %(name)s, %(description)s,"
+            " %(role_arn)s, %(model_id)s, %(dimensions)s, %(kb_config)s, %(storage)s, %(status)s, %(client_token)s,"
+            " %(tags)s, %(user_context_mode)s) RETURNING *",
             {**row, "kb_config": Jsonb(row["kb_config"]), "storage": Jsonb(row["storage"]),
-             "tags": Jsonb(row.get("tags") or {})},
+             "tags": Jsonb(row.get("tags") or {}), "user_context_mode": row.get("user_context_mode") or "API_INPUT_ONLY"},
         )
     except psycopg.errors.UniqueViolation as exc:
         raise ConflictError(f"a knowledge base named {row['name']!r} already exists") from exc
@@ -131,10 +131,11 @@ def insert_data_source(conn: psycopg.Connection, row: dict[str, Any]) -> dict[st
         out = _one(
             conn,
             "INSERT INTO pgkb.data_sources (id, kb_id, name, description, source_type, ds_config, ingestion,"
-            " data_deletion_policy, status, client_token) VALUES (%(id)s, %(kb_id)s, %(name)s, %(description)s,"
-            " %(source_type)s, %(ds_config)s, %(ingestion)s, %(data_deletion_policy)s, %(status)s, %(client_token)s)"
-            " RETURNING *",
-            {**row, "ds_config": Jsonb(row["ds_config"]), "ingestion": Jsonb(row["ingestion"])},
+            " data_deletion_policy, status, client_token, acl_enabled) VALUES (%(id)s, %(kb_id)s, %(name)s,"
+            " %(description)s, %(source_type)s, %(ds_config)s, %(ingestion)s, %(data_deletion_policy)s, %(status)s,"
+            " %(client_token)s, %(acl_enabled)s) RETURNING *",
+            {**row, "ds_config": Jsonb(row["ds_config"]), "ingestion": Jsonb(row["ingestion"]),
+             "acl_enabled": bool(row.get("acl_enabled"))},
         )
     except psycopg.errors.UniqueViolation as exc:
         raise ConflictError(f"a data source named {row['name']!r} already exists in this knowledge base") from exc
@@ -312,9 +313,38 @@ def mark_documents_failed(
     )
 
 
+def set_document_acls(
+    conn: psycopg.Connection,
+    ds_id: str,
+    items: Sequence[tuple[str, Sequence[str] | None, Sequence[str] | None, str | None, str | None]],
+) -> None:
+    """Record documents' ACLs as ingested: (uri, allow, deny, hash, status reason). allow None = no ACL."""
+    if not items:
+        return
+    import json
+
+    conn.execute(
+        "UPDATE pgkb.documents d SET acl_allow = CASE WHEN t.a IS NULL THEN NULL"
+        " ELSE ARRAY(SELECT jsonb_array_elements_text(t.a)) END,"
+        " acl_deny = ARRAY(SELECT jsonb_array_elements_text(coalesce(t.d, '[]'))), acl_hash = t.h,"
+        " status_reason = coalesce(t.r, d.status_reason), updated_at = now()"
+        " FROM unnest(%s::text[], %s::jsonb[], %s::jsonb[], %s::text[], %s::text[]) AS t(u, a, d, h, r)"
+        " WHERE d.ds_id = %s AND d.uri = t.u",
+        (
+            [i[0] for i in items],
+            [json.dumps(list(i[1])) if i[1] is not None else None for i in items],
+            [json.dumps(list(i[2] or [])) for i in items],
+            [i[3] for i in items],
+            [i[4] for i in items],
+            ds_id,
+        ),
+    )
+
+
 def delete_documents(conn: psycopg.Connection, ds_id: str, uris: Sequence[str]) -> None:
     if uris:
         conn.execute("DELETE FROM pgkb.documents WHERE ds_id = %s AND uri = ANY(%s)", (ds_id, list(uris)))
+        conn.execute("DELETE FROM pgkb.document_content WHERE ds_id = %s AND uri = ANY(%s)", (ds_id, list(uris)))
 
 
 def to_json(value: Any) -> str:

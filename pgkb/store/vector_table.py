@@ -328,6 +328,7 @@ class ChunkRow:
     embedding: np.ndarray | None
     metadata: dict[str, Any]
     custom_metadata: dict[str, Any]
+    acl: tuple[list[int], list[int]] | None = None  # (acl_allow, acl_deny) on tables with ACL columns
 
 
 def write_rows(
@@ -337,6 +338,7 @@ def write_rows(
     rows: Sequence[ChunkRow],
     *,
     attribute_cols: dict[str, str] | None = None,
+    acl: bool = False,
 ) -> None:
     """Insert rows with binary COPY into a temp table, then upsert: one round trip per batch, idempotent."""
     if not rows:
@@ -347,9 +349,13 @@ def write_rows(
     if mapping.custom_metadata:
         cols.append(mapping.custom_metadata)
     cols += extra
+    if acl:  # MANAGED tables: every row is written with its ACL (pgkb.store.acl)
+        cols += ["acl_allow", "acl_deny"]
     col_ids = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     types = ["uuid", "vector", "text", "json"] + (["jsonb"] if mapping.custom_metadata else [])
     types += [attribute_cols[c] for c in extra]
+    if acl:
+        types += ["int4[]", "int4[]"]
     updates = sql.SQL(", ").join(
         sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in cols[1:]
     )
@@ -367,6 +373,8 @@ def write_rows(
                     values.append(r.custom_metadata)
                 for c in extra:
                     values.append(_attribute_value(r.custom_metadata.get(c), attribute_cols[c]))
+                if acl:
+                    values += list(r.acl) if r.acl is not None else [None, None]
                 copy.write_row(values)
         cur.execute(
             sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT ({pk}) DO UPDATE SET {u}").format(

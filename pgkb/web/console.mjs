@@ -237,6 +237,7 @@ async function selectKb(kbId, dsId = null) {
       state.client.listAll("ListDataSources", { knowledgeBaseId: kbId, maxResults: 100 }, "dataSourceSummaries"),
     ]);
     if (view !== state.view) return;
+    state.kbType = (kb.knowledgeBaseConfiguration || {}).type || "VECTOR";
     $("welcome").hidden = true;
     $("kb").hidden = false;
     $("query").hidden = false;
@@ -462,7 +463,18 @@ function retrievalConfiguration() {
       return null;
     }
   }
+  // MANAGED knowledge bases take managedSearchConfiguration (pgkb picks the strategy).
+  if (state.kbType === "MANAGED") {
+    const { overrideSearchType, ...managed } = vector;
+    return { managedSearchConfiguration: managed };
+  }
   return { vectorSearchConfiguration: vector };
+}
+
+// The user whose document ACLs apply (MANAGED knowledge bases), when one is named.
+function userContext() {
+  const user = $("user").value;
+  return user ? { userContext: { userId: user } } : {};
 }
 
 async function retrieve(ev) {
@@ -479,6 +491,7 @@ async function retrieve(ev) {
       knowledgeBaseId: kbId,
       retrievalQuery: { text: $("q").value },
       retrievalConfiguration: config,
+      ...userContext(),
     });
     if (kbId !== state.kbId) return;
     const results = out.retrievalResults || [];
@@ -551,6 +564,7 @@ async function ask() {
         },
       },
     };
+    Object.assign(params, userContext());
     if (state.sessionId) params.sessionId = state.sessionId; // a follow-up: the server keeps the history
     const out = await state.client.call("RetrieveAndGenerate", params);
     if (kbId !== state.kbId) return;
