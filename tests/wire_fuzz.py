@@ -19,7 +19,7 @@ import json
 import random
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -106,7 +106,6 @@ class Request:
     body: bytes
     note: str = ""
     signing_name: str = "bedrock"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Gen:
