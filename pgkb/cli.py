@@ -164,11 +164,13 @@ def kb_show(kb: str, database_url: DatabaseUrl = None, data_dir: DataDir = None,
         got = svc.get_knowledge_base(knowledgeBaseId=kb)["knowledgeBase"]
     if as_json:
         return print_json(got)
-    vec = got["knowledgeBaseConfiguration"].get("vectorKnowledgeBaseConfiguration") or {}
+    cfg = got["knowledgeBaseConfiguration"]
+    model = (cfg.get("vectorKnowledgeBaseConfiguration") or cfg.get("managedKnowledgeBaseConfiguration") or {}).get(
+        "embeddingModelArn")
     rds = (got.get("storageConfiguration") or {}).get("rdsConfiguration") or {}
     t = Table("field", "value", show_header=False)
-    for label, value in (("id", got["knowledgeBaseId"]), ("name", got["name"]), ("status", got["status"]),
-                         ("description", got.get("description")), ("model", vec.get("embeddingModelArn")),
+    for label, value in (("id", got["knowledgeBaseId"]), ("name", got["name"]), ("type", cfg.get("type")),
+                         ("status", got["status"]), ("description", got.get("description")), ("model", model),
                          ("table", rds.get("tableName")), ("database", rds.get("databaseName")),
                          ("created", str(got["createdAt"])[:19]), ("updated", str(got["updatedAt"])[:19]),
                          ("arn", got["knowledgeBaseArn"])):

@@ -36,7 +36,7 @@ def test_the_foundation_flow(session_db_url: str, tmp_path: Path) -> None:
     assert run("ds", "create", name, "handbook", "--path", str(docs), *db).returncode == 0
     # One convention for every command: a table for people, --json for programs.
     shown = run("kb", "show", name, *db)
-    assert shown.returncode == 0 and shown.stdout.lstrip()[:1] != "{" and "bedrock_integration." in shown.stdout
+    assert shown.returncode == 0 and shown.stdout.lstrip()[:1] != "{" and "MANAGED" in shown.stdout
     kb_json = json.loads(run("kb", "show", name, "--json", *db).stdout)
     assert kb_json["name"] == name and kb_json["status"] == "ACTIVE"
     r = run("sync", name, "handbook", *db)
