@@ -139,6 +139,29 @@ def create_kb(server: Server, settings: Settings, name: str) -> str:
     return kb["knowledgeBaseId"]
 
 
+
+def inline_kb(server: Server, settings: Settings, name: str, docs: dict[str, str]) -> tuple[str, str]:
+    """A knowledge base with a CUSTOM data source holding `docs` (id -> text), waited for until indexed."""
+    agent = server.client("bedrock-agent")
+    kb_id = create_kb(server, settings, name)
+    ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="inline",
+                                     dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
+    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=[
+        {"content": {"dataSourceType": "CUSTOM", "custom": {
+            "customDocumentIdentifier": {"id": k}, "sourceType": "IN_LINE",
+            "inlineContent": {"type": "TEXT", "textContent": {"data": v}}}}} for k, v in docs.items()])
+    ids = [{"dataSourceType": "CUSTOM", "custom": {"id": k}} for k in docs]
+    deadline = time.monotonic() + 60
+    while True:
+        details = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id,
+                                                     documentIdentifiers=ids)["documentDetails"]
+        if all(d["status"] == "INDEXED" for d in details):
+            return kb_id, ds_id
+        if time.monotonic() > deadline:
+            pytest.fail(f"documents not indexed: {details}")
+        time.sleep(0.2)
+
+
 def wait_job(agent: Any, kb_id: str, ds_id: str, job_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

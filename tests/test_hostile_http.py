@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from server_helpers import pgkb_serve
-from test_boto3_e2e import REGION, Server, create_kb, rds
+from test_boto3_e2e import REGION, Server, inline_kb, rds
 from test_generation import documents
 from wire_fuzz import Context, generate, send
 
@@ -41,21 +40,7 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def kb(server: Server, settings: Settings) -> tuple[str, str]:
-    agent = server.client("bedrock-agent")
-    kb_id = create_kb(server, settings, f"hostile-{uuid.uuid4().hex[:8]}")
-    ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="inline",
-                                     dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
-    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=documents(DOCS))
-    ids = [{"dataSourceType": "CUSTOM", "custom": {"id": k}} for k in DOCS]
-    deadline = time.monotonic() + 60
-    while True:
-        details = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id,
-                                                     documentIdentifiers=ids)["documentDetails"]
-        if all(d["status"] == "INDEXED" for d in details):
-            return kb_id, ds_id
-        if time.monotonic() > deadline:
-            pytest.fail(f"documents not indexed: {details}")
-        time.sleep(0.2)
+    return inline_kb(server, settings, f"hostile-{uuid.uuid4().hex[:8]}", DOCS)
 
 
 def error_of(call: Any) -> tuple[int, str]:

@@ -3,7 +3,6 @@ process, with the offline generator and with an OpenAI-compatible endpoint run b
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,8 +11,8 @@ import pytest
 from botocore.exceptions import EventStreamError
 from rag_fakes import FakeModel, fake_model, generators_env
 from server_helpers import pgkb_serve
-from test_boto3_e2e import REGION, Server, create_kb
-from test_generation import DOCS, check_citations, documents
+from test_boto3_e2e import REGION, Server, inline_kb
+from test_generation import DOCS, check_citations
 
 from pgkb.config import Settings
 from pgkb.server.keys import create_key
@@ -37,21 +36,7 @@ def server(settings: Settings, fake: FakeModel, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="module")
 def kb(server: Server, settings: Settings) -> str:
-    agent = server.client("bedrock-agent")
-    kb_id = create_kb(server, settings, f"rag-{uuid.uuid4().hex[:8]}")
-    ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="inline",
-                                     dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
-    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=documents(DOCS))
-    ids = [{"dataSourceType": "CUSTOM", "custom": {"id": k}} for k in DOCS]
-    deadline = time.monotonic() + 60
-    while True:
-        details = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id,
-                                                     documentIdentifiers=ids)["documentDetails"]
-        if all(d["status"] == "INDEXED" for d in details):
-            return kb_id
-        if time.monotonic() > deadline:
-            pytest.fail(f"documents not indexed: {details}")
-        time.sleep(0.2)
+    return inline_kb(server, settings, f"rag-{uuid.uuid4().hex[:8]}", DOCS)[0]
 
 
 def config(kb: str, model: str = "pgkb.extractive", **kbc: Any) -> dict[str, Any]:
