@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from server_helpers import free_port
 
 from pgkb.db.embedded import embedded_running, ensure_embedded, stop_embedded
+
+
+@pytest.fixture
+def data() -> Iterator[Path]:
+    """A data dir the server's own user can reach: pytest's tmp_path sits under a 0700 folder that
+    every pytest session on the machine resets, which the embedded server (run as its own user when
+    we are root) cannot enter."""
+    root = Path(tempfile.mkdtemp(prefix="pgkbs-"))
+    os.chmod(root, 0o755)
+    yield root / "d"
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _serve(data: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -34,8 +49,7 @@ def _serve(data: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise AssertionError("pgkb serve did not come up")
 
 
-def test_sigterm_stops_the_embedded_server_it_started(tmp_path: Path) -> None:
-    data = tmp_path / "d"
+def test_sigterm_stops_the_embedded_server_it_started(data: Path) -> None:
     try:
         proc, _ = _serve(data)
         assert embedded_running(data)
@@ -46,8 +60,7 @@ def test_sigterm_stops_the_embedded_server_it_started(tmp_path: Path) -> None:
         stop_embedded(data)
 
 
-def test_sigterm_leaves_a_shared_embedded_server_running(tmp_path: Path) -> None:
-    data = tmp_path / "d"
+def test_sigterm_leaves_a_shared_embedded_server_running(data: Path) -> None:
     try:
         ensure_embedded(data)  # started by someone else (the CLI, another process)
         proc, _ = _serve(data)
