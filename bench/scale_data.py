@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 CACHE = Path(os.environ.get("PGKB_BENCH_CACHE", Path.home() / ".cache" / "pgkb-bench"))
-DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+DATASETS = Path(os.environ.get("PGKB_BENCH_DATASETS", Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"))
 
 
 def real_texts(datasets: Path = DATASETS) -> tuple[list[str], list[str]]:
@@ -85,7 +85,7 @@ def realism(sample: np.ndarray, base: np.ndarray, k: int = 20) -> dict[str, floa
 
 
 def synthesise(real: np.ndarray, n: int, rng: np.random.Generator, *, mix: int = 3, keep: float = 0.55,
-               noise: float = 0.02, real_nn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               noise: float = 0.0175, real_nn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """n vectors: each a real vector b moved towards `mix` of its 10 real neighbours (b keeps a weight
     drawn around `keep`), plus N(0, noise^2) per dimension, renormalised. Returns (vectors, base index)."""
     if real_nn is None:
