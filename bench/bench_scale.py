@@ -168,9 +168,10 @@ def raw_copy(conn: psycopg.Connection, t: TableRef, rows: list[ChunkRow]) -> Non
             cp.write_row([r.id, r.embedding, r.text, r.metadata, r.custom_metadata])
 
 
-def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int):
+def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int, breakdown: bool = False):
     raw, pg, inc = TableRef("bench", f"raw_{n}"), TableRef("bench", f"pgkb_{n}"), TableRef("bench", f"inc_{n}")
-    for t in (raw, pg, inc):
+    nob = TableRef("bench", f"nobm25_{n}")
+    for t in (raw, pg, inc, nob):
         bm25.uninstall_bm25(conn, t)
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t.ident))
     conn.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, embedding vector({}), chunks text, metadata json,"
@@ -193,6 +194,16 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
     paths = [("raw COPY", raw, raw_copy), ("pgkb, HNSW after", pg, None)]
     if incremental:
         paths.append(("pgkb, HNSW kept", inc, None))
+    if breakdown:  # where pgkb's write time goes: the same write_rows without the BM25 triggers,
+        # and without the GIN indexes either (the bare Bedrock table, HNSW after, like raw)
+        nog = TableRef("bench", f"nogin_{n}")
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(nog.ident))
+        with conn.transaction():
+            create_table(conn, nob, M, DIM)
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(nog.ident, raw.ident))
+            for t in (nob, nog):
+                index_build.drop(conn, t, [nm for nm, _ in index_build.hnsw_indexes(conn, t)])
+        paths += [("pgkb, no BM25", nob, None), ("pgkb, no BM25, no GIN", nog, None)]
     spent = {p[0]: [] for p in paths}  # (rows, seconds) per batch
     t_start = time.perf_counter()
     for i0 in range(0, n, BATCH):
@@ -285,35 +296,37 @@ def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], client
         register_vector(c)
         return c
 
-    def raw_q(c, q, ef):
+    def raw_q(c, q, ef, t=raw):
         with c.transaction():
             c.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
-            return [idx[str(r[0])] for r in c.execute(sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %s LIMIT 10").format(raw.ident), (q,))]
+            return [idx[str(r[0])] for r in c.execute(sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %s LIMIT 10").format(t.ident), (q,))]
 
     def pgkb_q(c, q, ef, **kw):
         return [idx[h.id] for h in search(c, pg, M, query_embedding=q, query_text=kw.pop("text", None), k=10, ef_search=ef, **kw)]
 
     print(f"\nSEMANTIC, {len(qv)} queries (msmarco-5k's real queries + held-out synthetic), k=10;"
-          " pgkb = search() on the pgkb table, raw = SELECT ... ORDER BY <=> on the raw table, interleaved")
-    print(f"  {'ef_search':>9s} {'clients':>7s} {'who':5s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'QPS':>6s}   {load()}")
+          " pgkb = search() on the pgkb table, raw = SELECT id ... ORDER BY <=> on the raw table,"
+          " raw@pgkb = that SELECT on the pgkb table (same graph as pgkb's rows); interleaved")
+    print(f"  {'ef_search':>9s} {'clients':>7s} {'who':8s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'QPS':>6s}   {load()}")
     for ef in efs:
         for nc in clients:
-            res = {"raw": ([None] * len(qv), []), "pgkb": ([None] * len(qv), [])}
+            res = {"raw": ([None] * len(qv), []), "pgkb": ([None] * len(qv), []), "raw@pgkb": ([None] * len(qv), [])}
             conns = [conn_() for _ in range(nc)]
-            walls = {"raw": 0.0, "pgkb": 0.0}
+            walls = {"raw": 0.0, "pgkb": 0.0, "raw@pgkb": 0.0}
 
             def work(ci: int, who: str, conns=conns, nc=nc, res=res, ef=ef) -> None:
                 c = conns[ci]
                 for qi in range(ci, len(qv), nc):
                     t0 = time.perf_counter()
-                    res[who][0][qi] = raw_q(c, qv[qi], ef) if who == "raw" else pgkb_q(c, qv[qi], ef)
+                    res[who][0][qi] = (raw_q(c, qv[qi], ef) if who == "raw" else pgkb_q(c, qv[qi], ef) if who == "pgkb"
+                                       else raw_q(c, qv[qi], ef, pg))
                     res[who][1].append((time.perf_counter() - t0) * 1000)
 
             for c in conns:  # warm: each connection's first query pays for plan caches
                 raw_q(c, qv[0], ef)
                 pgkb_q(c, qv[0], ef)
             for rep in range(2):  # raw, pgkb, pgkb, raw: each gets a first and a second turn
-                for who in (("raw", "pgkb") if rep == 0 else ("pgkb", "raw")):
+                for who in (("raw", "pgkb", "raw@pgkb") if rep == 0 else ("raw@pgkb", "pgkb", "raw")):
                     res[who][1].clear() if rep == 0 else None
                     t0 = time.perf_counter()
                     ths = [threading.Thread(target=work, args=(ci, who)) for ci in range(nc)]
@@ -324,11 +337,11 @@ def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], client
                     walls[who] += time.perf_counter() - t0
             for c in conns:
                 c.close()
-            for who in ("raw", "pgkb"):
+            for who in ("raw", "pgkb", "raw@pgkb"):
                 got, lat = res[who]
-                print(f"  {ef:9d} {nc:7d} {who:5s} {recall(got, want):9.3f} {pct(lat, 50):7.2f} {pct(lat, 99):7.2f}"
+                print(f"  {ef:9d} {nc:7d} {who:8s} {recall(got, want):9.3f} {pct(lat, 50):7.2f} {pct(lat, 99):7.2f}"
                       f" {2 * len(qv) / walls[who]:6.0f}")
-        print(f"  {'':9s} {'':7s} {'':5s} {'':9s} {'':7s} {'':7s} {'':6s}   {load()}", flush=True)
+        print(f"  {'':9s} {'':7s} {'':8s} {'':9s} {'':7s} {'':7s} {'':6s}   {load()}", flush=True)
 
     c = conn_()
     lat: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
@@ -371,6 +384,9 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=64)
     ap.add_argument("--skip-incremental", action="store_true", help="leave out the table whose HNSW index exists during the load")
+    ap.add_argument("--breakdown", action="store_true", help="also write through pgkb into tables without BM25 triggers / GIN indexes")
+    ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
     a = ap.parse_args()
     if not (scale_data.DATASETS / "msmarco-5k" / "corpus.jsonl").exists():
         print(f"bench_scale: msmarco-5k not found under {scale_data.DATASETS}; set PGKB_BENCH_DATASETS or place it there")
@@ -382,8 +398,12 @@ def main() -> None:
           f" {len(qv)} queries")
     print_realism(real, vecs)
     conn, dburl = connect()
-    raw, pg = bench_write(conn, a.chunks, vecs, texts, attrs, not a.skip_incremental, a.m, a.ef_construction)
-    bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")])
+    if a.reuse:  # the data are seeded: the same --chunks makes the same rows
+        raw, pg = TableRef("bench", f"raw_{a.chunks}"), TableRef("bench", f"pgkb_{a.chunks}")
+    else:
+        raw, pg = bench_write(conn, a.chunks, vecs, texts, attrs, not a.skip_incremental, a.m, a.ef_construction, a.breakdown)
+    if not a.skip_queries:
+        bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")])
     print(f"\ndone in {time.perf_counter() - t0:.0f} s ({load()})")
 
 
