@@ -375,6 +375,45 @@ def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], client
     c.close()
 
 
+def bench_halfvec(conn: psycopg.Connection, raw: TableRef, vecs: np.ndarray, qv: np.ndarray, efs: list[int], m: int, efc: int) -> None:
+    """An HNSW index over `embedding::halfvec(384)` beside the float32 one, on the same table: build time,
+    size, recall@10 and p50 of each, query by query interleaved (1 client, raw SQL)."""
+    idx = {str(uuid.uuid5(NS, str(i))): i for i in range(len(vecs))}
+    want = truth(vecs, qv)
+    name = sql.Identifier(raw.name + "_half_idx")
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(raw.schema, raw.name + "_half_idx")))
+    with conn.transaction():
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
+                     (f"{index_build.build_memory_kb(len(vecs), DIM)}kB", str(index_build.build_workers())))
+        t0 = time.perf_counter()
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw ((embedding::halfvec({})) halfvec_cosine_ops)"
+                             " WITH (m = {}, ef_construction = {})").format(
+            name, raw.ident, sql.Literal(DIM), sql.Literal(m), sql.Literal(efc)))
+        build = time.perf_counter() - t0
+    sizes = index_sizes(conn, raw)
+    full = next(v for k, v in sizes.items() if k.endswith("_embedding_idx"))
+    half = next(v for k, v in sizes.items() if k.endswith("_half_idx"))
+    print(f"\nhalfvec HNSW on {raw} (same m / ef_construction): build {build:.1f} s, {half / 2**20:.0f} MB vs float32"
+          f" {full / 2**20:.0f} MB ({1 - half / full:.0%} smaller)  ({load()})")
+    q32 = sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %s LIMIT 10").format(raw.ident)
+    q16 = sql.SQL("SELECT id FROM {} ORDER BY embedding::halfvec({}) <=> %s::vector::halfvec({}) LIMIT 10").format(
+        raw.ident, sql.Literal(DIM), sql.Literal(DIM))
+    print(f"  {'ef_search':>9s} {'index':8s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s}")
+    for ef in efs:
+        got: dict[str, list[list[int]]] = {"float32": [], "halfvec": []}
+        lat: dict[str, list[float]] = {"float32": [], "halfvec": []}
+        for q in qv:
+            for label, stmt in (("float32", q32), ("halfvec", q16)):
+                with conn.transaction():
+                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+                    t0 = time.perf_counter()
+                    got[label].append([idx[str(r[0])] for r in conn.execute(stmt, (q,))])
+                    lat[label].append((time.perf_counter() - t0) * 1000)
+        for label in got:
+            print(f"  {ef:9d} {label:8s} {recall(got[label], want):9.3f} {pct(lat[label], 50):7.2f} {pct(lat[label], 99):7.2f}")
+    print(f"  ({load()}; each recall is one build's: two builds of one index differ by up to 0.02 here)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=100_000)
@@ -386,6 +425,7 @@ def main() -> None:
     ap.add_argument("--skip-incremental", action="store_true", help="leave out the table whose HNSW index exists during the load")
     ap.add_argument("--breakdown", action="store_true", help="also write through pgkb into tables without BM25 triggers / GIN indexes")
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--halfvec", action="store_true", help="also a halfvec HNSW index beside the float32 one on the raw table")
     ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
     a = ap.parse_args()
     if not (scale_data.DATASETS / "msmarco-5k" / "corpus.jsonl").exists():
@@ -404,6 +444,8 @@ def main() -> None:
         raw, pg = bench_write(conn, a.chunks, vecs, texts, attrs, not a.skip_incremental, a.m, a.ef_construction, a.breakdown)
     if not a.skip_queries:
         bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")])
+    if a.halfvec:
+        bench_halfvec(conn, raw, vecs, qv, [int(x) for x in a.ef.split(",")], a.m, a.ef_construction)
     print(f"\ndone in {time.perf_counter() - t0:.0f} s ({load()})")
 
 
