@@ -206,7 +206,12 @@ class IngestionRun:
         """Returns the final job row."""
         self._save(force=True, status="IN_PROGRESS")
         try:
-            self._run()
+            try:
+                self._run()
+            finally:
+                # An initial load's HNSW index is built from the rows before the job ends, whatever
+                # ended it (a killed process leaves the record to the next job).
+                self._build_deferred_indexes()
         except ClaimLost as exc:
             # Another process owns the data source now and has marked this job FAILED: leave its row be.
             log.warning("ingestion job %s stopped: %s", self.job_id, exc)
@@ -221,6 +226,12 @@ class IngestionRun:
             self.progress.failures.insert(0, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
             return self._finish("FAILED")
         return self._finish("COMPLETE")
+
+    def _build_deferred_indexes(self) -> None:
+        try:
+            self.writer.finish_initial_load()
+        except Exception as exc:  # the rows stand; the record stays for the next job
+            log.warning("ingestion job %s: HNSW index not built yet: %s", self.job_id, str(exc).splitlines()[0])
 
     def _current(self) -> dict[str, Any]:
         with self.catalog_db.connection() as conn:
@@ -292,6 +303,8 @@ class IngestionRun:
             [u for u, _, _ in acl_updates if u not in {d.uri for d, _ in meta_only}]
         )
         self._check_stop()
+        if work:
+            self.writer.begin_initial_load()  # an empty table: HNSW built once the rows are in
         self._index(work)
 
     def _apply_acls(

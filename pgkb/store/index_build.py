@@ -1,0 +1,117 @@
+"""HNSW indexes deferred during an initial load, and their bulk build.
+
+pgvector builds an HNSW index from rows already in the table many times faster than it grows one
+row by row, so a knowledge base's first sync into an empty table drops its HNSW index(es) and
+builds them when the rows are in. Crash safety across two databases (the catalog and the vector
+table may differ) comes from the order of the steps:
+  defer: record the definitions in the catalog (commit) → drop the indexes (commit);
+  build: CREATE INDEX IF NOT EXISTS from the record (commit) → forget the record (commit).
+A process killed between any two steps leaves a record whose index is missing or already built;
+the next job builds it (or finds it built) and forgets it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+import psycopg
+from psycopg import sql
+
+from pgkb.store.vector_table import TableRef
+
+#: Upper bound of maintenance_work_mem for a build (pgvector wants the whole graph in memory:
+#: about 2 GB for 1M x 384 with m = 16). Override with PGKB_INDEX_BUILD_MEMORY (e.g. "4GB").
+MAX_BUILD_MEMORY = os.environ.get("PGKB_INDEX_BUILD_MEMORY", "2GB")
+_MEMORY = re.compile(r"^\s*(\d+)\s*(kB|MB|GB|TB)\s*$")
+
+
+def build_workers() -> int:
+    """Parallel maintenance workers for a build (besides the leader): PGKB_INDEX_BUILD_WORKERS, else
+    one less than this machine's cores, at most 7 (pgvector's own example)."""
+    env = os.environ.get("PGKB_INDEX_BUILD_WORKERS")
+    if env is not None and env.strip().isdigit():
+        return int(env)
+    return max(0, min(7, (os.cpu_count() or 1) - 1))
+
+
+def _kb(text: str) -> int:
+    m = _MEMORY.match(text)
+    if not m:
+        raise ValueError(f"PGKB_INDEX_BUILD_MEMORY {text!r}: expected a size such as 512MB or 2GB")
+    return int(m.group(1)) * {"kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}[m.group(2)]
+
+
+def build_memory_kb(rows: int, dimensions: int) -> int:
+    """maintenance_work_mem for a graph of `rows` vectors: the vectors plus ~2 x m neighbour links
+    each, with a margin; at least 64 MB, at most MAX_BUILD_MEMORY."""
+    need = int(rows * (4 * dimensions + 400) * 1.3) // 1024
+    return max(64 * 1024, min(need, _kb(MAX_BUILD_MEMORY)))
+
+
+def hnsw_indexes(conn: psycopg.Connection, table: TableRef) -> list[tuple[str, str]]:
+    """(name, definition) of the table's HNSW indexes."""
+    return [
+        (name, definition)
+        for name, definition in conn.execute(
+            "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam"
+            " JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s AND am.amname = 'hnsw' ORDER BY ic.relname",
+            (table.schema, table.name),
+        )
+    ]
+
+
+def is_empty(conn: psycopg.Connection, table: TableRef) -> bool:
+    return conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table.ident)).fetchone()[0]
+
+
+def lock_table_builds(conn: psycopg.Connection, table: TableRef) -> None:
+    """Serialise deferrals and builds of one table (transaction-scoped advisory lock)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"pgkb.hnsw-build:{table}",))
+
+
+# ---------------------------------------------------------------------------- catalog records
+
+
+def record(conn: psycopg.Connection, kb_id: str, indexes: Sequence[tuple[str, str]]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO pgkb.deferred_indexes (kb_id, index_name, definition) VALUES (%s, %s, %s)"
+            " ON CONFLICT (kb_id, index_name) DO NOTHING",
+            [(kb_id, n, d) for n, d in indexes],
+        )
+
+
+def deferred(conn: psycopg.Connection, kb_id: str) -> list[tuple[str, str]]:
+    return [
+        (n, d)
+        for n, d in conn.execute(
+            "SELECT index_name, definition FROM pgkb.deferred_indexes WHERE kb_id = %s ORDER BY index_name", (kb_id,)
+        )
+    ]
+
+
+def forget(conn: psycopg.Connection, kb_id: str, names: Sequence[str]) -> None:
+    conn.execute("DELETE FROM pgkb.deferred_indexes WHERE kb_id = %s AND index_name = ANY(%s)", (kb_id, list(names)))
+
+
+# ---------------------------------------------------------------------------- the vector table
+
+
+def drop(conn: psycopg.Connection, table: TableRef, names: Sequence[str]) -> None:
+    for name in names:
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(table.schema, name)))
+
+
+def build(conn: psycopg.Connection, definition: str, *, memory_kb: int, workers: int) -> None:
+    """Run a recorded CREATE INDEX (made idempotent) with the build's memory and workers, in the
+    caller's transaction. The definition is PostgreSQL's own pg_get_indexdef text, never user input."""
+    if not definition.startswith("CREATE INDEX "):
+        raise ValueError(f"not an index definition: {definition[:80]!r}")
+    conn.execute("SELECT set_config('maintenance_work_mem', %s, true),"
+                 " set_config('max_parallel_maintenance_workers', %s, true)",
+                 (f"{int(memory_kb)}kB", str(int(workers))))
+    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS " + definition[len("CREATE INDEX "):]))  # type: ignore[arg-type]
