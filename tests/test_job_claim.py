@@ -4,6 +4,7 @@ process took over, and an ended job's status never changes again."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from pgkb.config import Settings
 from pgkb.errors import ConflictError
+from pgkb.ingestion.claim import JobClaim
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.service import KnowledgeBaseService
 
@@ -108,15 +110,32 @@ def test_a_lost_claim_is_taken_back_and_still_excludes_a_second_job(svc: Any, tm
     assert job["statistics"]["numberOfNewDocumentsIndexed"] == N_DOCS == _indexed_uris(svc, ds_id)
 
 
-def test_a_job_that_lost_its_claim_to_another_stops_and_stays_failed(svc: Any, tmp_path: Path, slow_sync: None) -> None:
+def test_a_job_that_lost_its_claim_to_another_stops_and_stays_failed(
+        svc: Any, tmp_path: Path, slow_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Park the job just before its next claim check, so the other process takes the data source
+    # first whatever the machine's load (otherwise the job may take its claim back first).
+    gate, parked = threading.Event(), threading.Event()
+    gate.set()
+    check = JobClaim.check
+
+    def gated_check(self: JobClaim) -> None:
+        if not gate.is_set():
+            parked.set()
+            gate.wait(60)
+        check(self)
+
+    monkeypatch.setattr(JobClaim, "check", gated_check)
     kb_id, ds_id = _source(svc, tmp_path)
     job_id, pid = _start_midway(svc, kb_id, ds_id)
+    gate.clear()
+    assert parked.wait(60)
     with psycopg.connect(svc.db.url, autocommit=True) as other:
         # Another process takes the data source the moment the claim's connection dies (as a second
         # sync does after a PostgreSQL restart) and marks the job it finds running as interrupted.
         assert other.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
         assert other.execute("SELECT pg_try_advisory_lock(hashtext(%s))", ("pgkb-ingestion:" + ds_id,)).fetchone()[0]
         other.execute("UPDATE pgkb.ingestion_jobs SET status = 'FAILED', ended_at = now() WHERE id = %s", (job_id,))
+        gate.set()
         svc.wait_for_jobs()
         stopped = _job(svc, kb_id, ds_id, job_id)
         assert stopped["status"] == "FAILED"  # never rewritten to COMPLETE by the runner that lost it
