@@ -2,9 +2,10 @@
 
 speculative retrieval (the raw question, or the follow-up made self-contained, on every retriever)
 → up to `maxAgentIteration` rounds of planning + retrieval (the planner proposes sub-queries and
-says when it has enough) → fusion (reciprocal rank fusion over the rounds' result lists, one entry
-per chunk: a chunk found by several sub-queries appears once) → full document expansion of the best
-documents → the answer (if `generateResponse`) → the `result` event.
+says when it has enough) → selection (`select`: each retriever's slots filled round-robin over the
+sub-queries, so every part of the question is covered; a chunk found by several sub-queries appears
+once) → full document expansion of the best documents → the answer (if `generateResponse`) → the
+`result` event.
 
 The engine knows nothing of databases or models: it calls `retrieve(retriever, text)` (Retrieve's
 results, ACLs already applied), `expand(pairs)` (whole document texts, ACLs applied) and a planner
@@ -13,7 +14,7 @@ one with SUCCEEDED or FAILED when it ends. A failure raised by a callable ends t
 server turns it into an in-stream exception event.
 
 Results per retriever are capped at that retriever's `maxNumberOfResults`; an expanded document
-counts as one result, and replaces its chunks (placed where its best chunk ranked).
+replaces its selected chunks (placed where the first of them was).
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ class State:
 
 class Planner(Protocol):
     name: str
-    fuse_speculative: bool  # whether the speculative results rank beside the planned ones
 
     def plan(self, state: State) -> Plan: ...
 
@@ -104,9 +104,47 @@ def _uri(r: dict[str, Any]) -> str | None:
 @dataclass
 class Ranked:
     retriever: Retriever
-    result: dict[str, Any]  # Retrieve's shape; `score` replaced by the fused score
+    result: dict[str, Any]  # Retrieve's shape
     uri: str | None
     full: bool = False
+
+
+def select(searches: list[Search], retrievers: list[Retriever]) -> list[Ranked]:
+    """The results: each retriever's `maxNumberOfResults` slots filled round-robin over the queries
+    (the planned sub-queries in order, then the speculative query), each query taking in turn its
+    best remaining chunk from any retriever with a slot left (Retrieve's scores decide across
+    retrievers, which routes each part to the knowledge base that answers it best). So every part of
+    a compound question gets its best result before any part gets its second; a chunk found by
+    several queries appears once."""
+    order: list[str] = []
+    cands: dict[str, list[tuple[float, int, Retriever, dict[str, Any]]]] = {}
+    seq = itertools.count()
+    for s in sorted(searches, key=lambda s: s.speculative):  # planned first (stable: in their order)
+        if s.query not in cands:
+            order.append(s.query)
+            cands[s.query] = []
+        cands[s.query] += [(-float(r.get("score") or 0.0), next(seq), s.retriever, r) for r in s.results]
+    for q in order:
+        cands[q].sort(key=lambda c: (c[0], c[1]))
+    slots = {id(r): r.max_results for r in retrievers}
+    taken: set[tuple[str, str]] = set()
+    out: list[Ranked] = []
+    progress = True
+    while progress:
+        progress = False
+        for q in order:
+            pool = cands[q]
+            while pool:
+                _, _, retriever, r = pool.pop(0)
+                key = _chunk_key(r, retriever)
+                if key in taken or slots.get(id(retriever), 0) <= 0:
+                    continue
+                taken.add(key)
+                slots[id(retriever)] -= 1
+                out.append(Ranked(retriever, r, _uri(r)))
+                progress = True
+                break
+    return out
 
 
 def fuse(searches: list[Search]) -> list[Ranked]:
@@ -190,11 +228,8 @@ class Run:
             if plan.done or not queries:
                 break
             yield from self._search("Retrieval", queries, speculative=False)
-        planned = [s for s in st.searches if not s.speculative]
-        pool = st.searches if (self.planner.fuse_speculative or not planned) else planned
-        ranked = fuse(pool)
-        ranked = yield from self._expand(ranked)
-        results = self._cap(ranked)
+        results = select(st.searches, req.retrievers)
+        results = yield from self._expand(results)
         out = [_item(r.result, r.retriever) for r in results]
         for item, r in zip(out, results, strict=True):
             if r.full:
@@ -208,7 +243,8 @@ class Run:
         yield {"result": event}
 
     def _expand(self, ranked: list[Ranked]) -> Iterator[dict[str, Any]]:
-        """Read the best documents whole; their chunks collapse into one result each."""
+        """Read the best documents whole (the first selected, one per part of the question, at most
+        MAX_EXPANDED); each one's selected chunks collapse into one result holding the whole text."""
         want = max(1, min(MAX_EXPANDED, len(self.state.parts) or 1))
         picks: list[Ranked] = []
         for r in ranked:
@@ -242,16 +278,6 @@ class Run:
         msg = f"{len(kept)} document(s) read whole" + (f", {skipped} too long to expand" if skipped else "")
         yield self._trace("FullDocumentExpansion", "SUCCEEDED", msg, actions=actions,
                           retrievalResponse=[_item(r.result, r.retriever) for r in out if r.full])
-        return out
-
-    def _cap(self, ranked: list[Ranked]) -> list[Ranked]:
-        left = {id(r): r.max_results for r in self.req.retrievers}
-        out = []
-        for r in ranked:
-            key = id(r.retriever)
-            if left.get(key, 0) > 0:
-                left[key] -= 1
-                out.append(r)
         return out
 
 

@@ -48,7 +48,6 @@ def _all(state: State) -> list[int]:
 
 class OfflinePlanner:
     name = "offline"
-    fuse_speculative = False
 
     def plan(self, state: State) -> Plan:
         if state.iteration == 1:
@@ -114,8 +113,6 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 
 class LLMPlanner:
-    fuse_speculative = True
-
     def __init__(self, generator: Any) -> None:
         self.generator = generator
         self.name = generator.name
