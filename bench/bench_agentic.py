@@ -129,7 +129,7 @@ def met(needs: list[list[str]], found: set[str]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-kb", type=int, nargs="*", default=[1, 2, 3, 5], help="results per knowledge base")
-    ap.add_argument("--rounds", type=int, default=3, help="timing rounds over the questions")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds over the questions (0: recall only)")
     ap.add_argument("--model", help="also measure an LLM planner with this modelArn (PGKB_OPENAI_GENERATORS, Bedrock)")
     args = ap.parse_args()
     questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines()]
@@ -165,6 +165,8 @@ def main() -> None:
             if not args.model:
                 print("LLM planner: not measured (pass --model <modelArn> with PGKB_OPENAI_GENERATORS or AWS configured)")
 
+            if args.rounds < 1:
+                return
             n = 3
             for q in questions[:3]:  # warm-up: model, pools, plans
                 single_pass(svc, kbs, q["question"], n)

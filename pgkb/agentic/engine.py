@@ -110,41 +110,53 @@ class Ranked:
 
 
 def select(searches: list[Search], retrievers: list[Retriever]) -> list[Ranked]:
-    """The results: each retriever's `maxNumberOfResults` slots filled round-robin over the queries
-    (the planned sub-queries in order, then the speculative query), each query taking in turn its
-    best remaining chunk from any retriever with a slot left (Retrieve's scores decide across
-    retrievers, which routes each part to the knowledge base that answers it best). So every part of
-    a compound question gets its best result before any part gets its second; a chunk found by
-    several queries appears once."""
-    order: list[str] = []
-    cands: dict[str, list[tuple[float, int, Retriever, dict[str, Any]]]] = {}
-    seq = itertools.count()
-    for s in sorted(searches, key=lambda s: s.speculative):  # planned first (stable: in their order)
-        if s.query not in cands:
-            order.append(s.query)
-            cands[s.query] = []
-        cands[s.query] += [(-float(r.get("score") or 0.0), next(seq), s.retriever, r) for r in s.results]
-    for q in order:
-        cands[q].sort(key=lambda c: (c[0], c[1]))
-    slots = {id(r): r.max_results for r in retrievers}
+    """The results: each retriever's `maxNumberOfResults` slots filled in rounds, round k taking the
+    k-th result of each sub-query's list on that retriever, the speculative query's after the planned
+    ones, and among those first the sub-queries this retriever serves best: the ratio of the
+    sub-query's best score here to its best score on any retriever (Retrieve's scores of one query
+    compare across knowledge bases; those of two queries do not), so with one slot each knowledge
+    base keeps the part of the question it answers.
+    So every part gets its best chunk on each retriever before any part gets a second; a chunk found
+    by several queries appears once. Results are ordered by round, then score."""
+    def top(s: Search) -> float:
+        return float(s.results[0].get("score") or 0.0) if s.results else 0.0
+
+    best: dict[str, float] = {}
+    for s in searches:
+        best[s.query] = max(best.get(s.query, 0.0), top(s))
+    picked: list[tuple[int, int, float, Ranked]] = []
     taken: set[tuple[str, str]] = set()
-    out: list[Ranked] = []
-    progress = True
-    while progress:
-        progress = False
-        for q in order:
-            pool = cands[q]
-            while pool:
-                _, _, retriever, r = pool.pop(0)
+    slots = {id(r): r.max_results for r in retrievers}
+    # First, every planned sub-query (in order) takes its best chunk on any retriever with a slot left.
+    for q in dict.fromkeys(s.query for s in searches if not s.speculative):
+        options = [(-top(s), i, s) for i, s in enumerate(searches) if s.query == q and not s.speculative]
+        for _, _, s in sorted(options, key=lambda o: o[:2]):
+            r = next((x for x in s.results if _chunk_key(x, s.retriever) not in taken), None)
+            if r is None or slots.get(id(s.retriever), 0) <= 0:
+                continue
+            taken.add(_chunk_key(r, s.retriever))
+            slots[id(s.retriever)] -= 1
+            picked.append((-1, 0, -float(r.get("score") or 0.0), Ranked(s.retriever, r, _uri(r))))
+            break
+    for retriever in retrievers:
+        lists = [s for s in searches if s.retriever is retriever]
+        lists.sort(key=lambda s: s.speculative)  # planned first, in their order (stable sort)
+        left = slots.get(id(retriever), 0)
+        for rank in range(max((len(s.results) for s in lists), default=0)):
+            if left <= 0:
+                break
+            row = [(s.speculative, -(top(s) / best[s.query] if best[s.query] > 0 else 0.0),
+                    -float(s.results[rank].get("score") or 0.0), i, s.results[rank])
+                   for i, s in enumerate(lists) if rank < len(s.results)]
+            for spec, _, neg, _, r in sorted(row, key=lambda x: x[:4]):
                 key = _chunk_key(r, retriever)
-                if key in taken or slots.get(id(retriever), 0) <= 0:
+                if key in taken or left <= 0:
                     continue
                 taken.add(key)
-                slots[id(retriever)] -= 1
-                out.append(Ranked(retriever, r, _uri(r)))
-                progress = True
-                break
-    return out
+                left -= 1
+                picked.append((rank, int(spec), neg, Ranked(retriever, r, _uri(r))))
+    picked.sort(key=lambda p: p[:3])
+    return [p[3] for p in picked]
 
 
 def fuse(searches: list[Search]) -> list[Ranked]:
