@@ -7,8 +7,8 @@ sub-queries, so every part of the question is covered; a chunk found by several 
 once) → full document expansion of the best documents → the answer (if `generateResponse`) → the
 `result` event.
 
-The engine knows nothing of databases or models: it calls `retrieve(retriever, text)` (Retrieve's
-results, ACLs already applied), `expand(pairs)` (whole document texts, ACLs applied) and a planner
+The engine knows nothing of databases or models: it calls `retrieve([(retriever, text), ...])` (one
+step's searches at once, so their queries embed in one batch; Retrieve's results, ACLs applied), `expand(pairs)` (whole document texts, ACLs applied) and a planner
 (pgkb.agentic.planners). Each step is one `traceEvent` with status IN_PROGRESS when it starts and
 one with SUCCEEDED or FAILED when it ends. A failure raised by a callable ends the stream; the
 server turns it into an in-stream exception event.
@@ -37,7 +37,7 @@ FULL_DOCUMENT = "x-pgkb-full-document"
 SCORE = "x-pgkb-score"
 CHUNK_ID = "x-amz-bedrock-kb-chunk-id"
 
-RetrieveFn = Callable[[Retriever, str], list[dict[str, Any]]]
+RetrieveFn = Callable[[list[tuple[Retriever, str]]], list[list[dict[str, Any]]]]  # one step's searches at once
 ExpandFn = Callable[[list[tuple[Retriever, str]]], dict[tuple[str, str], str]]
 
 
@@ -214,12 +214,11 @@ class Run:
         used = list({r.identifier: r for _, rs in queries for r in rs}.values())
         yield self._trace(step, "IN_PROGRESS", f"retrieving for {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}",
                           actions=actions, retrievalMetadata=self._metadata(used))
+        pairs = [(r, q) for q, rs in queries for r in rs]
         found: list[dict[str, Any]] = []
-        for q, rs in queries:
-            for r in rs:
-                results = self.retrieve(r, q)
-                self.state.searches.append(Search(q, r, results, speculative))
-                found.extend(_item(x, r) for x in results)
+        for (r, q), results in zip(pairs, self.retrieve(pairs), strict=True):
+            self.state.searches.append(Search(q, r, results, speculative))
+            found.extend(_item(x, r) for x in results)
         yield self._trace(step, "SUCCEEDED", f"{len(found)} results", actions=actions,
                           retrievalMetadata=self._metadata(used), retrievalResponse=found)
 

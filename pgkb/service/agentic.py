@@ -14,7 +14,7 @@ ACL predicate), and full document expansion reads only documents the user may se
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgkb.agentic.engine import Run
 from pgkb.agentic.planners import planner_for
@@ -34,10 +34,11 @@ _EXPAND_SQL = (
 
 
 class AgenticOps(ServiceBase):
-    if False:  # for type checkers: provided by RetrieveOps in the service class
+    if TYPE_CHECKING:  # provided by RetrieveOps in the service class
 
         def retrieve_results(self, knowledge_base_id: str, text: str, retrieval_configuration: Any = None,
-                             offset: int = 0, user_id: str | None = None) -> tuple[list[dict[str, Any]], bool]: ...
+                             offset: int = 0, user_id: str | None = None,
+                             vector: Any = None) -> tuple[list[dict[str, Any]], bool]: ...
 
     def agentic_retrieve_stream(
         self,
@@ -70,21 +71,39 @@ class AgenticOps(ServiceBase):
             kb_ids[r.knowledge_base_id] = kb.id
         planner = planner_for(req.model_arn)
         query = rewrite_follow_up(req.question, req.previous_questions())
-        run = Run(req, planner, lambda r, text: self._agentic_retrieve(req, r, text),
+        run = Run(req, planner, lambda pairs: self._agentic_retrieve(req, pairs),
                   lambda pairs: self._agentic_expand(req, kb_ids, pairs), query)
         return {"stream": run.events()}
 
-    def _agentic_retrieve(self, req: AgenticRequest, r: Retriever, text: str) -> list[dict[str, Any]]:
-        msc: dict[str, Any] = {"numberOfResults": r.max_results}
-        if r.filter is not None:
-            msc["filter"] = r.filter
-        if req.reranking_type is not None:
-            msc["rerankingModelType"] = req.reranking_type
-        if req.reranking_configuration is not None:
-            msc["rerankingConfiguration"] = req.reranking_configuration
-        results, _ = self.retrieve_results(r.knowledge_base_id, text, {"managedSearchConfiguration": msc},
-                                           user_id=req.user_id)
-        return results
+    def _agentic_retrieve(self, req: AgenticRequest, pairs: list[tuple[Retriever, str]]) -> list[list[dict[str, Any]]]:
+        """One step's searches: the distinct query texts embedded in one batch per model, then one
+        Retrieve statement per (retriever, query)."""
+        kbs = {r.knowledge_base_id: self.resolve(r.knowledge_base_id) for r, _ in pairs}
+        groups: dict[tuple[str, int], list[str]] = {}
+        models: dict[tuple[str, int], Any] = {}
+        for r, text in pairs:
+            kb = kbs[r.knowledge_base_id]
+            models[(kb.model_id, kb.dimensions)] = kb
+            groups.setdefault((kb.model_id, kb.dimensions), []).append(text)
+        vectors: dict[tuple[str, int, str], Any] = {}
+        for key, texts in groups.items():
+            texts = list(dict.fromkeys(texts))
+            for text, v in zip(texts, models[key].model().embed_queries(texts), strict=True):
+                vectors[(*key, text)] = v
+        out = []
+        for r, text in pairs:
+            kb = kbs[r.knowledge_base_id]
+            msc: dict[str, Any] = {"numberOfResults": r.max_results}
+            if r.filter is not None:
+                msc["filter"] = r.filter
+            if req.reranking_type is not None:
+                msc["rerankingModelType"] = req.reranking_type
+            if req.reranking_configuration is not None:
+                msc["rerankingConfiguration"] = req.reranking_configuration
+            results, _ = self.retrieve_results(r.knowledge_base_id, text, {"managedSearchConfiguration": msc},
+                                               user_id=req.user_id, vector=vectors[(kb.model_id, kb.dimensions, text)])
+            out.append(results)
+        return out
 
     def _agentic_expand(self, req: AgenticRequest, kb_ids: dict[str, str],
                         pairs: list[tuple[Retriever, str]]) -> dict[tuple[str, str], str]:
