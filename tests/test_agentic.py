@@ -5,6 +5,7 @@ full document expansion, request validation; and the question splitter on its ow
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -254,3 +255,21 @@ def test_request_validation(svc: KnowledgeBaseService, kbs: tuple[str, str]) -> 
     plain = new_kb(svc, {})
     with pytest.raises(ValidationError, match="only on MANAGED"):
         run(svc, q, [fleet, plain])
+
+
+def test_cli_ask_agentic(settings: Settings, kbs: tuple[str, str]) -> None:
+    from typer.testing import CliRunner
+
+    from pgkb.cli import app
+
+    fleet, people = kbs
+    common = ["--database-url", str(settings.database_url), "--data-dir", str(settings.data_dir)]
+    res = CliRunner().invoke(app, ["ask", fleet, "What port does the Harbor service listen on and how many days of"
+                                   " paid vacation do employees get?", "--agentic", "--also", people, "-k", "2", *common])
+    assert res.exit_code == 0, res.output
+    answer, _, listed = res.stdout.partition("\nSources:\n")
+    assert "7431" in answer and "28 days" in answer and re.search(r"\[\d\]", answer)
+    assert f"{fleet} harbor" in listed and f"{people} vacation" in listed
+    assert "[Planning] split into 2 sub-queries" in res.stderr and "[Retrieval]" in res.stderr
+    bad = CliRunner().invoke(app, ["ask", fleet, "q", "--also", people, *common])
+    assert isinstance(bad.exception, ValidationError) and "--also needs --agentic" in str(bad.exception)  # main(): one line
