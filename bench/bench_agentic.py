@@ -165,41 +165,46 @@ def main() -> None:
             if not args.model:
                 print("LLM planner: not measured (pass --model <modelArn> with PGKB_OPENAI_GENERATORS or AWS configured)")
 
-            if args.rounds < 1:
-                return
-            n = 3
-            for q in questions[:3]:  # warm-up: model, pools, plans
-                single_pass(svc, kbs, q["question"], n)
-                agentic(svc, kbs, q["question"], n)
-            kb_one = kbs["core"]
-            times: dict[str, list[float]] = {"retrieve": [], "single": [], "agentic": []}
-            stmts: dict[str, list[int]] = {"retrieve": [], "single": [], "agentic": []}
-            fns = {
-                "retrieve": lambda q: svc.retrieve(knowledgeBaseId=kb_one, retrievalQuery={"text": q}, retrievalConfiguration={
-                    "managedSearchConfiguration": {"numberOfResults": n, "rerankingModelType": "NONE"}}),
-                "single": lambda q: single_pass(svc, kbs, q, n),
-                "agentic": lambda q: agentic(svc, kbs, q, n),
-            }
-            for _ in range(args.rounds):
-                for q in questions:
-                    for name, fn in fns.items():
-                        before = counter.n
-                        t = time.perf_counter()
-                        fn(q["question"])
-                        times[name].append((time.perf_counter() - t) * 1000)
-                        stmts[name].append(counter.n - before)
-            ref = statistics.median(times["retrieve"])
-            print(f"\nlatency per question, {len(questions)} questions x {args.rounds} rounds, {n} results per KB, interleaved")
-            labels = {"retrieve": "one Retrieve (one KB)", "single": "single pass (Retrieve x 2 KBs)",
-                      "agentic": "AgenticRetrieveStream (offline, with answer)"}
-            for name, label in labels.items():
-                p50, p95 = statistics.median(times[name]), percentile(times[name], 95)
-                print(f"  {label:<46} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  {p50 / ref:5.2f}x Retrieve   "
-                      f"SQL statements per question: mean {statistics.mean(stmts[name]):.1f}, max {max(stmts[name])}")
+            if args.rounds >= 1:
+                timing(svc, kbs, questions, args.rounds, counter)
         finally:
             for kb in kbs.values():
                 svc.delete_knowledge_base(knowledgeBaseId=kb)
     print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def timing(svc: KnowledgeBaseService, kbs: dict[str, str], questions: list[dict[str, Any]], rounds: int,
+           counter: StatementCounter) -> None:
+    """Latency and SQL statements per question: one Retrieve, the single pass, AgenticRetrieveStream."""
+    n = 3
+    for q in questions[:3]:  # warm-up: model, pools, plans
+        single_pass(svc, kbs, q["question"], n)
+        agentic(svc, kbs, q["question"], n)
+    kb_one = kbs["core"]
+    times: dict[str, list[float]] = {"retrieve": [], "single": [], "agentic": []}
+    stmts: dict[str, list[int]] = {"retrieve": [], "single": [], "agentic": []}
+    fns = {
+        "retrieve": lambda q: svc.retrieve(knowledgeBaseId=kb_one, retrievalQuery={"text": q}, retrievalConfiguration={
+            "managedSearchConfiguration": {"numberOfResults": n, "rerankingModelType": "NONE"}}),
+        "single": lambda q: single_pass(svc, kbs, q, n),
+        "agentic": lambda q: agentic(svc, kbs, q, n),
+    }
+    for _ in range(rounds):
+        for q in questions:
+            for name, fn in fns.items():
+                before = counter.n
+                t = time.perf_counter()
+                fn(q["question"])
+                times[name].append((time.perf_counter() - t) * 1000)
+                stmts[name].append(counter.n - before)
+    ref = statistics.median(times["retrieve"])
+    print(f"\nlatency per question, {len(questions)} questions x {rounds} rounds, {n} results per KB, interleaved")
+    labels = {"retrieve": "one Retrieve (one KB)", "single": "single pass (Retrieve x 2 KBs)",
+              "agentic": "AgenticRetrieveStream (offline, with answer)"}
+    for name, label in labels.items():
+        p50, p95 = statistics.median(times[name]), percentile(times[name], 95)
+        print(f"  {label:<46} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  {p50 / ref:5.2f}x Retrieve   "
+              f"SQL statements per question: mean {statistics.mean(stmts[name]):.1f}, max {max(stmts[name])}")
 
 
 if __name__ == "__main__":
