@@ -139,3 +139,5 @@ def test_model_failure_is_an_in_stream_exception(runtime: Any, kbs: tuple[str, s
             seen.append(e)
     assert err.value.response["Error"]["Code"] == "badGatewayException"
     assert seen and "traceEvent" in seen[0]  # the speculative retrieval was streamed before the failure
+    last = seen[-1]["traceEvent"]["attributes"]
+    assert (last["step"], last["status"]) == ("Planning", "FAILED") and "HTTP 500" in last["failures"][0]["message"]

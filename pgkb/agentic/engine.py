@@ -10,8 +10,8 @@ once) → full document expansion of the best documents → the answer (if `gene
 The engine knows nothing of databases or models: it calls `retrieve([(retriever, text), ...])` (one
 step's searches at once, so their queries embed in one batch; Retrieve's results, ACLs applied), `expand(pairs)` (whole document texts, ACLs applied) and a planner
 (pgkb.agentic.planners). Each step is one `traceEvent` with status IN_PROGRESS when it starts and
-one with SUCCEEDED or FAILED when it ends. A failure raised by a callable ends the stream; the
-server turns it into an in-stream exception event.
+one with SUCCEEDED or FAILED (with `failures`) when it ends. A failure raised by a callable ends
+the stream after its FAILED trace; the server turns it into an in-stream exception event.
 
 Results per retriever are capped at that retriever's `maxNumberOfResults`; an expanded document
 replaces its selected chunks (placed where the first of them was).
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pgkb.agentic.request import AgenticRequest, Retriever
+from pgkb.errors import PgkbError
 from pgkb.generation.base import Answer, Segment
 
 RRF_K = 60
@@ -215,8 +216,13 @@ class Run:
         yield self._trace(step, "IN_PROGRESS", f"retrieving for {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}",
                           actions=actions, retrievalMetadata=self._metadata(used))
         pairs = [(r, q) for q, rs in queries for r in rs]
+        try:
+            lists = self.retrieve(pairs)
+        except PgkbError as exc:  # the trace says which step failed; the stream then ends with the error
+            yield self._trace(step, "FAILED", "retrieval failed", failures=[{"message": exc.message}], actions=actions)
+            raise
         found: list[dict[str, Any]] = []
-        for (r, q), results in zip(pairs, self.retrieve(pairs), strict=True):
+        for (r, q), results in zip(pairs, lists, strict=True):
             self.state.searches.append(Search(q, r, results, speculative))
             found.extend(_item(x, r) for x in results)
         yield self._trace(step, "SUCCEEDED", f"{len(found)} results", actions=actions,
@@ -231,7 +237,11 @@ class Run:
         while st.iteration < req.max_iterations:
             st.iteration += 1
             yield self._trace("Planning", "IN_PROGRESS", f"planning iteration {st.iteration} of {req.max_iterations}")
-            plan = self.planner.plan(st)
+            try:
+                plan = self.planner.plan(st)
+            except PgkbError as exc:
+                yield self._trace("Planning", "FAILED", "planning failed", failures=[{"message": exc.message}])
+                raise
             failures = [{"message": plan.failure}] if plan.failure else None
             queries = [(q, [everyone[i] for i in idx]) for q, idx in plan.queries if idx]
             yield self._trace("Planning", "SUCCEEDED", plan.message, failures=failures,
