@@ -403,11 +403,27 @@ def ask(
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks to retrieve (1-100).")] = 5,
     hybrid: Annotated[bool, typer.Option(help="Hybrid (lexical + semantic) search.")] = False,
     user: UserOpt = None,
+    agentic: Annotated[bool, typer.Option("--agentic", help="AgenticRetrieveStream: split the question, retrieve "
+                                          "per part from every knowledge base (MANAGED only), read the best "
+                                          "documents whole.")] = False,
+    also: Annotated[list[str] | None, typer.Option("--also", help="With --agentic: another knowledge base to "
+                                                   "retrieve from (repeatable, up to 5 in all).")] = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Answer a question from a knowledge base (RetrieveAndGenerate) with numbered citations."""
+    """Answer a question from a knowledge base (RetrieveAndGenerate, or --agentic) with numbered citations."""
+    if agentic or also:
+        from pgkb import cli_agentic
+        from pgkb.errors import ValidationError
+
+        if not agentic or session or hybrid:
+            raise ValidationError("--also needs --agentic; --session and --hybrid do not apply to --agentic")
+        with service(database_url, data_dir) as svc:
+            ids = [_kb_id(svc, x) for x in [kb, *(also or [])]]
+            resp = svc.agentic_retrieve_stream(**cli_agentic.request(ids, question, model, k, user))
+            cli_agentic.show(resp["stream"], out, err, as_json)
+        return
     vsc: dict[str, Any] = {"numberOfResults": k}
     if hybrid:
         vsc["overrideSearchType"] = "HYBRID"

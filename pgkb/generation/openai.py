@@ -117,6 +117,10 @@ class OpenAIChatGenerator:
         raw = self._complete(self._body(system, messages, request.inference, request.additional_fields))
         return Answer(citations.segments_from_markers(raw, len(request.results)), NAME)
 
+    def chat(self, system: str, user: str) -> str:
+        """One plain exchange (AgenticRetrieveStream's planner): the model's reply text."""
+        return self._complete(self._body(system, [{"role": "user", "content": user}], {}, {}))
+
     def rewrite(self, request: RewriteRequest) -> str:
         prompt = prompts.rewrite_prompt(request.prompt_template, request.question, request.history)
         body = self._body(None, [{"role": "user", "content": prompt}], request.inference, request.additional_fields)

@@ -37,6 +37,7 @@ from pgkb.web import static as console
 log = logging.getLogger("pgkb.server")
 
 DEFAULT_MAX_BODY = 80 * 1024 * 1024  # 10 documents of 5 MiB, base64-encoded, plus JSON
+_STREAMS = ("RetrieveAndGenerateStream", "AgenticRetrieveStream")  # event-stream answers
 InvokeFn = Callable[[str, bytes, str | None, str | None], tuple[bytes, str]]
 
 
@@ -151,7 +152,7 @@ class BedrockApp:
             kwargs = parse_input(op, self._validator(op), match.labels, query, headers, body)
             if op.name == "GetDocumentContent":  # its presigned URL points back at this server
                 kwargs["contentBaseUrl"] = f"{scope.get('scheme', 'http')}://{headers.get('host', '127.0.0.1')}"
-            if op.name == "RetrieveAndGenerateStream":
+            if op.name in _STREAMS:
                 await self._stream(op, kwargs, request_id, send)
                 return
             result = await self._run(self._dispatch, op, kwargs)
@@ -243,12 +244,12 @@ class BedrockApp:
         return kwargs
 
     async def _stream(self, op: Operation, kwargs: dict[str, Any], request_id: str, send: Callable) -> None:
-        """RetrieveAndGenerateStream: errors before the first event are ordinary error responses;
-        errors after it become in-stream exception frames."""
-        method = getattr(self.service, "retrieve_and_generate_stream", None)
+        """RetrieveAndGenerateStream, AgenticRetrieveStream: errors before the first event are ordinary
+        error responses; errors after it become in-stream exception frames."""
+        method = getattr(self.service, op.python_name, None)
         if method is None:
-            raise validation_error("RetrieveAndGenerateStream is not available in this pgkb build yet")
-        kwargs = self._accepted("retrieve_and_generate_stream", method, kwargs)
+            raise validation_error(f"{op.name} is not available in this pgkb build yet")
+        kwargs = self._accepted(op.python_name, method, kwargs)
         result: dict[str, Any] = await self._run(lambda: method(**kwargs))
         events: Iterator[dict[str, Any]] = iter(result.get("stream") or ())
         headers = [
@@ -264,7 +265,8 @@ class BedrockApp:
             try:
                 item = await self._run(next, events, done)
             except PgkbError as err:
-                frame = eventstream.exception(eventstream.exception_member(err.code), err.message)
+                extra = {k: v for k in ("resourceName", "reason") if (v := getattr(err, k, None)) is not None}
+                frame = eventstream.exception(eventstream.exception_member(err.code), err.message, **extra)
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
                 break
             except Exception:

@@ -45,7 +45,7 @@ SERVED: dict[str, frozenset[str]] = {
     ),
     "bedrock-agent-runtime": frozenset(
         {"Retrieve", "RetrieveAndGenerate", "RetrieveAndGenerateStream", "Rerank",
-         "CheckIngestedDocumentAcl", "GetIngestedDocumentAcl", "GetDocumentContent"}
+         "CheckIngestedDocumentAcl", "GetIngestedDocumentAcl", "GetDocumentContent", "AgenticRetrieveStream"}
     ),
     "bedrock-runtime": frozenset({"InvokeModel"}),
 }

@@ -7,6 +7,7 @@ return the dicts boto3 returns, so code moves between pgkb in-process, pgkb over
 from __future__ import annotations
 
 from pgkb.service.acl_ops import AclOps
+from pgkb.service.agentic import AgenticOps
 from pgkb.service.control import ControlPlane
 from pgkb.service.dberrors import map_database_errors
 from pgkb.service.documents import DocumentOps
@@ -19,7 +20,8 @@ from pgkb.service.tags import TagOps
 
 # GenerateOps before RetrieveOps: its resolve() reads the knowledge base once per call.
 @map_database_errors
-class KnowledgeBaseService(ControlPlane, JobControl, DocumentOps, GenerateOps, RetrieveOps, RerankOps, TagOps, AclOps):
+class KnowledgeBaseService(ControlPlane, JobControl, DocumentOps, GenerateOps, RetrieveOps, RerankOps, TagOps, AclOps,
+                           AgenticOps):
     """`KnowledgeBaseService(Settings())` opens (or starts) the database; use it as a context manager."""
 
 

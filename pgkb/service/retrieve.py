@@ -118,9 +118,11 @@ class RetrieveOps(ServiceBase):
         retrieval_configuration: dict[str, Any] | None = None,
         offset: int = 0,
         user_id: str | None = None,
+        vector: Any = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         """Ranked results in Bedrock's shape, and whether more may follow. `user_id`: whose ACLs
-        apply (MANAGED knowledge bases; None = nobody's, so only sources without ACLs answer)."""
+        apply (MANAGED knowledge bases; None = nobody's, so only sources without ACLs answer).
+        `vector`: the query's embedding when the caller already has it (a batch of several queries)."""
         from pgkb.retrieval.filters import acl_predicate
         from pgkb.retrieval.fusion import model_coverage
         from pgkb.retrieval.search import search
@@ -151,7 +153,8 @@ class RetrieveOps(ServiceBase):
             from pgkb.retrieval.rerank import reranker_for
 
             reranker = reranker_for(rerank)
-        vector = self.embed_query(kb, text)
+        if vector is None:
+            vector = self.embed_query(kb, text)
         # HYBRID's evidence of whether the model can read the query (its own tokenizer's coverage).
         coverage = model_coverage(kb.model(), text) if search_type == "HYBRID" else None
         want = k  # the window numberOfResults asks for; an offset only skips into it
