@@ -17,7 +17,40 @@ export const OPERATIONS = {
   StartIngestionJob: ["PUT", "/knowledgebases/{knowledgeBaseId}/datasources/{dataSourceId}/ingestionjobs/"],
   Retrieve: ["POST", "/knowledgebases/{knowledgeBaseId}/retrieve"],
   RetrieveAndGenerate: ["POST", "/retrieveAndGenerate"],
+  AgenticRetrieveStream: ["POST", "/agenticRetrieveStream"],
 };
+
+// Bytes of an AWS event stream (application/vnd.amazon.eventstream) -> [{headers, payload}].
+// Each message: total length, headers length, prelude CRC, headers, payload, message CRC (the CRCs
+// are left to TCP here). Header values of every type are read; strings are kept.
+const HEADER_SIZES = { 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16 };
+
+export function decodeEventStream(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const text = new TextDecoder();
+  const messages = [];
+  for (let off = 0; off + 16 <= bytes.length; ) {
+    const total = view.getUint32(off);
+    const headersEnd = off + 12 + view.getUint32(off + 4);
+    const headers = {};
+    for (let h = off + 12; h < headersEnd; ) {
+      const name = text.decode(bytes.subarray(h + 1, h + 1 + bytes[h]));
+      h += 1 + bytes[h];
+      const type = bytes[h++];
+      if (type === 6 || type === 7) {
+        const len = view.getUint16(h);
+        if (type === 7) headers[name] = text.decode(bytes.subarray(h + 2, h + 2 + len));
+        h += 2 + len;
+      } else {
+        h += HEADER_SIZES[type] || 0; // 0 / 1: boolean true / false, no value bytes
+      }
+    }
+    const payload = bytes.subarray(headersEnd, off + total - 4);
+    messages.push({ headers, payload: payload.length ? JSON.parse(text.decode(payload)) : {} });
+    off += total;
+  }
+  return messages;
+}
 
 export class ApiError extends Error {
   constructor(code, message, status, requestId) {
@@ -76,6 +109,27 @@ export class BedrockClient {
   }
 
   async call(operation, params = {}) {
+    const response = await this.send(operation, params);
+    const text = await response.text();
+    return text ? JSON.parse(text) : {};
+  }
+
+  // An event-stream operation: its events as [{type, body}]; an in-stream exception is thrown.
+  async callStream(operation, params = {}) {
+    const response = await this.send(operation, params);
+    const events = [];
+    for (const { headers, payload } of decodeEventStream(new Uint8Array(await response.arrayBuffer()))) {
+      const kind = headers[":message-type"];
+      if (kind === "exception") {
+        throw new ApiError(headers[":exception-type"] || "StreamException", payload.message || "", 0, "");
+      }
+      if (kind === "error") throw new ApiError(headers[":error-code"] || "StreamError", headers[":error-message"] || "", 0, "");
+      events.push({ type: headers[":event-type"], body: payload });
+    }
+    return events;
+  }
+
+  async send(operation, params) {
     const def = OPERATIONS[operation];
     if (!def) throw new ApiError("UnknownOperation", `The console does not know ${operation}`, 0, "");
     const [method, template] = def;
@@ -107,8 +161,7 @@ export class BedrockClient {
       throw new ApiError("NetworkError", `Cannot reach ${this.origin}: ${err.message || err}`, 0, "");
     }
     if (!response.ok) throw await errorFrom(response);
-    const text = await response.text();
-    return text ? JSON.parse(text) : {};
+    return response;
   }
 
   // Follows nextToken through every page of a List operation and concatenates `key`.

@@ -541,6 +541,53 @@ function renderAnswer(out) {
   $("references").replaceChildren(...refs.map(renderResult));
 }
 
+// An AgenticRetrieveStream result in the shape renderAnswer reads (RetrieveAndGenerate's): its
+// citations point at result indexes; each result becomes a reference.
+function agenticAsAnswer(result) {
+  const items = result.results || [];
+  const reference = (item) => ({
+    content: { text: (item.content && item.content.text) || "" },
+    metadata: item.metadata || {},
+    location: { type: "CUSTOM", customDocumentLocation: { id: (item.metadata || {})["x-amz-bedrock-kb-source-uri"] || "" } },
+  });
+  const generated = result.generatedResponse || {};
+  return {
+    output: { text: generated.answer || "" },
+    citations: (generated.citations || []).map((c) => ({
+      generatedResponsePart: { textResponsePart: { span: { start: c.startIndex, end: c.endIndex } } },
+      retrievedReferences: (c.references || []).filter((r) => items[r.resultIndex]).map((r) => reference(items[r.resultIndex])),
+    })),
+  };
+}
+
+async function askAgentic(kbId, started) {
+  const params = {
+    messages: [{ role: "user", content: { text: $("q").value } }],
+    retrievers: [{ configuration: { knowledgeBase: { knowledgeBaseId: kbId } } }],
+    agenticRetrieveConfiguration: {},
+  };
+  const model = $("model").value.trim();
+  if (model && model !== "pgkb.extractive") {
+    params.agenticRetrieveConfiguration = {
+      foundationModelType: "CUSTOM",
+      foundationModelConfiguration: {
+        type: "BEDROCK_FOUNDATION_MODEL",
+        bedrockFoundationModelConfiguration: { modelConfiguration: { modelArn: model } },
+      },
+    };
+  }
+  Object.assign(params, userContext());
+  const events = await state.client.callStream("AgenticRetrieveStream", params);
+  if (kbId !== state.kbId) return;
+  const result = events.find((e) => e.type === "result");
+  renderAnswer(agenticAsAnswer(result ? result.body : {}));
+  const steps = events.filter((e) => e.type === "traceEvent" && e.body.attributes && e.body.attributes.status === "SUCCEEDED")
+    .map((e) => e.body.attributes.step);
+  const ms = Math.round(performance.now() - started);
+  $("answer-state").textContent = `in ${ms} ms, ${steps.length} steps: ${steps.join(", ")}`;
+  $("answer").dataset.steps = steps.join(",");
+}
+
 async function ask() {
   const button = $("ask");
   const kbId = state.kbId;
@@ -552,6 +599,12 @@ async function ask() {
   $("results").replaceChildren(); // the answer lists its own references
   $("query-state").textContent = "";
   const started = performance.now();
+  if ($("agentic").checked) {
+    await guarded(() => askAgentic(kbId, started));
+    if ($("answer-state").textContent === "Answering…") $("answer-state").textContent = "";
+    button.disabled = false;
+    return;
+  }
   await guarded(async () => {
     const params = {
       input: { text: $("q").value },
