@@ -7,7 +7,6 @@ name. Errors are one line on stderr with a non-zero exit code, never a traceback
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pgkb.config import Settings
+from pgkb.config import Settings, current, quiet_model_libraries
 from pgkb.embeddings.registry import DEFAULT_MODEL_ID
 from pgkb.errors import PgkbError
 
@@ -44,7 +43,7 @@ JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def settings_for(database_url: str | None, data_dir: Path | None) -> Settings:
-    return Settings().with_overrides(data_dir=data_dir, database_url=database_url)
+    return current().with_overrides(data_dir=data_dir, database_url=database_url)
 
 
 @contextmanager
@@ -274,7 +273,7 @@ def sync(
         kb_id = _kb_id(svc, kb)
         ds_id = _ds_id(svc, kb_id, ds)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"),
-                      TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal and "PGKB_PROGRESS" not in os.environ) as bar:
+                      TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal and current().progress is None) as bar:
             task = bar.add_task(f"sync {kb}/{ds}", total=None, chunks=0)
 
             def on_progress(p: Any) -> None:
@@ -1059,11 +1058,7 @@ def secrets_delete(name: str, data_dir: DataDir = None) -> None:
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet_model_libraries()
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
@@ -1085,7 +1080,7 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
-        if os.environ.get("PGKB_DEBUG"):
+        if current().debug:
             raise
         from pgkb.db import redact_url
 

@@ -7,13 +7,13 @@ points at another InvokeModel endpoint. Never falls back silently to another mod
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from pgkb import config as pgkb_config
 from pgkb.embeddings.base import ModelSpec, approximate_tokenizer, empty, l2_normalize
 from pgkb.embeddings.registry import DEFAULT_MODEL_ID
 from pgkb.errors import DependencyFailedError, ModelNotAvailableError, ValidationError
@@ -27,11 +27,10 @@ def _client(model_id: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    from pgkb.config import Settings
-
-    endpoint = os.environ.get(ENDPOINT_ENV) or None
+    settings = pgkb_config.current()
+    endpoint = settings.bedrock_endpoint_url
     session = boto3.Session()
-    region = session.region_name or Settings().region
+    region = session.region_name or settings.region
     config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=TITAN_CONCURRENCY * 2)
     if session.get_credentials() is None:
         if not endpoint:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pgkb.config import quiet_model_libraries
 from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir
 from pgkb.errors import ModelNotAvailableError
 
@@ -28,9 +29,7 @@ class LocalModel:
     def __init__(self, spec: ModelSpec, dimensions: int) -> None:
         path = _require_model_dir()
         # Never reach for a model hub: everything is in the package.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_model_libraries()
         try:
             import torch
             from sentence_transformers import SentenceTransformer

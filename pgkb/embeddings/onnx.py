@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pgkb.config import current, quiet_model_libraries
 from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir
 from pgkb.errors import ModelNotAvailableError
 
@@ -82,9 +83,7 @@ def source_checksum(src: Path) -> str:
 
 def _models_root(data_dir: Path | None) -> Path:
     if data_dir is None:
-        from pgkb.config import Settings
-
-        data_dir = Settings().data_dir
+        data_dir = current().data_dir
     return Path(data_dir) / "models"
 
 
@@ -116,8 +115,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _export_fp32(src: Path, dest: Path) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    quiet_model_libraries()
     try:
         import torch
         from transformers import AutoModel

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlparse
 
+from pgkb import config
 from pgkb.errors import DependencyFailedError, ValidationError
 from pgkb.parsing import MAX_FILE_BYTES, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX, is_sidecar
 
@@ -106,7 +107,7 @@ def parse_bucket_arn(bucket_arn: str) -> str:
 def s3_client(endpoint_url: str | None = None) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("PGKB_S3_ENDPOINT_URL") or None)
+    return boto3.client("s3", endpoint_url=endpoint_url or config.current().s3_endpoint_url)
 
 
 SIDECAR_WORKERS = 16

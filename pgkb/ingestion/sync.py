@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import queue
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pgkb import config
 from pgkb.db import Database
 from pgkb.errors import PgkbError
 from pgkb.ingestion.acl import NO_ACL_SKIPPED, GlobalAcl, effective_acl
@@ -31,8 +31,6 @@ from pgkb.store import catalog
 
 log = logging.getLogger(__name__)
 
-# Rows per model call: large enough to amortise, small enough to keep progress fluid and commits frequent.
-EMBED_BATCH = int(os.environ.get("PGKB_EMBED_BATCH", "256"))
 MAX_FAILURE_REASONS = 50
 # Reading documents ahead of the parser (S3 GETs are network round trips; local reads are cheap).
 READ_WORKERS = 8
@@ -442,6 +440,8 @@ class IngestionRun:
             t.start()
         batch: list[tuple[_Work, PreparedDocument]] = []
         pending = 0
+        # Rows per model call: large enough to amortise, small enough to keep progress fluid and commits frequent.
+        embed_batch = config.current().embed_batch
         try:
             while True:
                 item = prepared_q.get()
@@ -456,7 +456,7 @@ class IngestionRun:
                     continue
                 batch.append((w, d))
                 pending += d.n_to_embed
-                if pending >= EMBED_BATCH:
+                if pending >= embed_batch:
                     self._flush(model, batch, write_q)
                     batch, pending = [], 0
                     self._check_stop()

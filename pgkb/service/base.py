@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from pgkb.config import Settings
+from pgkb.config import Settings, current
 from pgkb.db import Database, open_database
 from pgkb.errors import ValidationError
 from pgkb.kb import KnowledgeBase
@@ -22,7 +22,7 @@ RESOLVE_TTL_S = 1.0
 
 class ServiceBase:
     def __init__(self, settings: Settings | None = None, *, database: Database | None = None) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings or current()
         self.db = database or open_database(self.settings)
         self._owns_db = database is None
         self._kbs: dict[str, KnowledgeBase] = {}

@@ -55,12 +55,11 @@ def _managed_config(retrieval_configuration: dict[str, Any] | None, custom_embed
 def _managed_reranker() -> dict[str, Any] | None:
     """pgkb's managed reranker: the first model configured in PGKB_RERANKERS, if there is one."""
     import json
-    import os
 
-    from pgkb.retrieval.rerank import RERANKERS_ENV
+    from pgkb.config import current
 
     try:
-        table = json.loads(os.environ.get(RERANKERS_ENV, "") or "{}")
+        table = json.loads(current().rerankers or "{}")
     except json.JSONDecodeError:
         return None
     if not isinstance(table, dict) or not table:
