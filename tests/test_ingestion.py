@@ -487,7 +487,7 @@ def test_documents_are_read_ahead_concurrently(svc: Any, tmp_path: Path, monkeyp
             for d in super().scan():
                 yield replace(d, read=lambda real=d.read: (barrier.wait(), real())[1])
 
-    monkeypatch.setattr(svc, "source_for", lambda ds: PairedReads(str(folder)))
+    monkeypatch.setattr(svc.jobs, "source_for", lambda ds: PairedReads(str(folder)))
     job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
     assert job["status"] == "COMPLETE", job
     assert job["statistics"]["numberOfNewDocumentsIndexed"] == 6

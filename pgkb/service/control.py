@@ -10,7 +10,7 @@ from psycopg import sql
 from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.retrieval.bm25 import install_bm25, uninstall_bm25
 from pgkb.service import shapes
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 from pgkb.service.connectors import MANAGED_CONNECTOR, SourceSettings, source_settings
 from pgkb.service.managed import (
     MANAGED_SCHEMA,
@@ -47,7 +47,7 @@ def default_table_name(kb_name: str) -> str:
     return "bedrock_integration." + re.sub(r"[^a-z0-9_]", "_", kb_name.lower())[:60]
 
 
-class ControlPlane(ServiceBase):
+class ControlPlane(Collaborator):
     # ------------------------------------------------------------------ knowledge bases
 
     def _embedding(self, kb_config: dict[str, Any]) -> tuple[str, int]:

@@ -24,7 +24,7 @@ from pgkb.ingestion.sources import S3Source, split_s3_uri
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.parsing import Sidecar, read_sidecar
 from pgkb.service import shapes
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 from pgkb.service.connectors import settings_of
 from pgkb.store import catalog
 from pgkb.store.content import store_raw
@@ -98,7 +98,7 @@ def _acl(metadata: dict[str, Any] | None, fetch_s3: Any, acl_enabled: bool) -> D
     return parse_entries(inline, capitalised=False, origin="metadata.accessControlList")
 
 
-class DocumentOps(ServiceBase):
+class DocumentOps(Collaborator):
     def _kb_ds(self, kb_id: str, ds_id: str) -> tuple[Any, dict[str, Any]]:
         with self.db.connection() as conn:
             kb_row = catalog.get_knowledge_base(conn, kb_id)

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from pgkb.errors import ValidationError
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 
 MAX_RESULTS = 1000
 
@@ -26,7 +26,7 @@ def _text(source: Any, i: int) -> str:
     raise ValidationError(f"sources[{i}].inlineDocumentSource: type TEXT with textDocument.text, or JSON with jsonDocument")
 
 
-class RerankOps(ServiceBase):
+class RerankOps(Collaborator):
     def rerank(
         self,
         *,

@@ -7,7 +7,7 @@ from typing import Any
 from pgkb.errors import ValidationError, unstorable
 from pgkb.service import shapes
 from pgkb.service.access import document_id, user_id_of
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 
 MAX_QUERY_CHARS = 20000
 MAX_RESULTS = 100
@@ -102,7 +102,7 @@ def query_text(retrieval_query: dict[str, Any]) -> str:
     return text
 
 
-class RetrieveOps(ServiceBase):
+class RetrieveOps(Collaborator):
     query_embedder: Any = None  # set by the server to batch concurrent queries; else the model directly
 
     def embed_query(self, kb: Any, text: str) -> Any:
