@@ -65,7 +65,7 @@ def retrieve(
         kb_id = kb_id_of(svc, kb)
         res = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": query},
                            retrievalConfiguration=_search_config(svc, kb_id, vsc),
-                           **({"userContext": {"userId": user}} if user is not None else {}))["retrievalResults"]
+                           userContext={"userId": user} if user is not None else None)["retrievalResults"]
     if as_json:
         return print_json(res)
     if not res:
@@ -104,8 +104,8 @@ def ask(
                "retrievalConfiguration": _search_config(svc, kb_id, vsc)}
         res = svc.retrieve_and_generate(
             input={"text": question}, retrieveAndGenerateConfiguration={"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": kbc},
-            **({"sessionId": session} if session else {}),
-            **({"userContext": {"userId": user}} if user is not None else {}),
+            sessionId=session or None,
+            userContext={"userId": user} if user is not None else None,
         )
     if as_json:
         return print_json(res)

@@ -49,7 +49,9 @@ class Tokenizer(Protocol):
 class EmbeddingModel(Protocol):
     spec: ModelSpec
     dimensions: int
-    tokenizer: Tokenizer
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
 

@@ -66,7 +66,7 @@ def invoke(
         raise _bad(f"the body is not valid JSON ({str(e)[:200]})", MalformedJsonError) from e
     if not isinstance(req, dict):
         raise _bad("expected a JSON object", MalformedJsonError)
-    texts = req.get("texts") if isinstance(req.get("texts"), list) else [req.get("inputText")]
+    texts: list[Any] = req["texts"] if isinstance(req.get("texts"), list) else [req.get("inputText")]
     if any(isinstance(t, str) and not _encodable(t) for t in texts):  # JSON's "\ud800": no tokenizer takes it
         raise _bad("the input text contains an unpaired surrogate character")
     if "inputText" in req:

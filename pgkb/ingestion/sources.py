@@ -6,6 +6,7 @@ reads a document's bytes only when the sync decides it must be (re)indexed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -145,7 +146,7 @@ class S3Source:
                 uri,
                 size,
                 None if size > MAX_FILE_BYTES else f"etag:{etag}",
-                lambda k=key: self._get(k),
+                functools.partial(self._get, key),
                 sidecar,
                 {"type": "S3", "s3Location": {"uri": uri}},
             )

@@ -65,7 +65,7 @@ class DocumentWriter:
         """Catalog ACL records (uri, allow, deny, hash, reason) of an ACL-enabled source's documents."""
         if not self.acl_enabled:
             return []
-        out = []
+        out: list[tuple[str, Any, Any, Any, Any]] = []
         for uri, acl in docs:
             if acl is None:
                 out.append((uri, None, None, None, NO_ACL_HIDDEN))

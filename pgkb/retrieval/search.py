@@ -180,6 +180,7 @@ def _bm25_sql(
         df = sql.SQL("(SELECT coalesce(sum(d0.d), 0) AS df FROM {} AS d0 WHERE d0.term = q.term)").format(ix.df)
     else:
         df = sql.SQL("(SELECT count(*) AS df FROM {} AS p0 WHERE p0.term = q.term)").format(ix.postings)
+    read: sql.Composable
     if ix.has_df and where is None:
         read = sql.SQL("ORDER BY {} DESC LIMIT {}").format(ix.impact("p1"), sql.Literal(MAX_POSTINGS_PER_TERM))
     else:
@@ -252,6 +253,7 @@ def _result_sql(
 ) -> sql.Composed:
     """Swap children for parents, dedupe, and fetch what a hit needs. `ranked` yields (id, score, rank)."""
     pk = sql.Identifier(m.primary_key)
+    extra: sql.Composable
     if m.custom_metadata:
         extra = sql.SQL("r.{}::jsonb").format(sql.Identifier(m.custom_metadata))
     elif attribute_cols is not None:

@@ -109,7 +109,7 @@ class DocumentOps(Collaborator):
     def _fetch_s3(uri: str) -> bytes:
         return S3Source(split_s3_uri(uri)[0]).get_uri(uri)
 
-    def _content(self, ds: dict[str, Any], content: dict[str, Any]) -> tuple[str, str, bytes, str | None]:
+    def _content(self, ds: dict[str, Any], content: Any) -> tuple[str, str, bytes, str | None]:
         """(uri, file name for the parser, bytes, mime type) of one document's content."""
         if not isinstance(content, dict):
             raise ValidationError("document.content is required")
@@ -140,6 +140,7 @@ class DocumentOps(Collaborator):
         if source_type != "IN_LINE":
             raise ValidationError("content.custom.sourceType must be IN_LINE or S3_LOCATION")
         inline = custom.get("inlineContent") or {}
+        mime: str | None
         if inline.get("type") == "TEXT":
             text = (inline.get("textContent") or {}).get("data")
             if not isinstance(text, str):

@@ -233,10 +233,10 @@ class JobControl(Collaborator):
             job = catalog.get_job(conn, kb["id"], ds["id"], ingestionJobId)
             if job["status"] not in ("STARTING", "IN_PROGRESS", "STOPPING"):
                 raise ConflictError(f"ingestion job {job['id']} is {job['status']}; only a running job can be stopped")
-            job = catalog.update_job(conn, job["id"], status="STOPPING")
+            stopped = catalog.update_job(conn, job["id"], status="STOPPING")
         self._reap_orphans(ds["id"])
-        assert job is not None
-        return {"ingestionJob": shapes.ingestion_job(job)}
+        assert stopped is not None
+        return {"ingestionJob": shapes.ingestion_job(stopped)}
 
 
 def _local_prefix(root: Path, prefix: str) -> str:

@@ -55,7 +55,8 @@ class RerankOps(Collaborator):
         req = replace(parse_config({**rerankingConfiguration, "bedrockRerankingConfiguration": brc}), number_of_results=n)
         top_n = min(n or len(texts), len(texts))
         ranked = get_reranker(req).rerank(query, texts, top_n)
-        results, seen = [], set()
+        results: list[dict[str, Any]] = []
+        seen: set[int] = set()
         for idx, score in ranked:
             if idx not in seen and len(results) < top_n:
                 seen.add(idx)

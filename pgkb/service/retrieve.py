@@ -135,7 +135,7 @@ class RetrieveOps(Collaborator):
             raise ValidationError(
                 "retrievalConfiguration.vectorSearchConfiguration.numberOfResults must be an integer from 1 to 100"
             )
-        search_type = vsc.get("overrideSearchType") or "SEMANTIC"
+        search_type: Any = vsc.get("overrideSearchType") or "SEMANTIC"  # checked just below
         if search_type not in ("SEMANTIC", "HYBRID"):
             raise ValidationError("overrideSearchType must be SEMANTIC or HYBRID")
         # Validate everything cheap before the model runs.

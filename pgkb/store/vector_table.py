@@ -99,7 +99,7 @@ class TableRef:
         return cls(DEFAULT_SCHEMA, table_name)
 
     @property
-    def ident(self) -> sql.Composed:
+    def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.name)
 
     def __str__(self) -> str:
