@@ -61,7 +61,8 @@ class BedrockModel:
                 modelId=self.spec.id, body=json.dumps(body).encode(), contentType="application/json",
                 accept="application/json",
             )
-            return json.loads(resp["body"].read())
+            answer: dict[str, Any] = json.loads(resp["body"].read())
+            return answer
         except ClientError as e:
             err = e.response.get("Error", {})
             msg = f"Bedrock InvokeModel({self.spec.id}) failed: {err.get('Code')}: {err.get('Message')}"
@@ -77,7 +78,8 @@ class BedrockModel:
             body.update(dimensions=self.dimensions, normalize=True)
         out = self._invoke(body)
         try:
-            return out["embedding"]
+            vector: list[float] = out["embedding"]
+            return vector
         except KeyError as e:
             raise DependencyFailedError(f"Bedrock {self.spec.id} returned no 'embedding'") from e
 

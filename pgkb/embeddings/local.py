@@ -41,7 +41,7 @@ class LocalModel:
         torch.set_num_threads(os.cpu_count() or 1)
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start of the CLI or server
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no "Loading weights" bar on every start of the CLI or server
         self.spec = spec
         self.dimensions = dimensions
         self._st = SentenceTransformer(str(path), device="cpu")

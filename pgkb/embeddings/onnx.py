@@ -278,7 +278,8 @@ class OnnxModel:
             session = self._local.session = self._new_session(1)
         ids = np.asarray([encoding.ids], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        return session.run(None, feeds)[0][0]
+        out: np.ndarray = session.run(None, feeds)[0][0]
+        return out
 
     def _parallel(self, encodings: Sequence[Any]) -> np.ndarray:
         if self._pool is None:
@@ -302,7 +303,8 @@ class OnnxModel:
             mask[i, : len(e.ids)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         with self._lock:
-            return self._session.run(None, feeds)[0]
+            out: np.ndarray = self._session.run(None, feeds)[0]
+            return out
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)

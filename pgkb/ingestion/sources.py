@@ -153,7 +153,8 @@ class S3Source:
 
     def _get(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            data: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return data
         except Exception as exc:
             raise DependencyFailedError(f"cannot read s3://{self.bucket}/{key}: {_aws_reason(exc)}") from None
 

@@ -24,9 +24,10 @@ from pgkb.errors import PgkbError
 from pgkb.ingestion.acl import NO_ACL_SKIPPED, GlobalAcl, effective_acl
 from pgkb.ingestion.claim import ClaimLost, JobClaim
 from pgkb.ingestion.documents import PreparedDocument, prepare_document, read_sidecar
-from pgkb.ingestion.sources import MAX_FILE_BYTES, Source, SourceDocument
+from pgkb.ingestion.sources import Source, SourceDocument
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.kb import KnowledgeBase
+from pgkb.parsing import MAX_FILE_BYTES
 from pgkb.store import catalog
 
 log = logging.getLogger(__name__)

@@ -229,7 +229,7 @@ def install_bm25(
 def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, config: str, k1: float, b: float) -> bool:
     # Concurrent installs (two processes adopting tables at once) would race on CREATE ... IF NOT EXISTS.
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgkb_bm25.install'))")
-    conn.execute(_REGISTRY_DDL)  # type: ignore[arg-type]  # constant DDL, no values
+    conn.execute(_REGISTRY_DDL)  # constant DDL, no values
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.ident))
     ix = Bm25Index(base_name(table), config, float(k1), float(b))
     existing = conn.execute(

@@ -22,7 +22,7 @@ from pgkb.errors import PgkbError, ValidationError
 @dataclass
 class Dataset:
     name: str
-    corpus: dict[str, dict]  # doc id -> {"title", "text", "metadata"}
+    corpus: dict[str, dict[str, Any]]  # doc id -> {"title", "text", "metadata"}
     queries: dict[str, str]  # judged queries only: query id -> text
     qrels: dict[str, dict[str, int]]  # query id -> doc id -> grade
 
@@ -33,7 +33,7 @@ class Dataset:
             yield doc_id, f"{title}\n{text}" if title else text
 
 
-def _jsonl(path: Path) -> Iterable[dict]:
+def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if line.strip():
@@ -118,7 +118,7 @@ class Report:
     ndcg_at_10_exp: float = 0.0  # with exponential gain
     per_query: dict[str, float] = field(default_factory=dict, repr=False)  # query id -> nDCG@10
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("per_query")
         return d

@@ -478,7 +478,7 @@ def _run(
     set_params = [x for pair in settings for x in pair]
     try:
         with conn.transaction(), conn.pipeline():
-            conn.execute(set_sql, set_params)  # type: ignore[arg-type]  # constant text, values bound
+            conn.execute(set_sql, set_params)  # constant text, values bound
             cur = conn.execute(stmt, params)
         rows = cur.fetchall()
     except psycopg.errors.DataException as exc:
