@@ -273,7 +273,7 @@ def test_second_job_on_a_busy_data_source_is_a_conflict(svc: Any, tmp_path: Path
 
 
 def test_stop_ingestion_job(svc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pgkb.ingestion.sync.EMBED_BATCH", 4)
+    monkeypatch.setenv("PGKB_EMBED_BATCH", "4")
     folder = tmp_path / "docs"
     write_corpus(folder, 80)
     kb_id, ds_id = make_kb(svc, folder)
@@ -442,7 +442,7 @@ def test_two_models_never_share_a_table(svc: Any) -> None:
 def test_closing_the_service_stops_its_running_jobs(settings: Settings, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """What `pgkb serve` does on SIGTERM: running jobs end STOPPED promptly instead of blocking shutdown."""
-    monkeypatch.setattr("pgkb.ingestion.sync.EMBED_BATCH", 2)
+    monkeypatch.setenv("PGKB_EMBED_BATCH", "2")
     folder = tmp_path / "docs"
     write_corpus(folder, 80)
     other = KnowledgeBaseService(settings)
@@ -487,7 +487,7 @@ def test_documents_are_read_ahead_concurrently(svc: Any, tmp_path: Path, monkeyp
             for d in super().scan():
                 yield replace(d, read=lambda real=d.read: (barrier.wait(), real())[1])
 
-    monkeypatch.setattr(svc, "source_for", lambda ds: PairedReads(str(folder)))
+    monkeypatch.setattr(svc.jobs, "source_for", lambda ds: PairedReads(str(folder)))
     job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
     assert job["status"] == "COMPLETE", job
     assert job["statistics"]["numberOfNewDocumentsIndexed"] == 6

@@ -37,7 +37,7 @@ def svc(settings: Settings) -> Any:
 @pytest.fixture
 def slow_sync(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small batches with a pause before each write, so a job is reliably mid-way when we act."""
-    monkeypatch.setattr("pgkb.ingestion.sync.EMBED_BATCH", 4)
+    monkeypatch.setenv("PGKB_EMBED_BATCH", "4")
     write = DocumentWriter.write
 
     def slow_write(self: DocumentWriter, docs: Any, embeddings: Any) -> None:

@@ -187,7 +187,7 @@ def role_credentials(admin_url: str, role: str, password: str, dbname: str) -> D
     params = conninfo_to_dict(admin_url)
     extra = {k: str(params[k]) for k in ("sslmode", "sslrootcert", "sslcert", "sslkey") if params.get(k)}
     host = str(params.get("host") or params.get("hostaddr") or "") or None
-    port = int(params["port"]) if params.get("port") else None
+    port = int(str(params["port"])) if params.get("port") else None
     return DbCredentials(username=role, password=password, host=host, port=port, dbname=dbname, extra=extra)
 
 

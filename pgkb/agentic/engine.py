@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -263,7 +263,7 @@ class Run:
             event["generatedResponse"] = _generated(answer)
         yield {"result": event}
 
-    def _expand(self, ranked: list[Ranked]) -> Iterator[dict[str, Any]]:
+    def _expand(self, ranked: list[Ranked]) -> Generator[dict[str, Any], None, list[Ranked]]:
         """Read the best documents whole (the first selected, one per part of the question, at most
         MAX_EXPANDED); each one's selected chunks collapse into one result holding the whole text."""
         want = max(1, min(MAX_EXPANDED, len(self.state.parts) or 1))

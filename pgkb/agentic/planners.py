@@ -120,8 +120,8 @@ class LLMPlanner:
     def _prompt(self, state: State) -> str:
         req = state.request
         lines = ["Knowledge bases:"]
-        for i, r in enumerate(req.retrievers, 1):
-            lines.append(f"{i}. {r.identifier}: {r.description or '(no description)'}")
+        for i, retriever in enumerate(req.retrievers, 1):
+            lines.append(f"{i}. {retriever.identifier}: {retriever.description or '(no description)'}")
         lines.append("\nConversation:")
         lines += [f"{role.capitalize()}: {text}" for role, text in req.messages]
         lines.append(f"\nSearches so far: {', '.join(sorted({s.query for s in state.searches})) or '(none)'}")

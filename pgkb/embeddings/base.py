@@ -49,7 +49,9 @@ class Tokenizer(Protocol):
 class EmbeddingModel(Protocol):
     spec: ModelSpec
     dimensions: int
-    tokenizer: Tokenizer
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -125,7 +127,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.maximum(norms, 1e-12, out=norms)
-    return (x / norms).astype(np.float32, copy=False)
+    out: np.ndarray = (x / norms).astype(np.float32, copy=False)
+    return out
 
 
 def empty(d: int) -> np.ndarray:

@@ -7,13 +7,13 @@ points at another InvokeModel endpoint. Never falls back silently to another mod
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from pgkb import config as pgkb_config
 from pgkb.embeddings.base import ModelSpec, approximate_tokenizer, empty, l2_normalize
 from pgkb.embeddings.registry import DEFAULT_MODEL_ID
 from pgkb.errors import DependencyFailedError, ModelNotAvailableError, ValidationError
@@ -27,11 +27,10 @@ def _client(model_id: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    from pgkb.config import Settings
-
-    endpoint = os.environ.get(ENDPOINT_ENV) or None
+    settings = pgkb_config.current()
+    endpoint = settings.bedrock_endpoint_url
     session = boto3.Session()
-    region = session.region_name or Settings().region
+    region = session.region_name or settings.region
     config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=TITAN_CONCURRENCY * 2)
     if session.get_credentials() is None:
         if not endpoint:
@@ -62,7 +61,8 @@ class BedrockModel:
                 modelId=self.spec.id, body=json.dumps(body).encode(), contentType="application/json",
                 accept="application/json",
             )
-            return json.loads(resp["body"].read())
+            answer: dict[str, Any] = json.loads(resp["body"].read())
+            return answer
         except ClientError as e:
             err = e.response.get("Error", {})
             msg = f"Bedrock InvokeModel({self.spec.id}) failed: {err.get('Code')}: {err.get('Message')}"
@@ -78,7 +78,8 @@ class BedrockModel:
             body.update(dimensions=self.dimensions, normalize=True)
         out = self._invoke(body)
         try:
-            return out["embedding"]
+            vector: list[float] = out["embedding"]
+            return vector
         except KeyError as e:
             raise DependencyFailedError(f"Bedrock {self.spec.id} returned no 'embedding'") from e
 

@@ -66,7 +66,7 @@ def invoke(
         raise _bad(f"the body is not valid JSON ({str(e)[:200]})", MalformedJsonError) from e
     if not isinstance(req, dict):
         raise _bad("expected a JSON object", MalformedJsonError)
-    texts = req.get("texts") if isinstance(req.get("texts"), list) else [req.get("inputText")]
+    texts: list[Any] = req["texts"] if isinstance(req.get("texts"), list) else [req.get("inputText")]
     if any(isinstance(t, str) and not _encodable(t) for t in texts):  # JSON's "\ud800": no tokenizer takes it
         raise _bad("the input text contains an unpaired surrogate character")
     if "inputText" in req:
@@ -143,13 +143,16 @@ def _truncate(model: EmbeddingModel, texts: list[str], mode: str) -> list[str]:
 
 def _quantize(vecs: np.ndarray, kind: str) -> list[Any]:
     if kind == "float":
-        return vecs.tolist()
+        floats: list[Any] = vecs.tolist()
+        return floats
     if kind in ("int8", "uint8"):
         scale = 127.0 / np.maximum(np.abs(vecs).max(axis=1, keepdims=True), 1e-12)
         q = np.clip(np.rint(vecs * scale), -127, 127).astype(np.int16)
-        return (q + 128 if kind == "uint8" else q).tolist()
+        ints: list[Any] = (q + 128 if kind == "uint8" else q).tolist()
+        return ints
     packed = np.packbits(vecs > 0, axis=1).astype(np.int16)  # 1 bit per dimension, 8 per byte
-    return (packed - 128 if kind == "binary" else packed).tolist()
+    bits: list[Any] = (packed - 128 if kind == "binary" else packed).tolist()
+    return bits
 
 
 def _cohere(spec: ModelSpec, req: dict[str, Any]) -> dict[str, Any]:

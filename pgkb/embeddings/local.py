@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pgkb.config import quiet_model_libraries
 from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir
 from pgkb.errors import ModelNotAvailableError
 
@@ -28,9 +29,7 @@ class LocalModel:
     def __init__(self, spec: ModelSpec, dimensions: int) -> None:
         path = _require_model_dir()
         # Never reach for a model hub: everything is in the package.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_model_libraries()
         try:
             import torch
             from sentence_transformers import SentenceTransformer
@@ -42,7 +41,7 @@ class LocalModel:
         torch.set_num_threads(os.cpu_count() or 1)
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start of the CLI or server
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no "Loading weights" bar on every start of the CLI or server
         self.spec = spec
         self.dimensions = dimensions
         self._st = SentenceTransformer(str(path), device="cpu")

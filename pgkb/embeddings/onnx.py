@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pgkb.config import current, quiet_model_libraries
 from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir
 from pgkb.errors import ModelNotAvailableError
 
@@ -82,9 +83,7 @@ def source_checksum(src: Path) -> str:
 
 def _models_root(data_dir: Path | None) -> Path:
     if data_dir is None:
-        from pgkb.config import Settings
-
-        data_dir = Settings().data_dir
+        data_dir = current().data_dir
     return Path(data_dir) / "models"
 
 
@@ -116,8 +115,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _export_fp32(src: Path, dest: Path) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    quiet_model_libraries()
     try:
         import torch
         from transformers import AutoModel
@@ -280,7 +278,8 @@ class OnnxModel:
             session = self._local.session = self._new_session(1)
         ids = np.asarray([encoding.ids], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        return session.run(None, feeds)[0][0]
+        out: np.ndarray = session.run(None, feeds)[0][0]
+        return out
 
     def _parallel(self, encodings: Sequence[Any]) -> np.ndarray:
         if self._pool is None:
@@ -304,7 +303,8 @@ class OnnxModel:
             mask[i, : len(e.ids)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         with self._lock:
-            return self._session.run(None, feeds)[0]
+            out: np.ndarray = self._session.run(None, feeds)[0]
+            return out
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)

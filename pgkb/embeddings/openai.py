@@ -8,12 +8,12 @@ PGKB_OPENAI_EMBEDDINGS is a JSON list of
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
+from pgkb import config
 from pgkb.embeddings.base import ModelSpec, approximate_tokenizer, empty, l2_normalize
 from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.http_json import post_json, unexpected_answer
@@ -22,7 +22,7 @@ ENV = "PGKB_OPENAI_EMBEDDINGS"
 
 
 def configured_specs() -> list[ModelSpec]:
-    return list(_parse(os.environ.get(ENV, "")))
+    return list(_parse(config.current().openai_embeddings))
 
 
 @lru_cache(maxsize=8)
@@ -72,7 +72,7 @@ class OpenAICompatibleModel:
         self._send_dims = bool(o["send_dimensions"])
         self._timeout = float(o["timeout"])  # type: ignore[arg-type]
         key_env = o.get("api_key_env")
-        self._api_key = os.environ.get(str(key_env)) if key_env else None
+        self._api_key = config.env_value(str(key_env)) if key_env else None
         if key_env and not self._api_key:
             raise ModelNotAvailableError(f"Model {spec.id} needs an API key in the environment variable {key_env}")
 

@@ -7,10 +7,10 @@ AWS credentials are configured or PGKB_BEDROCK_ENDPOINT_URL points at a Converse
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
+from pgkb import config as pgkb_config
 from pgkb.errors import (
     BadGatewayError,
     DependencyFailedError,
@@ -35,13 +35,12 @@ def _client(model_arn: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    from pgkb.config import Settings
-
-    endpoint = os.environ.get(ENDPOINT_ENV) or None
+    settings = pgkb_config.current()
+    endpoint = settings.bedrock_endpoint_url
     session = boto3.Session()
     m = _REGION_IN_ARN.match(model_arn)
-    region = (m.group(1) if m else None) or session.region_name or Settings().region
-    timeout = float(os.environ.get(TIMEOUT_ENV, "60"))
+    region = (m.group(1) if m else None) or session.region_name or settings.region
+    timeout = settings.bedrock_generation_timeout
     config = Config(connect_timeout=min(timeout, 10), read_timeout=timeout,
                     retries={"max_attempts": 2, "mode": "standard"})
     if session.get_credentials() is None:

@@ -8,11 +8,11 @@ of an ARN) to `{"base_url": "http://host:8000/v1", "model": "...", "api_key_env"
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from pgkb import config
 from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.generation import citations, prompts
 from pgkb.generation.base import Answer, GenerationRequest, RewriteRequest
@@ -34,7 +34,7 @@ class EndpointConfig:
 
 
 def configured() -> dict[str, EndpointConfig]:
-    return _parse(os.environ.get(ENV, ""))
+    return _parse(config.current().openai_generators)
 
 
 @lru_cache(maxsize=8)
@@ -77,7 +77,7 @@ class OpenAIChatGenerator:
     def __init__(self, cfg: EndpointConfig) -> None:
         self.cfg = cfg
         self.url = f"{cfg.base_url}/chat/completions"
-        self.api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        self.api_key = config.env_value(cfg.api_key_env) if cfg.api_key_env else None
         if cfg.api_key_env and not self.api_key:
             raise ModelNotAvailableError(
                 f"Generator {cfg.key} needs an API key in the environment variable {cfg.api_key_env}"

@@ -23,11 +23,10 @@ def generator_for(model_arn: str) -> Any:
     cfg = openai.lookup(model_arn)
     if cfg is not None:
         return openai.OpenAIChatGenerator(cfg)
-    import os
-
+    from pgkb.config import current
     from pgkb.generation import bedrock
 
-    key = (model_arn, os.environ.get(bedrock.ENDPOINT_ENV, ""))
+    key = (model_arn, current().bedrock_endpoint_url or "")
     with _lock:
         gen = _cache.get(key)
     if gen is None:  # boto3 clients are thread-safe and slow to build: one per model and endpoint

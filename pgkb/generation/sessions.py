@@ -8,13 +8,13 @@ sessionId. Expired sessions are deleted when new sessions are created.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from typing import Any
 
 import psycopg
 
+from pgkb import config
 from pgkb.errors import ValidationError
 from pgkb.generation.base import Turn
 
@@ -25,7 +25,7 @@ HISTORY_TURNS = 10  # earlier turns sent to a model; older ones stay stored but 
 
 def ttl_seconds() -> int:
     try:
-        return max(1, int(os.environ.get(TTL_ENV, DEFAULT_TTL_S)))
+        return max(1, int(config.current().session_ttl_seconds or DEFAULT_TTL_S))
     except ValueError:
         return DEFAULT_TTL_S
 

@@ -64,7 +64,7 @@ def prepare_document(
     doc = PreparedDocument(uri, fingerprint, sidecar_hash, attributes=dict(sidecar.attributes), location=location)
     doc.extracted = parsed.text
     prefix = sidecar.embedding_prefix()
-    base = {SOURCE_URI: uri, DATA_SOURCE_ID: ds_id}
+    base: dict[str, Any] = {SOURCE_URI: uri, DATA_SOURCE_ID: ds_id}
     parents = list(getattr(chunk_set, "parents", []) or [])
     parent_ids = [str(chunk_id(ds_id, uri, i)) for i in range(len(parents))]
     for p in parents:

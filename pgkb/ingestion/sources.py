@@ -6,6 +6,7 @@ reads a document's bytes only when the sync decides it must be (re)indexed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlparse
 
+from pgkb import config
 from pgkb.errors import DependencyFailedError, ValidationError
 from pgkb.parsing import MAX_FILE_BYTES, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX, is_sidecar
 
@@ -106,7 +108,7 @@ def parse_bucket_arn(bucket_arn: str) -> str:
 def s3_client(endpoint_url: str | None = None) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("PGKB_S3_ENDPOINT_URL") or None)
+    return boto3.client("s3", endpoint_url=endpoint_url or config.current().s3_endpoint_url)
 
 
 SIDECAR_WORKERS = 16
@@ -144,14 +146,15 @@ class S3Source:
                 uri,
                 size,
                 None if size > MAX_FILE_BYTES else f"etag:{etag}",
-                lambda k=key: self._get(k),
+                functools.partial(self._get, key),
                 sidecar,
                 {"type": "S3", "s3Location": {"uri": uri}},
             )
 
     def _get(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            data: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return data
         except Exception as exc:
             raise DependencyFailedError(f"cannot read s3://{self.bucket}/{key}: {_aws_reason(exc)}") from None
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import queue
 import threading
 import time
@@ -19,20 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from pgkb import config
 from pgkb.db import Database
 from pgkb.errors import PgkbError
 from pgkb.ingestion.acl import NO_ACL_SKIPPED, GlobalAcl, effective_acl
 from pgkb.ingestion.claim import ClaimLost, JobClaim
 from pgkb.ingestion.documents import PreparedDocument, prepare_document, read_sidecar
-from pgkb.ingestion.sources import MAX_FILE_BYTES, Source, SourceDocument
+from pgkb.ingestion.sources import Source, SourceDocument
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.kb import KnowledgeBase
+from pgkb.parsing import MAX_FILE_BYTES
 from pgkb.store import catalog
 
 log = logging.getLogger(__name__)
 
-# Rows per model call: large enough to amortise, small enough to keep progress fluid and commits frequent.
-EMBED_BATCH = int(os.environ.get("PGKB_EMBED_BATCH", "256"))
 MAX_FAILURE_REASONS = 50
 # Reading documents ahead of the parser (S3 GETs are network round trips; local reads are cheap).
 READ_WORKERS = 8
@@ -455,6 +454,8 @@ class IngestionRun:
             t.start()
         batch: list[tuple[_Work, PreparedDocument]] = []
         pending = 0
+        # Rows per model call: large enough to amortise, small enough to keep progress fluid and commits frequent.
+        embed_batch = config.current().embed_batch
         try:
             while True:
                 item = prepared_q.get()
@@ -469,7 +470,7 @@ class IngestionRun:
                     continue
                 batch.append((w, d))
                 pending += d.n_to_embed
-                if pending >= EMBED_BATCH:
+                if pending >= embed_batch:
                     self._flush(model, batch, write_q)
                     batch, pending = [], 0
                     self._check_stop()

@@ -17,7 +17,6 @@ index aside and `finish_initial_load` builds it from the rows, with the records 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from pgkb.config import current
 from pgkb.db import Database
 from pgkb.ingestion.acl import NO_ACL_HIDDEN
 from pgkb.ingestion.documents import PreparedDocument
@@ -71,7 +71,7 @@ class DocumentWriter:
         """Catalog ACL records (uri, allow, deny, hash, reason) of an ACL-enabled source's documents."""
         if not self.acl_enabled:
             return []
-        out = []
+        out: list[tuple[str, Any, Any, Any, Any]] = []
         for uri, acl in docs:
             if acl is None:
                 out.append((uri, None, None, None, NO_ACL_HIDDEN))
@@ -180,7 +180,7 @@ class DocumentWriter:
         """Before indexing: if the table is empty (or an earlier initial load was interrupted), set
         its HNSW indexes aside so that `finish_initial_load` builds them once from all the rows.
         Returns True when the indexes are deferred. PGKB_DEFER_HNSW=0 turns this off."""
-        if os.environ.get("PGKB_DEFER_HNSW", "1") == "0":
+        if not current().defer_hnsw:
             return False
         with self.catalog_db.connection() as conn:
             if index_build.deferred(conn, self.kb.id):
@@ -217,7 +217,8 @@ class DocumentWriter:
         with self.kb.database.connection() as conn:
             index_build.lock_table_builds(conn, self.kb.table)
             # An exact count (statistics may not exist yet after a bulk load): sub-second at 1M rows.
-            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.kb.table.ident)).fetchone()[0]
+            counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.kb.table.ident)).fetchone()
+            rows = counted[0] if counted else 0
             memory = index_build.build_memory_kb(int(rows), self.kb.dimensions)
             for _, definition in todo:
                 index_build.build(conn, definition, memory_kb=memory, workers=index_build.build_workers())

@@ -76,7 +76,7 @@ def _decode(data: bytes, declared_charset: str | None) -> str:
     try:
         from charset_normalizer import from_bytes
     except ImportError:  # pragma: no cover - charset-normalizer is a declared dependency
-        from_bytes = None
+        from_bytes = None  # type: ignore[assignment]
     if from_bytes is not None:
         best = from_bytes(data).best()
         if best is not None:

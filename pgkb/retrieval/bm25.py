@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -57,15 +58,15 @@ class Bm25Index:
     has_df: bool = True
 
     @property
-    def postings(self) -> sql.Composed:
+    def postings(self) -> sql.Identifier:
         return sql.Identifier(SCHEMA, f"{self.base}_postings")
 
     @property
-    def stats(self) -> sql.Composed:
+    def stats(self) -> sql.Identifier:
         return sql.Identifier(SCHEMA, f"{self.base}_stats")
 
     @property
-    def df(self) -> sql.Composed:
+    def df(self) -> sql.Identifier:
         return sql.Identifier(SCHEMA, f"{self.base}_df")
 
     def impact(self, alias: str | None = None) -> sql.Composed:
@@ -162,7 +163,7 @@ def _changed(a: str, b: str, m: FieldMapping) -> sql.Composed:
     )
 
 
-def _function(conn: psycopg.Connection, name: str, body: list[sql.Composable]) -> sql.Composed:
+def _function(conn: psycopg.Connection, name: str, body: Sequence[sql.Composable]) -> sql.Composed:
     text = ";\n".join(s.as_string(conn) for s in body)
     if "$pgkb$" in text:  # identifiers are restricted to [a-zA-Z0-9_.-]; belt and braces
         raise ValueError("unexpected dollar-quote tag in generated SQL")
@@ -228,7 +229,7 @@ def install_bm25(
 def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, config: str, k1: float, b: float) -> bool:
     # Concurrent installs (two processes adopting tables at once) would race on CREATE ... IF NOT EXISTS.
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgkb_bm25.install'))")
-    conn.execute(_REGISTRY_DDL)  # type: ignore[arg-type]  # constant DDL, no values
+    conn.execute(_REGISTRY_DDL)  # constant DDL, no values
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.ident))
     ix = Bm25Index(base_name(table), config, float(k1), float(b))
     existing = conn.execute(
@@ -241,10 +242,10 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
     triggers = conn.execute(
         "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname LIKE 'pgkb_bm25_%%'",
         (str(table.ident.as_string(conn)),),
-    ).fetchone()[0]
+    ).fetchone()[0]  # type: ignore[index]
     wanted = (ix.base, mapping.text, mapping.primary_key, mapping.vector, config, float(k1), float(b))
     if existing and tuple(existing) == wanted and triggers == 4:
-        if conn.execute("SELECT to_regclass(%s) IS NULL", (ix.df.as_string(conn),)).fetchone()[0]:
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (ix.df.as_string(conn),)).fetchone()[0]:  # type: ignore[index]
             _create_df(conn, ix, backfill=True)  # installed by an older pgkb: add what queries now read
             _create_impact_index(conn, ix)
         _create_functions(conn, mapping, ix)  # CREATE OR REPLACE: picks up newer trigger code, no backfill
@@ -387,7 +388,7 @@ def uninstall_bm25(conn: psycopg.Connection, table: TableRef) -> None:
 
 def _uninstall(conn: psycopg.Connection, table: TableRef) -> None:
     ix = lookup(conn, table)
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.ident.as_string(conn),)).fetchone()[0]
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.ident.as_string(conn),)).fetchone()[0]  # type: ignore[index]
     if exists:
         for kind in ("ins", "del", "upd", "trunc"):
             conn.execute(

@@ -14,14 +14,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pgkb.errors import ValidationError
+from pgkb.errors import PgkbError, ValidationError
 
 
 @dataclass
 class Dataset:
     name: str
-    corpus: dict[str, dict]  # doc id -> {"title", "text", "metadata"}
+    corpus: dict[str, dict[str, Any]]  # doc id -> {"title", "text", "metadata"}
     queries: dict[str, str]  # judged queries only: query id -> text
     qrels: dict[str, dict[str, int]]  # query id -> doc id -> grade
 
@@ -32,7 +33,7 @@ class Dataset:
             yield doc_id, f"{title}\n{text}" if title else text
 
 
-def _jsonl(path: Path) -> Iterable[dict]:
+def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if line.strip():
@@ -117,7 +118,7 @@ class Report:
     ndcg_at_10_exp: float = 0.0  # with exponential gain
     per_query: dict[str, float] = field(default_factory=dict, repr=False)  # query id -> nDCG@10
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("per_query")
         return d
@@ -179,3 +180,56 @@ def format_reports(reports: Sequence[Report]) -> str:
     for label, fmt, attr in rows:
         out.append(label.ljust(12) + "".join(fmt.format(getattr(r, attr)).rjust(width) for r in reports))
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------- configurations
+
+EVAL_SEARCH = ("semantic", "lexical", "hybrid")
+_INT_KEYS = ("max_tokens", "overlap", "parent_tokens", "buffer_size", "breakpoint", "k")
+
+
+def override_config(base: dict[str, Any], override: str | None) -> dict[str, Any]:
+    """`"search=hybrid,chunking=fixed,max_tokens=200"` → `base` with those keys replaced; a bare search type
+    (`lexical`) stands for `search=lexical`. The messages name `--compare`, the option users type this in."""
+    cfg = dict(base)
+    for part in filter(None, (p.strip() for p in (override or "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep and key.lower() in EVAL_SEARCH:
+            key, sep, value = "search", "=", key
+        key = key.strip().replace("-", "_")
+        if not sep or key not in cfg:
+            raise PgkbError(f"--compare: {part!r} is not key=value with key one of {', '.join(sorted(cfg))}")
+        cfg[key] = int(value) if key in _INT_KEYS and value else value.strip()
+    if str(cfg["search"]).lower() not in EVAL_SEARCH:
+        raise PgkbError(f"--compare: search={cfg['search']!r} must be one of {', '.join(EVAL_SEARCH)}")
+    cfg["search"] = str(cfg["search"]).lower()
+    return cfg
+
+
+def config_label(cfg: dict[str, Any]) -> str:
+    return f"{cfg['search']}/{cfg['chunking']}" + (f"/{cfg['max_tokens']}" if cfg["max_tokens"] else "")
+
+
+def write_corpus_folder(dataset: Dataset, dataset_path: str | Path, data_dir: Path) -> Path:
+    """The corpus as a folder of text files under `data_dir/eval`, one per document (its id, percent-encoded,
+    is the file name); unchanged files are left alone so a re-run ingests incrementally. Named after the
+    dataset's folder, with a hash of its full path to keep two datasets apart (the name shows in source URIs)."""
+    import hashlib
+    from urllib.parse import quote
+
+    where = Path(dataset_path).resolve()
+    tag = hashlib.sha1(str(where).encode()).hexdigest()[:10]
+    docs_dir = Path(data_dir) / "eval" / f"{quote(where.name, safe='')[:60]}-{tag}" / "docs"
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    for doc_id, text in dataset.documents():
+        f = docs_dir / (quote(doc_id, safe="") + ".txt")
+        if not f.exists() or f.read_text(encoding="utf-8") != text:
+            f.write_text(text, encoding="utf-8")
+    return docs_dir
+
+
+def doc_id_of(source_uri: str) -> str:
+    """The dataset document id back from a source URI of `write_corpus_folder`'s files."""
+    from urllib.parse import unquote, urlparse
+
+    return unquote(unquote(urlparse(source_uri).path.rsplit("/", 1)[-1]).removesuffix(".txt"))

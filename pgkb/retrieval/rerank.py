@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from pgkb import config as pgkb_config
 from pgkb.errors import AccessDeniedError, DependencyFailedError, ValidationError
 from pgkb.http_json import post_json
 from pgkb.redact import redact_url
@@ -205,7 +205,7 @@ def _bedrock_client(region: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    endpoint = os.environ.get(BEDROCK_ENDPOINT_ENV) or None
+    endpoint = pgkb_config.current().bedrock_rerank_endpoint_url
     session = boto3.Session()
     config = Config(retries={"max_attempts": 3, "mode": "standard"})
     if session.get_credentials() is None:
@@ -221,8 +221,8 @@ def _bedrock_client(region: str) -> Any:
 # ---------------------------------------------------------------------------------------- resolving
 
 
-def _configured(env: Mapping[str, str]) -> dict[str, Any]:
-    raw = env.get(RERANKERS_ENV, "").strip()
+def _configured(raw: str) -> dict[str, Any]:
+    raw = raw.strip()
     if not raw:
         return {}
     try:
@@ -235,9 +235,11 @@ def _configured(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def get_reranker(req: RerankRequest, env: Mapping[str, str] | None = None) -> Reranker:
-    """The reranker for a validated request; ValidationError when none is usable."""
-    env = os.environ if env is None else env
-    table = _configured(env)
+    """The reranker for a validated request; ValidationError when none is usable.
+
+    `env` stands in for the environment (tests); by default pgkb.config reads it."""
+    table = _configured(pgkb_config.current().rerankers if env is None else env.get(RERANKERS_ENV, ""))
+    env_value = pgkb_config.env_value if env is None else env.get
     entry = table.get(req.model_arn, table.get(req.model_id))
     if entry is not None:
         if isinstance(entry, str):
@@ -250,7 +252,7 @@ def get_reranker(req: RerankRequest, env: Mapping[str, str] | None = None) -> Re
         if fmt not in ("tei", "cohere"):
             raise ValidationError(f"{RERANKERS_ENV}[{req.model_id!r}].format {fmt!r} must be tei or cohere")
         key_env = entry.get("api_key_env")
-        api_key = env.get(key_env) if key_env else None
+        api_key = env_value(key_env) if key_env else None
         if key_env and not api_key:
             raise ValidationError(f"{RERANKERS_ENV}[{req.model_id!r}] needs an API key in {key_env}")
         return HttpReranker(

@@ -180,6 +180,7 @@ def _bm25_sql(
         df = sql.SQL("(SELECT coalesce(sum(d0.d), 0) AS df FROM {} AS d0 WHERE d0.term = q.term)").format(ix.df)
     else:
         df = sql.SQL("(SELECT count(*) AS df FROM {} AS p0 WHERE p0.term = q.term)").format(ix.postings)
+    read: sql.Composable
     if ix.has_df and where is None:
         read = sql.SQL("ORDER BY {} DESC LIMIT {}").format(ix.impact("p1"), sql.Literal(MAX_POSTINGS_PER_TERM))
     else:
@@ -252,6 +253,7 @@ def _result_sql(
 ) -> sql.Composed:
     """Swap children for parents, dedupe, and fetch what a hit needs. `ranked` yields (id, score, rank)."""
     pk = sql.Identifier(m.primary_key)
+    extra: sql.Composable
     if m.custom_metadata:
         extra = sql.SQL("r.{}::jsonb").format(sql.Identifier(m.custom_metadata))
     elif attribute_cols is not None:
@@ -476,7 +478,7 @@ def _run(
     set_params = [x for pair in settings for x in pair]
     try:
         with conn.transaction(), conn.pipeline():
-            conn.execute(set_sql, set_params)  # type: ignore[arg-type]  # constant text, values bound
+            conn.execute(set_sql, set_params)  # constant text, values bound
             cur = conn.execute(stmt, params)
         rows = cur.fetchall()
     except psycopg.errors.DataException as exc:

@@ -8,12 +8,12 @@ moto). Values are cached per process; `refresh=True` re-reads them (a rotated pa
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from pathlib import Path
 from typing import Any
 
+from pgkb import config
 from pgkb.errors import DependencyFailedError, NotFoundError, ValidationError
 from pgkb.secrets.credentials import DbCredentials, parse_secret_ref, secret_arn
 from pgkb.secrets.store import LocalSecretStore
@@ -56,14 +56,14 @@ class SecretResolver:
 
     def _read(self, arn: str) -> DbCredentials:
         name, region, account = parse_secret_ref(arn)
-        env = os.environ.get(env_var_for(name))
+        env = config.env_value(env_var_for(name))
         if env:
             return DbCredentials.from_json(env, arn)
         local = self.store.get(name)
         if local is not None and account in (None, self.account):
             return DbCredentials.from_dict(local, arn)
         # pgkb's own placeholder account has no Secrets Manager behind it.
-        if account == self.account and set(account) == {"0"} and not os.environ.get(ENDPOINT_ENV):
+        if account == self.account and set(account) == {"0"} and not config.current().secretsmanager_endpoint_url:
             raise NotFoundError(
                 f"secret {arn} not found: store it with `pgkb secrets put {name}` or set {env_var_for(name)}"
             )
@@ -108,8 +108,8 @@ def _secrets_manager_value(arn: str, region: str) -> str:
 
     _quiet_botocore()
     kwargs: dict[str, Any] = {"region_name": region}
-    if os.environ.get(ENDPOINT_ENV):
-        kwargs["endpoint_url"] = os.environ[ENDPOINT_ENV]
+    if config.current().secretsmanager_endpoint_url:
+        kwargs["endpoint_url"] = config.current().secretsmanager_endpoint_url
     try:
         client = boto3.client("secretsmanager", **kwargs)
         resp = client.get_secret_value(SecretId=arn)
@@ -140,8 +140,8 @@ def put_secrets_manager(name: str, creds: DbCredentials, region: str) -> str:
     parse_secret_ref(name)
     _quiet_botocore()
     kwargs: dict[str, Any] = {"region_name": region}
-    if os.environ.get(ENDPOINT_ENV):
-        kwargs["endpoint_url"] = os.environ[ENDPOINT_ENV]
+    if config.current().secretsmanager_endpoint_url:
+        kwargs["endpoint_url"] = config.current().secretsmanager_endpoint_url
     value = json.dumps(creds.to_dict())
     try:
         client = boto3.client("secretsmanager", **kwargs)

@@ -163,7 +163,7 @@ class SigV4Verifier:
         hmap: dict[str, list[str]] = {}
         for name, value in headers:
             hmap.setdefault(name.lower(), []).append(value)
-        authz = (hmap.get("authorization") or [None])[0]
+        authz = next(iter(hmap.get("authorization") or ()), None)
         presigned = False
         if authz is not None:
             m = _AUTH_RE.match(authz.strip())
@@ -174,7 +174,7 @@ class SigV4Verifier:
                     )
                 raise incomplete("Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is supported.")
             credential, signed_headers, signature = m.group("cred"), m.group("sh"), m.group("sig").lower()
-            amz_date = (hmap.get("x-amz-date") or [None])[0]
+            amz_date = next(iter(hmap.get("x-amz-date") or ()), None)
             expires = None
         elif "X-Amz-Signature=" in query_string:
             presigned = True
@@ -248,7 +248,7 @@ class SigV4Verifier:
                     signed_headers,
                 ]
             ),
-            claimed_hash=(hmap.get("x-amz-content-sha256") or [None])[0],
+            claimed_hash=next(iter(hmap.get("x-amz-content-sha256") or ()), None),
             string_to_sign_head=f"{ALGORITHM}\n{stamp}\n{scope_date}/{region}/{service}/aws4_request\n",
         )
         if pending.claimed_hash is not None:
@@ -282,7 +282,7 @@ class SigV4Verifier:
                 raise incomplete(
                     "X-Amz-Date must be in the ISO-8601 basic format YYYYMMDD'T'HHMMSS'Z'."
                 ) from None
-        date = (hmap.get("date") or [None])[0]
+        date = next(iter(hmap.get("date") or ()), None)
         if date:
             try:
                 parsed = parsedate_to_datetime(date)

@@ -19,6 +19,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from pgkb import config
 from pgkb.config import Settings
 from pgkb.db import Database, open_database
 from pgkb.errors import NotFoundError, ValidationError
@@ -31,7 +32,7 @@ DEFAULT_KEY_CACHE_TTL_S = 10.0
 
 
 def _encryption_key(data_dir: Path, *, create: bool) -> bytes | None:
-    env = os.environ.get(ENV_KEY)
+    env = config.current().access_key_encryption_key
     if env:
         return env.encode()
     path = Path(data_dir) / KEY_FILE

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import signal
 import socket
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pgkb import config
 from pgkb.config import Settings
 from pgkb.errors import ValidationError
 from pgkb.server.keys import DEFAULT_KEY_CACHE_TTL_S
@@ -39,7 +39,7 @@ def is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except OSError:
         return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
 
 
 def install_batching(service: Any) -> None:
@@ -57,7 +57,7 @@ KEY_CACHE_TTL_ENV = "PGKB_KEY_CACHE_TTL_S"
 def key_cache_ttl() -> float:
     """Seconds a looked-up key stays cached: a key revoked by another process (`pgkb keys revoke`) is
     refused by every request that arrives this long after the revocation committed."""
-    raw = os.environ.get(KEY_CACHE_TTL_ENV, "")
+    raw = config.current().key_cache_ttl_s
     if not raw:
         return DEFAULT_KEY_CACHE_TTL_S
     try:
@@ -84,9 +84,8 @@ def build_app(settings: Settings, *, no_auth: bool = False, service: Any = None)
     key_db = None
     auth = None
     if not no_auth:
-        from dataclasses import replace
 
-        key_db = open_database(replace(settings, pool_max_size=2))
+        key_db = open_database(settings.replace(pool_max_size=2))
         auth = SigV4Verifier(KeyStore(key_db, settings.data_dir, ttl_s=key_cache_ttl()).secret_for)
 
     def shutdown() -> None:
@@ -272,7 +271,7 @@ def main() -> None:  # `python -m pgkb.server.run` for environments without the 
     p.add_argument("--tls-key")
     p.add_argument("--tls", action="store_true")
     a = p.parse_args()
-    settings = Settings().with_overrides(data_dir=a.data_dir, database_url=a.database_url)
+    settings = config.current().with_overrides(data_dir=a.data_dir, database_url=a.database_url)
     try:
         tls = tls_pair(settings, a.host, a.tls_cert, a.tls_key, a.tls)
         serve(settings, a.host, a.port, a.no_auth, log_level=a.log_level, workers=a.workers, tls=tls, engine=a.engine)

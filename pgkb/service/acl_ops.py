@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from pgkb.errors import NotFoundError, ValidationError
 from pgkb.service.access import uri_candidates, user_id_of, visible
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 from pgkb.store import catalog
 from pgkb.store.content import get_content
 
@@ -53,7 +53,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class AclOps(ServiceBase):
+class AclOps(Collaborator):
     def _document(self, knowledgeBaseId: str, dataSourceId: str, documentId: Any) -> tuple[dict, dict, dict]:
         if not isinstance(documentId, str) or not 1 <= len(documentId) <= 1825:
             raise ValidationError("documentId must be 1 to 1825 characters")

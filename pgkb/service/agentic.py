@@ -14,7 +14,7 @@ ACL predicate), and full document expansion reads only documents the user may se
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pgkb.agentic.engine import Run
 from pgkb.agentic.planners import planner_for
@@ -22,7 +22,8 @@ from pgkb.agentic.request import AgenticRequest, Retriever, parse_request
 from pgkb.errors import ValidationError
 from pgkb.generation.extractive import rewrite_follow_up
 from pgkb.service.access import visible
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator, KnowledgeBases, ServiceCore
+from pgkb.service.retrieve import RetrieveOps
 
 _EXPAND_SQL = (
     "SELECT d.kb_id, d.uri, c.extracted, ds.acl_enabled, d.acl_allow, d.acl_deny"
@@ -33,12 +34,10 @@ _EXPAND_SQL = (
 )
 
 
-class AgenticOps(ServiceBase):
-    if TYPE_CHECKING:  # provided by RetrieveOps in the service class
-
-        def retrieve_results(self, knowledge_base_id: str, text: str, retrieval_configuration: Any = None,
-                             offset: int = 0, user_id: str | None = None,
-                             vector: Any = None) -> tuple[list[dict[str, Any]], bool]: ...
+class AgenticOps(Collaborator):
+    def __init__(self, core: ServiceCore, kbs: KnowledgeBases, retriever: RetrieveOps) -> None:
+        super().__init__(core, kbs)
+        self.retriever = retriever
 
     def agentic_retrieve_stream(
         self,
@@ -100,7 +99,7 @@ class AgenticOps(ServiceBase):
                 msc["rerankingModelType"] = req.reranking_type
             if req.reranking_configuration is not None:
                 msc["rerankingConfiguration"] = req.reranking_configuration
-            results, _ = self.retrieve_results(r.knowledge_base_id, text, {"managedSearchConfiguration": msc},
+            results, _ = self.retriever.retrieve_results(r.knowledge_base_id, text, {"managedSearchConfiguration": msc},
                                                user_id=req.user_id, vector=vectors[(kb.model_id, kb.dimensions, text)])
             out.append(results)
         return out

@@ -1,12 +1,20 @@
-"""The service's shared state: settings, the catalog database, resolved knowledge bases."""
+"""The service's shared state, passed to each collaborator of the KnowledgeBaseService facade.
+
+`ServiceCore` owns the settings and the home database (and the databases `pgkb db register` added);
+`KnowledgeBases` resolves knowledge bases for work, with a short cache; `Collaborator` is what every
+operation group (control plane, jobs, documents, retrieval, generation, ...) is built from: the core and
+the resolver, nothing else, so what a collaborator can reach is visible in its constructor.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from pgkb.config import Settings
+from pgkb.config import Settings, current
 from pgkb.db import Database, open_database
 from pgkb.errors import ValidationError
 from pgkb.kb import KnowledgeBase
@@ -20,36 +28,23 @@ HOME_SECRET = "pgkb-home"
 RESOLVE_TTL_S = 1.0
 
 
-class ServiceBase:
+class ServiceCore:
+    """Settings and the home database; closes what it opened."""
+
     def __init__(self, settings: Settings | None = None, *, database: Database | None = None) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings or current()
         self.db = database or open_database(self.settings)
         self._owns_db = database is None
-        self._kbs: dict[str, KnowledgeBase] = {}
-        self._recent: dict[str, tuple[float, KnowledgeBase]] = {}  # id or name as asked -> (when, kb)
-        self._kb_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._registered: Any = None  # pgkb.admin.registry.RegisteredDatabases, made on first use
         with self.db.connection() as conn:
             self.database_name = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
 
     def close(self) -> None:
-        self.stop_jobs()
         if self._registered is not None:
             self._registered.close()
         if self._owns_db:
             self.db.close()
-
-    def wait_for_jobs(self, timeout: float | None = None) -> None:  # overridden by the jobs mixin
-        pass
-
-    def stop_jobs(self, timeout: float = 60.0) -> None:  # overridden by the jobs mixin
-        pass
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------ the database pgkb runs on, as an RDS cluster
 
@@ -86,7 +81,7 @@ class ServiceBase:
         if arn != self.cluster_arn:
             from pgkb.admin.registry import RegisteredDatabases
 
-            with self._kb_lock:
+            with self._lock:
                 if self._registered is None:
                     self._registered = RegisteredDatabases(self.db, self.settings)
             registered = self._registered.database_for(rds)
@@ -103,24 +98,54 @@ class ServiceBase:
             )
         return self.db
 
-    # ------------------------------------------------------------ knowledge bases resolved for work
+
+_call = threading.local()  # knowledge bases already resolved within the current call on this thread
+
+
+class KnowledgeBases:
+    """Knowledge bases resolved for work: table, mapping, model, database."""
+
+    def __init__(self, core: ServiceCore) -> None:
+        self.core = core
+        self._kbs: dict[str, KnowledgeBase] = {}
+        self._recent: dict[str, tuple[float, KnowledgeBase]] = {}  # id or name as asked -> (when, kb)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def one_read_per_call(self) -> Iterator[None]:
+        """Within this block on this thread, each knowledge base is read from the catalog once (a
+        RetrieveAndGenerate validates, retrieves and cites against the same knowledge base)."""
+        _call.kbs = {}
+        try:
+            yield
+        finally:
+            _call.kbs = None
 
     def resolve(self, kb_id: str) -> KnowledgeBase:
         """The knowledge base, re-read from the catalog at most once a second (a Retrieve's hot path)."""
+        memo = getattr(_call, "kbs", None)
+        if memo is not None and kb_id in memo:
+            return memo[kb_id]  # type: ignore[no-any-return]
+        kb = self._resolve(kb_id)
+        if memo is not None:
+            memo[kb_id] = memo[kb.id] = kb
+        return kb
+
+    def _resolve(self, kb_id: str) -> KnowledgeBase:
         now = time.monotonic()
-        with self._kb_lock:
+        with self._lock:
             recent = self._recent.get(kb_id)
             if recent is not None and now - recent[0] < RESOLVE_TTL_S:
                 return recent[1]
-        with self.db.connection() as conn:
+        with self.core.db.connection() as conn:
             row = catalog.get_knowledge_base(conn, kb_id)
-        with self._kb_lock:
+        with self._lock:
             cached = self._kbs.get(row["id"])
             if cached is not None and cached.row["updated_at"] == row["updated_at"]:
                 self._recent[kb_id] = (now, cached)
                 return cached
         rds = row["storage"]["rdsConfiguration"]
-        database = self.database_for(rds)
+        database = self.core.database_for(rds)
         table = TableRef.parse(rds["tableName"])
         mapping = FieldMapping.from_bedrock(rds.get("fieldMapping"))
         attrs: dict[str, str] = {}
@@ -128,13 +153,47 @@ class ServiceBase:
             with database.connection() as conn:
                 attrs = attribute_columns(conn, table, mapping)
         kb = KnowledgeBase(row, table, mapping, database, attrs)
-        with self._kb_lock:
+        with self._lock:
             self._kbs[row["id"]] = kb
             self._recent[kb_id] = (now, kb)
         return kb
 
     def forget(self, kb_id: str) -> None:
-        with self._kb_lock:
+        with self._lock:
             self._kbs.pop(kb_id, None)
             for key in [k for k, (_, kb) in self._recent.items() if kb.id == kb_id]:
                 del self._recent[key]
+
+
+class Collaborator:
+    """One group of operations: reaches the home database and settings through `core` and knowledge bases
+    through `kbs` (the names below are shorthands for those)."""
+
+    def __init__(self, core: ServiceCore, kbs: KnowledgeBases) -> None:
+        self.core = core
+        self.kbs = kbs
+        self.settings = core.settings
+        self.db = core.db
+        self.resolve = kbs.resolve
+        self.forget = kbs.forget
+        self.database_for = core.database_for
+
+    @property
+    def region(self) -> str:
+        return self.core.region
+
+    @property
+    def account(self) -> str:
+        return self.core.account
+
+    @property
+    def cluster_arn(self) -> str:
+        return self.core.cluster_arn
+
+    @property
+    def secret_arn(self) -> str:
+        return self.core.secret_arn
+
+    @property
+    def database_name(self) -> str:
+        return self.core.database_name

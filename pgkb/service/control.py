@@ -10,7 +10,7 @@ from psycopg import sql
 from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.retrieval.bm25 import install_bm25, uninstall_bm25
 from pgkb.service import shapes
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 from pgkb.service.connectors import MANAGED_CONNECTOR, SourceSettings, source_settings
 from pgkb.service.managed import (
     MANAGED_SCHEMA,
@@ -47,7 +47,7 @@ def default_table_name(kb_name: str) -> str:
     return "bedrock_integration." + re.sub(r"[^a-z0-9_]", "_", kb_name.lower())[:60]
 
 
-class ControlPlane(ServiceBase):
+class ControlPlane(Collaborator):
     # ------------------------------------------------------------------ knowledge bases
 
     def _embedding(self, kb_config: dict[str, Any]) -> tuple[str, int]:
@@ -73,6 +73,20 @@ class ControlPlane(ServiceBase):
             )
         )
         return spec.id, resolve_dimensions(spec, dims)
+
+    def home_storage(self, table_name: str) -> dict[str, Any]:
+        """The `storageConfiguration` of a table in the database pgkb runs on, with Bedrock's default field
+        mapping: the one place it is built (MANAGED storage, the default table, `pgkb kb create --table`, eval)."""
+        return {
+            "type": "RDS",
+            "rdsConfiguration": {
+                "resourceArn": self.cluster_arn,
+                "credentialsSecretArn": self.secret_arn,
+                "databaseName": self.database_name,
+                "tableName": table_name,
+                "fieldMapping": FieldMapping().to_bedrock(),
+            },
+        }
 
     def create_knowledge_base(
         self,
@@ -105,27 +119,9 @@ class ControlPlane(ServiceBase):
                 raise ValidationError(
                     "storageConfiguration must be left out for a MANAGED knowledge base: pgkb creates its storage"
                 )
-            storageConfiguration = {
-                "type": "RDS",
-                "rdsConfiguration": {
-                    "resourceArn": self.cluster_arn,
-                    "credentialsSecretArn": self.secret_arn,
-                    "databaseName": self.database_name,
-                    "tableName": f"{MANAGED_SCHEMA}.kb_{kb_id.lower()}",
-                    "fieldMapping": FieldMapping().to_bedrock(),
-                },
-            }
+            storageConfiguration = self.home_storage(f"{MANAGED_SCHEMA}.kb_{kb_id.lower()}")
         if storageConfiguration is None:
-            storageConfiguration = {
-                "type": "RDS",
-                "rdsConfiguration": {
-                    "resourceArn": self.cluster_arn,
-                    "credentialsSecretArn": self.secret_arn,
-                    "databaseName": self.database_name,
-                    "tableName": default_table_name(name),
-                    "fieldMapping": FieldMapping().to_bedrock(),
-                },
-            }
+            storageConfiguration = self.home_storage(default_table_name(name))
         if not isinstance(storageConfiguration, dict) or storageConfiguration.get("type") != "RDS":
             raise ValidationError("storageConfiguration.type must be RDS (PostgreSQL) for pgkb")
         rds = storageConfiguration.get("rdsConfiguration")

@@ -24,7 +24,7 @@ from pgkb.ingestion.sources import S3Source, split_s3_uri
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.parsing import Sidecar, read_sidecar
 from pgkb.service import shapes
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 from pgkb.service.connectors import settings_of
 from pgkb.store import catalog
 from pgkb.store.content import store_raw
@@ -98,7 +98,7 @@ def _acl(metadata: dict[str, Any] | None, fetch_s3: Any, acl_enabled: bool) -> D
     return parse_entries(inline, capitalised=False, origin="metadata.accessControlList")
 
 
-class DocumentOps(ServiceBase):
+class DocumentOps(Collaborator):
     def _kb_ds(self, kb_id: str, ds_id: str) -> tuple[Any, dict[str, Any]]:
         with self.db.connection() as conn:
             kb_row = catalog.get_knowledge_base(conn, kb_id)
@@ -109,7 +109,7 @@ class DocumentOps(ServiceBase):
     def _fetch_s3(uri: str) -> bytes:
         return S3Source(split_s3_uri(uri)[0]).get_uri(uri)
 
-    def _content(self, ds: dict[str, Any], content: dict[str, Any]) -> tuple[str, str, bytes, str | None]:
+    def _content(self, ds: dict[str, Any], content: Any) -> tuple[str, str, bytes, str | None]:
         """(uri, file name for the parser, bytes, mime type) of one document's content."""
         if not isinstance(content, dict):
             raise ValidationError("document.content is required")
@@ -140,6 +140,7 @@ class DocumentOps(ServiceBase):
         if source_type != "IN_LINE":
             raise ValidationError("content.custom.sourceType must be IN_LINE or S3_LOCATION")
         inline = custom.get("inlineContent") or {}
+        mime: str | None
         if inline.get("type") == "TEXT":
             text = (inline.get("textContent") or {}).get("data")
             if not isinstance(text, str):

@@ -13,11 +13,9 @@ ordinary error response) and generates inside the event iterator (errors become 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pgkb.errors import ValidationError, unstorable
 from pgkb.generation import citations as cite
@@ -26,7 +24,8 @@ from pgkb.generation.base import Answer, GenerationRequest, RewriteRequest, Turn
 from pgkb.generation.prompts import SEARCH_RESULTS
 from pgkb.generation.registry import generator_for
 from pgkb.service.access import user_id_of
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator, KnowledgeBases, ServiceCore
+from pgkb.service.retrieve import RetrieveOps
 
 MAX_INPUT_CHARS = 1000  # RetrieveAndGenerateInputTextString max in the botocore model
 MAX_TEMPLATE_CHARS = 4000
@@ -35,7 +34,6 @@ _SESSION_ID = re.compile(r"^[0-9a-zA-Z._:-]{2,100}$")
 _KB_ID = re.compile(r"^[0-9a-zA-Z]{1,10}$")
 _MODEL_ARN_MAX = 2048
 
-_memo = threading.local()
 
 
 @dataclass
@@ -102,33 +100,12 @@ def _check_common(cfg: dict[str, Any], field: str) -> dict[str, Any]:
     return _obj(cfg.get("additionalModelRequestFields"), f"{field}.additionalModelRequestFields")
 
 
-@contextmanager
-def _query_memo() -> Iterator[None]:
-    """Within one call on this thread, the knowledge base is resolved once (validation, retrieval)."""
-    _memo.kbs = {}
-    try:
-        yield
-    finally:
-        _memo.kbs = None
+class GenerateOps(Collaborator):
+    """RetrieveAndGenerate (and its stream): retrieval through `retriever`, then a generator."""
 
-
-class GenerateOps(ServiceBase):
-    if TYPE_CHECKING:
-
-        def retrieve_results(
-            self, knowledge_base_id: str, text: str, retrieval_configuration: dict[str, Any] | None = None,
-            offset: int = 0, user_id: str | None = None,
-        ) -> tuple[list[dict[str, Any]], bool]: ...
-
-    def resolve(self, kb_id: str) -> Any:
-        """Within one call on this thread, the knowledge base is read from the catalog once."""
-        memo = getattr(_memo, "kbs", None)
-        if memo is not None and kb_id in memo:
-            return memo[kb_id]
-        kb = super().resolve(kb_id)
-        if memo is not None:
-            memo[kb_id] = memo[kb.id] = kb
-        return kb
+    def __init__(self, core: ServiceCore, kbs: KnowledgeBases, retriever: RetrieveOps) -> None:
+        super().__init__(core, kbs)
+        self.retriever = retriever
 
     # ------------------------------------------------------------------------------- public API
 
@@ -141,7 +118,7 @@ class GenerateOps(ServiceBase):
         sessionConfiguration: dict[str, Any] | None = None,
         userContext: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        with _query_memo():
+        with self.kbs.one_read_per_call():
             plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration,
                                  store_session_now=False, user_id=user_id_of(userContext))
             answer = plan.generator.generate(plan.request)
@@ -165,7 +142,7 @@ class GenerateOps(ServiceBase):
     ) -> dict[str, Any]:
         """`{"sessionId", "stream"}`: `stream` yields `{"output": {"text"}}` and `{"citation": {...}}`
         events; a failure while generating is raised from the iterator (the server frames it)."""
-        with _query_memo():
+        with self.kbs.one_read_per_call():
             plan = self._prepare(input, retrieveAndGenerateConfiguration, sessionId, sessionConfiguration,
                                  store_session_now=True, user_id=user_id_of(userContext))
         return {
@@ -265,7 +242,7 @@ class GenerateOps(ServiceBase):
                 RewriteRequest(question, history, orch_template, orch_inference, orch_extra)
             )
         # Only chunks this user may see reach the prompt, so the answer and its citations hold nothing else.
-        results, _ = self.retrieve_results(kb.id, query, retrieval, user_id=user_id)
+        results, _ = self.retriever.retrieve_results(kb.id, query, retrieval, user_id=user_id)
         if new_session and store_session_now:  # after retrieval: a refused request leaves no session
             with self.db.connection() as conn:
                 sessions.create(conn, kb.id, session_id, user_id)

@@ -20,7 +20,7 @@ from pgkb.ingestion.claim import JobClaim, lock_is_free
 from pgkb.ingestion.sources import LocalFolderSource, S3Source, Source, file_uri
 from pgkb.ingestion.sync import IngestionRun, JobProgress
 from pgkb.service import shapes
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator, KnowledgeBases, ServiceCore
 from pgkb.service.connectors import settings_of
 from pgkb.store import catalog
 
@@ -29,12 +29,12 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "Interrupted: the process running this ingestion job stopped before it finished; start the job again"
 
 
-class JobControl(ServiceBase):
-    _threads: list[tuple[threading.Thread, str]]
+class JobControl(Collaborator):
+    def __init__(self, core: ServiceCore, kbs: KnowledgeBases) -> None:
+        super().__init__(core, kbs)
+        self._threads: list[tuple[threading.Thread, str]] = []
 
     def _job_threads(self) -> list[tuple[threading.Thread, str]]:
-        if not hasattr(self, "_threads"):
-            self._threads = []
         return self._threads
 
     def wait_for_jobs(self, timeout: float | None = None) -> None:
@@ -233,10 +233,10 @@ class JobControl(ServiceBase):
             job = catalog.get_job(conn, kb["id"], ds["id"], ingestionJobId)
             if job["status"] not in ("STARTING", "IN_PROGRESS", "STOPPING"):
                 raise ConflictError(f"ingestion job {job['id']} is {job['status']}; only a running job can be stopped")
-            job = catalog.update_job(conn, job["id"], status="STOPPING")
+            stopped = catalog.update_job(conn, job["id"], status="STOPPING")
         self._reap_orphans(ds["id"])
-        assert job is not None
-        return {"ingestionJob": shapes.ingestion_job(job)}
+        assert stopped is not None
+        return {"ingestionJob": shapes.ingestion_job(stopped)}
 
 
 def _local_prefix(root: Path, prefix: str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from pgkb.errors import ValidationError
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 
 MAX_RESULTS = 1000
 
@@ -26,7 +26,7 @@ def _text(source: Any, i: int) -> str:
     raise ValidationError(f"sources[{i}].inlineDocumentSource: type TEXT with textDocument.text, or JSON with jsonDocument")
 
 
-class RerankOps(ServiceBase):
+class RerankOps(Collaborator):
     def rerank(
         self,
         *,
@@ -55,7 +55,8 @@ class RerankOps(ServiceBase):
         req = replace(parse_config({**rerankingConfiguration, "bedrockRerankingConfiguration": brc}), number_of_results=n)
         top_n = min(n or len(texts), len(texts))
         ranked = get_reranker(req).rerank(query, texts, top_n)
-        results, seen = [], set()
+        results: list[dict[str, Any]] = []
+        seen: set[int] = set()
         for idx, score in ranked:
             if idx not in seen and len(results) < top_n:
                 seen.add(idx)

@@ -7,7 +7,7 @@ from typing import Any
 from pgkb.errors import ValidationError, unstorable
 from pgkb.service import shapes
 from pgkb.service.access import document_id, user_id_of
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 
 MAX_QUERY_CHARS = 20000
 MAX_RESULTS = 100
@@ -55,12 +55,11 @@ def _managed_config(retrieval_configuration: dict[str, Any] | None, custom_embed
 def _managed_reranker() -> dict[str, Any] | None:
     """pgkb's managed reranker: the first model configured in PGKB_RERANKERS, if there is one."""
     import json
-    import os
 
-    from pgkb.retrieval.rerank import RERANKERS_ENV
+    from pgkb.config import current
 
     try:
-        table = json.loads(os.environ.get(RERANKERS_ENV, "") or "{}")
+        table = json.loads(current().rerankers or "{}")
     except json.JSONDecodeError:
         return None
     if not isinstance(table, dict) or not table:
@@ -103,7 +102,7 @@ def query_text(retrieval_query: dict[str, Any]) -> str:
     return text
 
 
-class RetrieveOps(ServiceBase):
+class RetrieveOps(Collaborator):
     query_embedder: Any = None  # set by the server to batch concurrent queries; else the model directly
 
     def embed_query(self, kb: Any, text: str) -> Any:
@@ -138,7 +137,7 @@ class RetrieveOps(ServiceBase):
             raise ValidationError(
                 "retrievalConfiguration.vectorSearchConfiguration.numberOfResults must be an integer from 1 to 100"
             )
-        search_type = vsc.get("overrideSearchType") or "SEMANTIC"
+        search_type: Any = vsc.get("overrideSearchType") or "SEMANTIC"  # checked just below
         if search_type not in ("SEMANTIC", "HYBRID"):
             raise ValidationError("overrideSearchType must be SEMANTIC or HYBRID")
         # Validate everything cheap before the model runs.

@@ -11,14 +11,14 @@ import re
 from typing import Any
 
 from pgkb.errors import ValidationError
-from pgkb.service.base import ServiceBase
+from pgkb.service.base import Collaborator
 from pgkb.store import catalog
 
 _KB_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]*:[0-9]{0,12}:knowledge-base/([0-9A-Za-z]{10})$")
 MAX_TAGS = 50  # per resource, as AWS
 
 
-class TagOps(ServiceBase):
+class TagOps(Collaborator):
     def _tagged_kb(self, resource_arn: str) -> str:
         m = _KB_ARN.match(resource_arn or "")
         if m is None:

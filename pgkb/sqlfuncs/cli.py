@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pgkb.config import Settings
+from pgkb.config import Settings, current
 from pgkb.errors import PgkbError
 
 sql_app = typer.Typer(no_args_is_help=True, help="Aurora ML's aws_bedrock.* SQL functions on any PostgreSQL.")
@@ -29,7 +29,7 @@ Model = Annotated[str, typer.Option("--model", help="Embedding model id.")]
 
 
 def _settings(data_dir: Path | None) -> Settings:
-    return Settings().with_overrides(data_dir=data_dir)
+    return current().with_overrides(data_dir=data_dir)
 
 
 def _url(database_url: str | None, data_dir: Path | None) -> str:

@@ -41,6 +41,12 @@ class Constant:
 Statement = Call | SetCommand | Constant | None  # None: empty query
 
 
+
+def _skip_ws(q: str, i: int) -> int:
+    """Index of the first character at or after `i` that whitespace and comments do not cover."""
+    m = _WS.match(q, i)
+    return m.end() if m else i
+
 def _syntax(msg: str) -> SqlStateError:
     return SqlStateError("42601", msg, hint="pgkb's endpoint accepts SELECT fn('literal', ...) calls only")
 
@@ -129,17 +135,17 @@ def parse(query: str) -> Statement:
     if not im:
         raise _syntax("expected a function name")
     name = im.group(0).lower()
-    i = _WS.match(q, im.end()).end()
+    i = _skip_ws(q, im.end())
     if i >= len(q) or q[i] != "(":
         raise _syntax("expected '(' after the function name")
     i += 1
     args: list[str | None] = []
-    i = _WS.match(q, i).end()
+    i = _skip_ws(q, i)
     if i < len(q) and q[i] == ")":
         i += 1
     else:
         while True:
-            i = _WS.match(q, i).end()
+            i = _skip_ws(q, i)
             nm = _NULL.match(q, i)
             if nm:
                 args.append(None)
@@ -152,7 +158,7 @@ def parse(query: str) -> Statement:
             cm = _CAST.match(q, i)
             if cm:
                 i = cm.end()
-            i = _WS.match(q, i).end()
+            i = _skip_ws(q, i)
             if i < len(q) and q[i] == ",":
                 i += 1
                 continue

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
 
 from pgkb.errors import NotFoundError, ValidationError
 from pgkb.sqlfuncs.fill import table_identifier
@@ -136,7 +137,7 @@ class Worker:
             try:
                 conn.execute(
                     "SELECT aws_bedrock.vectorizer_complete(%s, %s::jsonb[], %s::timestamptz[], %s::text[], %s)",
-                    (vectorizer_id, [psycopg.types.json.Jsonb(it.key) for it, _ in finished],
+                    (vectorizer_id, [Jsonb(it.key) for it, _ in finished],
                      [it.queued_at for it, _ in finished], [it.text for it, _ in finished],
                      [None if v is None else np.asarray(v, dtype=np.float32) for _, v in finished]))
                 conn.commit()
@@ -148,7 +149,7 @@ class Worker:
             conn.execute(
                 "SELECT aws_bedrock.vectorizer_fail(%s, %s::jsonb[], %s::timestamptz[], %s::text[], "
                 "make_interval(secs => %s), make_interval(secs => %s))",
-                (vectorizer_id, [psycopg.types.json.Jsonb(it.key) for it, _ in failed],
+                (vectorizer_id, [Jsonb(it.key) for it, _ in failed],
                  [it.queued_at for it, _ in failed], [msg for _, msg in failed],
                  self.base_delay_s, self.max_delay_s))
             conn.commit()

@@ -25,13 +25,13 @@ def new_id() -> str:
 
 def _one(conn: psycopg.Connection, query: str, params: Sequence[Any] | dict[str, Any]) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)  # type: ignore[arg-type]
+        cur.execute(query, params)
         return cur.fetchone()
 
 
 def _all(conn: psycopg.Connection, query: str, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)  # type: ignore[arg-type]
+        cur.execute(query, params)
         return cur.fetchall()
 
 

@@ -19,20 +19,25 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
+from pgkb.config import current
 from pgkb.store.vector_table import TableRef
 
-#: Upper bound of maintenance_work_mem for a build (pgvector wants the whole graph in memory:
-#: about 2 GB for 1M x 384 with m = 16). Override with PGKB_INDEX_BUILD_MEMORY (e.g. "4GB").
-MAX_BUILD_MEMORY = os.environ.get("PGKB_INDEX_BUILD_MEMORY", "2GB")
+
+def max_build_memory() -> str:
+    """Upper bound of maintenance_work_mem for a build (pgvector wants the whole graph in memory:
+    about 2 GB for 1M x 384 with m = 16): PGKB_INDEX_BUILD_MEMORY, e.g. "4GB"."""
+    return current().index_build_memory
+
+
 _MEMORY = re.compile(r"^\s*(\d+)\s*(kB|MB|GB|TB)\s*$")
 
 
 def build_workers() -> int:
     """Parallel maintenance workers for a build (besides the leader): PGKB_INDEX_BUILD_WORKERS, else
     one less than this machine's cores, at most 7 (pgvector's own example)."""
-    env = os.environ.get("PGKB_INDEX_BUILD_WORKERS")
-    if env is not None and env.strip().isdigit():
-        return int(env)
+    workers = current().index_build_workers
+    if workers is not None:
+        return workers
     return max(0, min(7, (os.cpu_count() or 1) - 1))
 
 
@@ -45,9 +50,9 @@ def _kb(text: str) -> int:
 
 def build_memory_kb(rows: int, dimensions: int) -> int:
     """maintenance_work_mem for a graph of `rows` vectors: the vectors plus ~2 x m neighbour links
-    each, with a margin; at least 64 MB, at most MAX_BUILD_MEMORY."""
+    each, with a margin; at least 64 MB, at most max_build_memory()."""
     need = int(rows * (4 * dimensions + 400) * 1.3) // 1024
-    return max(64 * 1024, min(need, _kb(MAX_BUILD_MEMORY)))
+    return max(64 * 1024, min(need, _kb(max_build_memory())))
 
 
 def hnsw_indexes(conn: psycopg.Connection, table: TableRef) -> list[tuple[str, str]]:
@@ -65,7 +70,8 @@ def hnsw_indexes(conn: psycopg.Connection, table: TableRef) -> list[tuple[str, s
 
 
 def is_empty(conn: psycopg.Connection, table: TableRef) -> bool:
-    return conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table.ident)).fetchone()[0]
+    row = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table.ident)).fetchone()
+    return bool(row and row[0])
 
 
 def lock_table_builds(conn: psycopg.Connection, table: TableRef) -> None:
@@ -114,4 +120,4 @@ def build(conn: psycopg.Connection, definition: str, *, memory_kb: int, workers:
     conn.execute("SELECT set_config('maintenance_work_mem', %s, true),"
                  " set_config('max_parallel_maintenance_workers', %s, true)",
                  (f"{int(memory_kb)}kB", str(int(workers))))
-    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS " + definition[len("CREATE INDEX "):]))  # type: ignore[arg-type]
+    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS " + definition[len("CREATE INDEX "):]))

@@ -99,7 +99,7 @@ class TableRef:
         return cls(DEFAULT_SCHEMA, table_name)
 
     @property
-    def ident(self) -> sql.Composed:
+    def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.name)
 
     def __str__(self) -> str:
@@ -203,7 +203,7 @@ def create_statements(table: TableRef, mapping: FieldMapping, dimensions: int) -
 def create_table(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int) -> None:
     """Create the table and its indexes (one transaction; the caller commits)."""
     for stmt in create_statements(table, mapping, dimensions):
-        conn.execute(stmt)  # type: ignore[arg-type]  # identifiers quoted by _q, no values
+        conn.execute(stmt)  # identifiers quoted by _q, no values
 
 
 def _has_index(indexes: Iterable[str], method: str, needle: str) -> bool:

@@ -1,0 +1,5 @@
+"""`python -m pgkb.cli`."""
+
+from pgkb.cli import main
+
+main()
