@@ -17,6 +17,7 @@ from typing import Any
 import corpus
 import psycopg
 import pytest
+from job_helpers import wait_claim_released
 
 from pgkb.config import Settings
 from pgkb.errors import ConflictError, NotFoundError, ValidationError
@@ -327,6 +328,7 @@ def _kill_mid_sync(svc: Any, settings: Settings, kb_id: str, ds_id: str, after_d
         time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     child.wait()
+    wait_claim_released(svc, ds_id)
 
 
 def test_sigkill_mid_sync_then_resync_equals_uninterrupted_sync(svc: Any, settings: Settings, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import corpus
 import pytest
+from job_helpers import wait_claim_released
 
 from pgkb.config import Settings
 from pgkb.service import KnowledgeBaseService
@@ -138,6 +139,7 @@ def test_first_sync_killed_mid_way_then_rerun_leaves_a_valid_index(svc: Any, set
     assert child.poll() is None, "the sync ended before it could be killed"
     child.send_signal(signal.SIGKILL)
     child.wait()
+    wait_claim_released(svc, ds_id)
     # What the kill left: rows without their HNSW index, and the record that it is owed.
     assert rows(svc, kb_id) >= 40
     assert hnsw(svc, kb_id) == [] and records(svc, kb_id) == 1

@@ -12,6 +12,7 @@ from typing import Any
 import corpus
 import psycopg
 import pytest
+from job_helpers import claim_holder
 
 from pgkb.config import Settings
 from pgkb.errors import ConflictError
@@ -21,11 +22,6 @@ from pgkb.service import KnowledgeBaseService
 
 MODEL = "sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched"
 N_DOCS = 48
-CLAIM_HOLDER = (
-    "SELECT l.pid FROM pg_locks l, (SELECT hashtext(%s)::bigint AS k) h"
-    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-    " AND l.objid::bigint = (h.k & 4294967295) AND l.classid::bigint = ((h.k >> 32) & 4294967295)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +71,7 @@ def _wait(cond: Any, what: str, timeout: float = 60) -> Any:
 
 def _holder(url: str, ds_id: str) -> int | None:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(CLAIM_HOLDER, ("pgkb-ingestion:" + ds_id,)).fetchone()
-        return row[0] if row else None
+        return claim_holder(conn, ds_id)
 
 
 def _start_midway(svc: Any, kb_id: str, ds_id: str) -> tuple[str, int]:
