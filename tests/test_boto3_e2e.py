@@ -146,10 +146,9 @@ def inline_kb(server: Server, settings: Settings, name: str, docs: dict[str, str
     kb_id = create_kb(server, settings, name)
     ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="inline",
                                      dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
-    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=[
-        {"content": {"dataSourceType": "CUSTOM", "custom": {
-            "customDocumentIdentifier": {"id": k}, "sourceType": "IN_LINE",
-            "inlineContent": {"type": "TEXT", "textContent": {"data": v}}}}} for k, v in docs.items()])
+    from test_generation import documents
+
+    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=documents(docs))
     ids = [{"dataSourceType": "CUSTOM", "custom": {"id": k}} for k in docs]
     deadline = time.monotonic() + 60
     while True:
