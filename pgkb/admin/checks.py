@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from pgkb.store.ddl import version_tuple
+from pgkb.store.ddl import create_vector_extension, render, version_tuple
 
 MIN_SERVER = 130000
 MIN_PGVECTOR = (0, 5, 0)
@@ -53,7 +53,7 @@ def check_server(conn: psycopg.Connection, *, need_installed: bool = True) -> li
                                     f"Upgrade pgvector on the server to {need}+, then CREATE EXTENSION vector;"))
         elif need_installed:
             problems.append(Problem("error", "pgvector", "the pgvector extension is not installed in this database.",
-                                    "CREATE EXTENSION IF NOT EXISTS vector;"))
+                                    render(create_vector_extension()) + ";"))
     elif version_tuple(installed) < MIN_PGVECTOR:
         if available and version_tuple(available) >= MIN_PGVECTOR:
             fix = f"ALTER EXTENSION vector UPDATE;  -- to {available}"

@@ -81,7 +81,7 @@ def statements(plan: SetupPlan, dbname: str, *, rows: int = 0, existing: list[An
     ef, mem = hnsw_parameters(rows, plan.dimensions)
     ef = plan.ef_construction or ef
     mem = plan.maintenance_work_mem_mb or mem
-    out: list[ddl.Stmt] = [sql.SQL("CREATE EXTENSION IF NOT EXISTS vector"), ddl.create_schema(plan.schema)]
+    out: list[ddl.Stmt] = [ddl.create_vector_extension(), ddl.create_schema(plan.schema)]
     if password is PSQL_PASSWORD:
         out.append(sql.SQL("SELECT {} WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {})\\gexec").format(
             sql.Literal(ddl.render(ddl.create_role(plan.role))), sql.Literal(plan.role)))

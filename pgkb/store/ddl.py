@@ -61,6 +61,10 @@ def index_name(table_name: str, suffix: str) -> str:
 # ---------------------------------------------------------------------------- the vector table
 
 
+def create_vector_extension() -> Stmt:
+    return sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")
+
+
 def create_schema(schema: str) -> Stmt:
     return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
 
