@@ -55,15 +55,19 @@ TIERS = {"50%": 100, "5%": 10, "0.5%": 1}  # folders granted to each user of the
 K = 10
 
 
-def vectors(n: int, nq: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def vectors(n: int, nq: int, rng: np.random.Generator, synthetic_queries: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(n chunk vectors, nq query vectors): scale_data's realistic vectors; queries are the real
-    msmarco-5k query vectors first, then held-out synthetic ones."""
+    msmarco-5k query vectors first, then held-out synthetic ones (only those with `synthetic_queries`:
+    chunk-like queries, which the graph serves better than real questions)."""
     real, real_q, _ = scale_data.real_vectors()
     nn, _ = scale_data.neighbours(real, real, 10, exclude_self=True)
+    if synthetic_queries:
+        real_q = real_q[:0]
     extra = max(0, nq - len(real_q))
-    vecs, _ = scale_data.synthesise(real, n + extra, rng, real_nn=nn)
-    qv = np.vstack([real_q[:nq], vecs[n:]]).astype(np.float32)
-    return vecs[:n], qv
+    vecs, _ = scale_data.synthesise(real, n, rng, real_nn=nn)
+    # Own generator: the rows, and the grants drawn after them, stay the same whatever the queries.
+    held_out, _ = scale_data.synthesise(real, extra, np.random.default_rng(141), real_nn=nn)
+    return vecs, np.vstack([real_q[:nq], held_out]).astype(np.float32)
 
 
 def build(conn, n: int, users: int, rng: np.random.Generator, vecs: np.ndarray) -> tuple[TableRef, list[set[int]], list[str], list[str]]:
@@ -158,23 +162,38 @@ def plan_of(conn, table: TableRef, q: np.ndarray, acl: tuple) -> str:
 
 def sweep(conn, table, vecs, cases, visible_rows, efs: list[int]) -> None:
     """recall@10 against exact per tier (filtered, both scan orders) and of the unfiltered index, per ef;
-    also the unfiltered index's recall@20 (a 50% filter's top 10 are about the unfiltered top 20)."""
-    print("\nrecall@10 vs hnsw.ef_search (one query per case; plans at ef 64):")
+    also the unfiltered index's recall@20 (a 50% filter's top 10 are about the unfiltered top 20), and
+    the p50 of the relaxed_order statement (one run per query, so a rough figure)."""
+    print("\nrecall@10 vs hnsw.ef_search, p50 ms of relaxed_order (plans at ef 64):")
     for tier in TIERS:
         _, (_, acl), q = next(c for c in cases if c[0] == tier)
         print(f"  {tier}: {plan_of(conn, table, q, acl)}")
-    head = f"{'ef':>5}{'unfilt@10':>11}{'unfilt@20':>11}" + "".join(f"{t + ' ' + o:>14}" for t in TIERS for o in ("rel", "strict"))
-    print(head)
-    qs = cases
+    print(f"{'ef':>5}{'unfilt@10':>10}{'@20':>7}{'ms':>7}"
+          + "".join(f"{t + ' ' + o:>11}" for t in TIERS for o in ("rel", "strict", "ms")))
     for ef in efs:
-        un10 = statistics.mean(len(set(fixed(conn, table, q, None, ef)) & exact(vecs, q, None)) / K for _, _, q in qs)
-        un20 = statistics.mean(len(set(fixed(conn, table, q, None, ef, k=20)) & exact(vecs, q, None, 20)) / 20 for _, _, q in qs)
-        line = f"{ef:>5}{un10:>11.3f}{un20:>11.3f}"
+        ms: list[float] = []
+        un10, un20 = [], []
+        for _, _, q in cases:
+            t0 = time.perf_counter()
+            got = fixed(conn, table, q, None, ef)
+            ms.append((time.perf_counter() - t0) * 1000)
+            un10.append(len(set(got) & exact(vecs, q, None)) / K)
+            un20.append(len(set(fixed(conn, table, q, None, ef, k=20)) & exact(vecs, q, None, 20)) / 20)
+        line = f"{ef:>5}{statistics.mean(un10):>10.3f}{statistics.mean(un20):>7.3f}{percentile(ms, 50):>7.1f}"
         for tier in TIERS:
-            for order in ("relaxed_order", "strict_order"):
-                r = [len(set(fixed(conn, table, q, acl, ef, order)) & exact(vecs, q, visible_rows[u])) / K
-                     for t, (u, acl), q in qs if t == tier]
-                line += f"{statistics.mean(r):>14.3f}"
+            rs: dict[str, list[float]] = {"relaxed_order": [], "strict_order": []}
+            ms = []
+            for t, (u, acl), q in cases:
+                if t != tier:
+                    continue
+                want = exact(vecs, q, visible_rows[u])
+                for order in rs:
+                    t0 = time.perf_counter()
+                    got = fixed(conn, table, q, acl, ef, order)
+                    if order == "relaxed_order":
+                        ms.append((time.perf_counter() - t0) * 1000)
+                    rs[order].append(len(set(got) & want) / K)
+            line += f"{statistics.mean(rs['relaxed_order']):>11.3f}{statistics.mean(rs['strict_order']):>11.3f}{percentile(ms, 50):>11.1f}"
         print(line, flush=True)
 
 
@@ -184,6 +203,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=50, help="per tier")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--synthetic-queries", action="store_true", help="held-out synthetic vectors as queries")
     ap.add_argument("--sweep", default="", help="comma-separated ef_search values: print recall vs ef and stop")
     a = ap.parse_args()
     if not (scale_data.DATASETS / "msmarco-5k" / "corpus.jsonl").exists():
@@ -192,7 +212,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     conn = connect()
     rng = np.random.default_rng(14)
-    vecs, qv = vectors(a.rows, a.queries, rng)
+    vecs, qv = vectors(a.rows, a.queries, rng, a.synthetic_queries)
     table, visible_rows, names, tier_of = build(conn, a.rows, a.users, rng, vecs)
     cases: list[tuple[str, tuple[int, tuple], np.ndarray]] = []
     for tier in TIERS:
