@@ -16,8 +16,21 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from pgkb.retrieval.search import EF_SEARCH, FILTERED_EF_SEARCH, search, settings_statement, statement_settings
-from pgkb.store.vector_table import ChunkRow, FieldMapping, TableRef, create_table, index_statements, write_rows
+from pgkb.retrieval.search import (
+    EF_SEARCH,
+    FILTERED_EF_SEARCH,
+    search,
+    settings_statement,
+    statement_settings,
+)
+from pgkb.store.vector_table import (
+    ChunkRow,
+    FieldMapping,
+    TableRef,
+    create_table,
+    index_statements,
+    write_rows,
+)
 
 M = FieldMapping()
 SETTING_VALUES = list(dict.fromkeys([str(EF_SEARCH), str(FILTERED_EF_SEARCH), "40", "100", "relaxed_order", "strict_order", "off"]))
