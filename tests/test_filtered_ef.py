@@ -33,7 +33,7 @@ from pgkb.store.vector_table import (
 )
 
 M = FieldMapping()
-SETTING_VALUES = list(dict.fromkeys([str(EF_SEARCH), str(FILTERED_EF_SEARCH), "40", "100", "relaxed_order", "strict_order", "off"]))
+SETTING_VALUES = list(dict.fromkeys([str(EF_SEARCH), str(FILTERED_EF_SEARCH), "40", "100", "160", "relaxed_order", "strict_order", "off"]))
 
 
 @pytest.fixture(scope="module")
