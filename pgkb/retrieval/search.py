@@ -15,9 +15,11 @@ HIERARCHICAL knowledge bases: children (rows whose metadata has `x-pgkb-parent-i
 each is replaced by its parent row; children of one parent collapse to one result, at the best child's
 rank (Bedrock: "the number of results returned might be less than the requested amount").
 
-Filtered searches let pgvector's HNSW scan continue until k rows pass the filter
+Filtered searches (a metadata filter or an ACL) start from a deeper first batch
+(`hnsw.ef_search` FILTERED_EF_SEARCH), let pgvector's HNSW scan continue until k rows pass the filter
 (`hnsw.iterative_scan = relaxed_order`, re-sorted afterwards) and cap the scan with
-`hnsw.max_scan_tuples`, so a filter that matches nothing returns quickly.
+`hnsw.max_scan_tuples`, so a filter that matches nothing returns quickly. All of it is set for the
+statement's own transaction only.
 """
 
 from __future__ import annotations
