@@ -357,7 +357,7 @@ def recall(got: list[list[int]], want: list[set[int]]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], clients: list[int]) -> None:
+def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], clients: list[int], sweep_only: bool = False) -> None:
     idx = {str(uuid.uuid5(NS, str(i))): i for i in range(len(vecs))}
     want = truth(vecs, qv)
 
@@ -414,6 +414,8 @@ def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], client
                       f" {2 * len(qv) / walls[who]:6.0f}")
         print(f"  {'':9s} {'':7s} {'':8s} {'':9s} {'':7s} {'':7s} {'':6s}   {load()}", flush=True)
 
+    if sweep_only:
+        return
     c = conn_()
     lat: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
     for qi in range(len(qv) if bm25.lookup(c, pg) else 0):
@@ -539,6 +541,7 @@ def main() -> None:
     ap.add_argument("--skip-incremental", action="store_true", help="leave out the table whose HNSW index exists during the load")
     ap.add_argument("--breakdown", action="store_true", help="also write through pgkb into tables without BM25 triggers / GIN indexes")
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--sweep-only", action="store_true", help="the SEMANTIC ef_search sweep only (no HYBRID, no filters)")
     ap.add_argument("--halfvec", action="store_true", help="also a halfvec HNSW index beside the float32 one on the raw table")
     ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
     ap.add_argument("--copy-load", action="store_true",
@@ -565,7 +568,7 @@ def main() -> None:
     else:
         raw, pg = bench_write(conn, a.chunks, vecs, texts, attrs, not a.skip_incremental, a.m, a.ef_construction, a.breakdown)
     if not a.skip_queries:
-        bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")])
+        bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")], a.sweep_only)
     if a.halfvec:
         bench_halfvec(conn, raw, vecs, qv, [int(x) for x in a.ef.split(",")], a.m, a.ef_construction)
     if a.binary:
