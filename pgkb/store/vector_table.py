@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from pgkb.errors import ValidationError
+from pgkb.store.vector_index import VectorIndexKind, classify, index_expression
 
 _COLUMN = re.compile(r"^[a-zA-Z0-9_\-]{1,63}$")
 _TABLE = re.compile(r"^[a-zA-Z0-9_\.\-]{1,63}$")
@@ -167,11 +168,15 @@ def inspect_table(conn: psycopg.Connection, table: TableRef) -> TableInfo:
     return TableInfo(exists=True, columns=cols, indexes=idx, primary_key=pk)
 
 
-def index_statements(table: TableRef, mapping: FieldMapping, *, ef_construction: int = 64) -> list[str]:
-    """The CREATE INDEX statements a knowledge-base table needs, as display text (identifiers quoted)."""
+def index_statements(
+    table: TableRef, mapping: FieldMapping, *, ef_construction: int = 64, dimensions: int = 0,
+    vector_index: VectorIndexKind = "float32",
+) -> list[str]:
+    """The CREATE INDEX statements a knowledge-base table needs, as display text (identifiers quoted).
+    `vector_index`: the HNSW index's kind (pgkb.store.vector_index; halfvec and binary need `dimensions`)."""
     t = f"{_q(table.schema)}.{_q(table.name)}"
     out = [
-        f"CREATE INDEX ON {t} USING hnsw ({_q(mapping.vector)} vector_cosine_ops)"
+        f"CREATE INDEX ON {t} USING hnsw {index_expression(vector_index, mapping.vector, dimensions)}"
         + (f" WITH (ef_construction = {int(ef_construction)})" if ef_construction != 64 else ""),
         f"CREATE INDEX ON {t} USING gin (to_tsvector('simple', {_q(mapping.text)}))",
     ]
@@ -180,7 +185,9 @@ def index_statements(table: TableRef, mapping: FieldMapping, *, ef_construction:
     return out
 
 
-def create_statements(table: TableRef, mapping: FieldMapping, dimensions: int) -> list[str]:
+def create_statements(
+    table: TableRef, mapping: FieldMapping, dimensions: int, vector_index: VectorIndexKind = "float32"
+) -> list[str]:
     """DDL for a new table in Bedrock's layout (the guide's SQL, with names from the mapping)."""
     t = f"{_q(table.schema)}.{_q(table.name)}"
     cols = [
@@ -196,13 +203,16 @@ def create_statements(table: TableRef, mapping: FieldMapping, dimensions: int) -
         f"CREATE TABLE {t} ({', '.join(cols)})",
         # Keep vectors inline: long chunk text must not push them out of line (pgvector #240).
         f"ALTER TABLE {t} ALTER COLUMN {_q(mapping.vector)} SET STORAGE PLAIN",
-        *index_statements(table, mapping),
+        *index_statements(table, mapping, dimensions=dimensions, vector_index=vector_index),
     ]
 
 
-def create_table(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int) -> None:
+def create_table(
+    conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int,
+    vector_index: VectorIndexKind = "float32",
+) -> None:
     """Create the table and its indexes (one transaction; the caller commits)."""
-    for stmt in create_statements(table, mapping, dimensions):
+    for stmt in create_statements(table, mapping, dimensions, vector_index):
         conn.execute(stmt)  # identifiers quoted by _q, no values
 
 
@@ -243,7 +253,7 @@ def validate_table(
     stmts = index_statements(table, mapping)
     vec = _q(mapping.vector) if not mapping.vector.isidentifier() or mapping.vector.lower() != mapping.vector else mapping.vector
     txt = _q(mapping.text) if not mapping.text.isidentifier() or mapping.text.lower() != mapping.text else mapping.text
-    if not _has_index(info.indexes, "hnsw", f"({vec} vector_cosine_ops)"):
+    if not any(classify(d, mapping.vector) for d in info.indexes):  # float32, halfvec or binary (vector_index)
         other = [d for d in info.indexes if "USING hnsw " in d and vec in d]
         found = f"HNSW index with another operator class ({other[0]})" if other else "no HNSW cosine index"
         problems.append(Problem(mapping.vector, "an HNSW index with vector_cosine_ops", found, stmts[0] + ";"))
@@ -282,16 +292,19 @@ def _tag_model(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping,
 
 
 def ensure_table(
-    conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int, model_id: str | None = None
+    conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int, model_id: str | None = None,
+    vector_index: VectorIndexKind = "float32",
 ) -> bool:
     """Create the table if it does not exist, else validate it. Returns True when created.
+
+    `vector_index` is the HNSW index a new table gets; an existing table keeps the one it has.
 
     The vector column records which model wrote it: vectors of two models (or two variants of one
     model) in one table would make every score meaningless, so a different model is refused.
     Raises ValidationError naming the table, each problem and the SQL that fixes it.
     """
     if not inspect_table(conn, table).exists:
-        create_table(conn, table, mapping, dimensions)
+        create_table(conn, table, mapping, dimensions, vector_index)
         if model_id:
             _tag_model(conn, table, mapping, model_id)
         return True
