@@ -6,7 +6,9 @@ a table that already exists (Bedrock-made) keeps the index it has."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import corpus
@@ -186,3 +188,18 @@ def test_classify_reads_postgresqls_own_index_definitions() -> None:
                     "embedding") == VectorIndex("binary", 384)
     assert classify("CREATE INDEX i ON s.t USING hnsw (embedding vector_l2_ops)", "embedding") is None
     assert classify("CREATE INDEX i ON s.t USING gin (embedding)", "embedding") is None
+
+
+def test_kb_create_takes_the_index_kind(session_db_url: str, tmp_path: Path, svc: KnowledgeBaseService) -> None:
+    from test_cli import run
+
+    db = ["--database-url", session_db_url, "--data-dir", str(tmp_path)]
+    name = unique("cli")
+    r = run("kb", "create", name, "--vector-index", "halfvec", "--json", *db)
+    assert r.returncode == 0, r.stderr
+    kb_id = json.loads(r.stdout)["knowledgeBaseId"]
+    (_, definition), = _hnsw(svc, kb_id)
+    assert classify(definition, "embedding") == VectorIndex("halfvec", 384)
+    r = run("kb", "create", unique("cli"), "--vector-index", "int8", *db)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and "float32, halfvec, binary" in lines[0], r.stderr
