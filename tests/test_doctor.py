@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from byo_helpers import shared_password_server
 
-from pgkb.admin.checks import version_tuple
 from pgkb.admin.doctor import diagnose, report
 from pgkb.store.vector_table import FieldMapping, TableRef
 
@@ -123,12 +122,6 @@ def test_pgvector_older_than_0_5(server: str) -> None:
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def test_pgvector_version_comparison() -> None:
-    # "0.4.4" < 0.5 < "0.10.0": compared as numbers, not strings.
-    assert version_tuple("0.4.4") < (0, 5, 0) <= version_tuple("0.5.0") < version_tuple("0.10.0")
-    assert version_tuple("0.8.0-dev") == (0, 8, 0)
 
 
 def test_missing_column(guide_db: str) -> None:

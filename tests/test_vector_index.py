@@ -16,14 +16,16 @@ import psycopg
 import pytest
 from acl_helpers import custom_source, inline_doc, managed_kb, retrieve, unique, uris
 from psycopg import sql
+from test_admin import fresh_db, server  # noqa: F401  (fixtures: a fresh database on a password server)
 
 from pgkb.config import Settings
 from pgkb.embeddings import DEFAULT_MODEL_ID, model_arn
 from pgkb.errors import ValidationError
 from pgkb.retrieval.search import build_query, search
 from pgkb.service import KnowledgeBaseService
+from pgkb.store import ddl
 from pgkb.store.vector_index import FLOAT32, VECTOR_INDEX_TAG, VectorIndex, classify, detect
-from pgkb.store.vector_table import FieldMapping, TableRef, create_statements
+from pgkb.store.vector_table import FieldMapping, TableRef
 
 DOCS = corpus.paragraphs(24)  # one ingestion call (at most 25 documents)
 # Queries: a few words of some documents (each should find its own document first).
@@ -146,7 +148,7 @@ def test_an_existing_table_keeps_its_index(svc: KnowledgeBaseService, settings: 
     it is, and searches it through its float32 index."""
     table = TableRef("bedrock_integration", unique("bedrock_made_"))
     with psycopg.connect(str(settings.database_url), autocommit=True) as conn:
-        for stmt in create_statements(table, FieldMapping(), 384):
+        for stmt in ddl.table_statements(table, FieldMapping(), 384):  # what Bedrock's guide runs
             conn.execute(stmt)
         before = sorted(r[0] for r in conn.execute(
             "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass", (str(table),)))
@@ -203,3 +205,25 @@ def test_kb_create_takes_the_index_kind(session_db_url: str, tmp_path: Path, svc
     r = run("kb", "create", unique("cli"), "--vector-index", "int8", *db)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode != 0 and len(lines) == 1 and "float32, halfvec, binary" in lines[0], r.stderr
+
+
+def test_db_setup_makes_the_chosen_index_and_doctor_accepts_it(fresh_db: str) -> None:  # noqa: F811
+    """`pgkb db setup --vector-index halfvec` (an RDS table for Bedrock or pgkb): the halfvec index over
+    the vector(n) column; doctor finds nothing to fix; a second run adds no float32 index beside it."""
+    from test_admin import unique_role
+
+    from pgkb.admin.doctor import diagnose
+    from pgkb.admin.setup import SetupPlan, run_setup
+
+    plan = SetupPlan(role=unique_role(), schema="kb", table="docs", vector_index="halfvec")
+    for _ in range(2):
+        run_setup(fresh_db, plan)
+    with psycopg.connect(fresh_db) as conn:
+        defs = [r[0] for r in conn.execute(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+            " JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = 'kb.docs'::regclass AND am.amname = 'hnsw'")]
+        assert [classify(d, "embedding") for d in defs] == [VectorIndex("halfvec", 384)], defs
+        problems = diagnose(conn, TableRef("kb", "docs"), FieldMapping(), dimensions=384, role=plan.role)
+    assert not [p for p in problems if p.level == "error"], [p.to_dict() for p in problems]
+    with pytest.raises(ValidationError, match="--vector-index"):
+        SetupPlan(vector_index="pq")

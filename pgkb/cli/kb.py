@@ -32,8 +32,8 @@ def kb_create(
     from pgkb.embeddings import DEFAULT_MODEL_ID, get_spec, model_arn
     from pgkb.store.vector_index import VECTOR_INDEX_TAG, check_kind
 
-    kind = check_kind(vector_index, "--vector-index")
-    tags = {VECTOR_INDEX_TAG: kind} if kind != "float32" else None
+    index_kind: str = check_kind(vector_index, "--vector-index")
+    tags = {VECTOR_INDEX_TAG: index_kind} if index_kind != "float32" else None
     with service(database_url, data_dir) as svc:
         spec = get_spec(model)
         if table is None:

@@ -9,8 +9,8 @@ and writes (a Bedrock-made table has the float32 index and is never altered):
   binary    ((binary_quantize(embedding)::bit(n)) bit_hamming_ops)           ~0.2x; hamming candidates re-ranked
                                                                              exactly by cosine on the stored vectors
 
-The kind is read back from the table's own index definitions (`detect`), so a table made by
-`pgkb db setup --vector-index halfvec`, by a knowledge base created with one, or by hand is
+The DDL is pgkb.store.ddl's (hnsw_expression). The kind is read back from the table's own index
+definitions (`detect`), so a table made by a knowledge base created with one, or by hand, is
 searched through its index, and nothing has to be recorded elsewhere. Numbers: docs/scaling.md.
 """
 
@@ -30,13 +30,9 @@ KINDS: tuple[VectorIndexKind, ...] = ("float32", "halfvec", "binary")
 #: The CreateKnowledgeBase tag that chooses the index of a table pgkb creates (boto3 passes tags as
 #: they are; Bedrock's own request has no such field). Read once, when the table is made.
 VECTOR_INDEX_TAG = "pgkb:vectorIndex"
-#: HNSW build parameters of the tables pgkb creates (docs/scaling.md: chosen at 100k and 1M chunks).
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
 #: Binary-quantized index: hamming-nearest candidates read per query before the exact re-ranking
 #: (at least this many, and at least 10 x k; docs/scaling.md has recall per count).
 BINARY_CANDIDATES = 200
-
 
 
 @dataclass(frozen=True)
@@ -62,24 +58,6 @@ def check_kind(value: object, where: str = "vector index") -> VectorIndexKind:
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def index_expression(kind: VectorIndexKind, column: str, dimensions: int) -> str:
-    """`(expression opclass)` of an HNSW index of this kind, as DDL text (identifier quoted)."""
-    col = _q(column)
-    if kind == "halfvec":
-        return f"(({col}::halfvec({int(dimensions)})) halfvec_cosine_ops)"
-    if kind == "binary":
-        return f"((binary_quantize({col})::bit({int(dimensions)})) bit_hamming_ops)"
-    return f"({col} vector_cosine_ops)"
-
-
-def hnsw_statement(table_sql: str, column: str, dimensions: int, kind: VectorIndexKind = "float32", *,
-                   name: str | None = None, ef_construction: int | None = None) -> str:
-    """CREATE INDEX of the table's HNSW index (display text: identifiers quoted, no values)."""
-    with_ = f" WITH (m = {HNSW_M}, ef_construction = {int(ef_construction or HNSW_EF_CONSTRUCTION)})"
-    named = f"{_q(name)} " if name else ""
-    return f"CREATE INDEX {named}ON {table_sql} USING hnsw {index_expression(kind, column, dimensions)}{with_}"
 
 
 def classify(definition: str, column: str) -> VectorIndex | None:
