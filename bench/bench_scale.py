@@ -537,7 +537,7 @@ def main() -> None:
     ap.add_argument("--ef", default="40,64,100,200", help="ef_search sweep")
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--m", type=int, default=16)
-    ap.add_argument("--ef-construction", type=int, default=64)
+    ap.add_argument("--ef-construction", type=int, default=128, help="pgkb's default since issue 19 (64 before)")
     ap.add_argument("--skip-incremental", action="store_true", help="leave out the table whose HNSW index exists during the load")
     ap.add_argument("--breakdown", action="store_true", help="also write through pgkb into tables without BM25 triggers / GIN indexes")
     ap.add_argument("--skip-queries", action="store_true")

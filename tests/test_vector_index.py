@@ -79,6 +79,7 @@ def test_each_knowledge_base_gets_the_index_it_asked_for(svc: KnowledgeBaseServi
     for label, kb_id in kbs.items():
         (_, definition), = _hnsw(svc, kb_id)  # one HNSW index, rebuilt after the first load
         assert classify(definition, "embedding") == want[label], definition
+        assert "m='16', ef_construction='128'" in definition  # pgkb's build defaults (docs/scaling.md)
         kb = svc.resolve(kb_id)
         with kb.database.connection() as conn:
             assert detect(conn, kb.table.schema, kb.table.name, "embedding") == want[label]

@@ -63,11 +63,12 @@ def hnsw_parameters(rows: int, dimensions: int) -> tuple[int, int]:
     """(ef_construction, maintenance_work_mem in MB) for building an HNSW index over `rows` vectors.
 
     Small tables build in seconds, so they get a wide candidate list (the guide's 256: better recall);
-    large ones a narrower one so builds and later inserts stay affordable. Memory: the graph must fit
+    larger ones pgkb's default (ddl.HNSW_EF_CONSTRUCTION, 128: at 100k chunks 64 lost ~0.05 recall@10
+    that no affordable ef_search won back; docs/scaling.md). Memory: the graph must fit
     in maintenance_work_mem or the build slows down by an order of magnitude (about 4 bytes per
     dimension plus ~700 bytes of graph per vector), capped so a small instance is not starved.
     """
-    ef = 256 if rows < 100_000 else 128 if rows < 2_000_000 else 64
+    ef = 256 if rows < 100_000 else ddl.HNSW_EF_CONSTRUCTION
     need_mb = int(rows * (4 * dimensions + 700) * 1.2 / 2**20) + 1
     return ef, max(64, min(need_mb, 4096))
 
