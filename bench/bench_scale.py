@@ -118,11 +118,14 @@ def bm25_bytes(conn: psycopg.Connection, t: TableRef) -> int:
 # ------------------------------------------------------------------------------------------ data
 
 
-def make_data(n: int, nq_synth: int, seed: int = 19):
+def make_data(n: int, nq_synth: int, seed: int = 19, with_text: bool = True):
     rng = np.random.default_rng(seed)
     real, real_q, passages = scale_data.real_vectors()
     nn, _ = scale_data.neighbours(real, real, 10, exclude_self=True)
     vecs, bases = scale_data.synthesise(real, n + nq_synth, rng, real_nn=nn)
+    if not with_text:  # index-only work on reused tables: the same vectors (drawn first), no text or attributes
+        qv = np.vstack([real_q, vecs[n:]]).astype(np.float32)
+        return real, vecs[:n], [""], {}, qv, []
     texts_all = scale_data.TextMaker(passages, rng)
     texts = texts_all.make(bases[:n])
     attrs = scale_data.attributes(n, rng)
@@ -554,7 +557,7 @@ def main() -> None:
         return
     print(f"bench_scale --chunks {a.chunks:,}  ({os.cpu_count()} cores; {load()})")
     t0 = time.perf_counter()
-    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries)
+    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries, with_text=not (a.reuse and a.skip_queries))
     print(f"data made in {time.perf_counter() - t0:.0f} s: {a.chunks:,} chunks, mean {statistics.mean(len(t) for t in texts[:10000]):.0f} characters,"
           f" {len(qv)} queries")
     print_realism(real, vecs)
