@@ -6,8 +6,9 @@ and writes (a Bedrock-made table has the float32 index and is never altered):
 
   float32   (embedding vector_cosine_ops)                                    Bedrock's own; ~2 KB a chunk at 384-d
   halfvec   ((embedding::halfvec(n)) halfvec_cosine_ops)                     ~0.57x the float32 index, same recall
-  binary    ((binary_quantize(embedding)::bit(n)) bit_hamming_ops)           ~0.2x; hamming candidates re-ranked
-                                                                             exactly by cosine on the stored vectors
+  binary    ((binary_quantize(embedding)::bit(n)) bit_hamming_ops)           ~0.17x; hamming candidates re-ranked
+                                                                             exactly (384-d: fine at 100k, -0.13
+                                                                             recall@10 at 1M; docs/scaling.md)
 
 The DDL is pgkb.store.ddl's (hnsw_expression). The kind is read back from the table's own index
 definitions (`detect`), so a table made by a knowledge base created with one, or by hand, is
