@@ -83,6 +83,7 @@ def connect() -> tuple[psycopg.Connection, str]:
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
     register_vector(conn)
+    conn.add_notice_handler(lambda d: print(f"  NOTICE: {d.message_primary}", flush=True))  # e.g. a graph outgrowing its memory
     return conn, dburl
 
 
@@ -117,11 +118,14 @@ def bm25_bytes(conn: psycopg.Connection, t: TableRef) -> int:
 # ------------------------------------------------------------------------------------------ data
 
 
-def make_data(n: int, nq_synth: int, seed: int = 19):
+def make_data(n: int, nq_synth: int, seed: int = 19, with_text: bool = True):
     rng = np.random.default_rng(seed)
     real, real_q, passages = scale_data.real_vectors()
     nn, _ = scale_data.neighbours(real, real, 10, exclude_self=True)
     vecs, bases = scale_data.synthesise(real, n + nq_synth, rng, real_nn=nn)
+    if not with_text:  # index-only work on reused tables: the same vectors (drawn first), no text or attributes
+        qv = np.vstack([real_q, vecs[n:]]).astype(np.float32)
+        return real, vecs[:n], [""], {}, qv, []
     texts_all = scale_data.TextMaker(passages, rng)
     texts = texts_all.make(bases[:n])
     attrs = scale_data.attributes(n, rng)
@@ -268,6 +272,75 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
     return raw, pg
 
 
+def bench_copy_load(conn, n, vecs, texts, attrs, m: int, efc: int):
+    """pgkb's table (create_table: Bedrock layout, GIN indexes; no BM25 statistics) loaded with raw
+    binary COPY, for sizes where pgkb's write path does not fit the session: secondary indexes set
+    aside and rebuilt after the rows, then the HNSW index built the way a first sync builds it
+    (pgkb.store.index_build). The plain CREATE INDEX it is compared with: bench_raw_twin()."""
+    pg = TableRef("bench", f"copy_{n}")
+    bm25.uninstall_bm25(conn, pg)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(pg.ident))
+    hnsw_with = sql.SQL(" WITH (m = {}, ef_construction = {})").format(sql.Literal(m), sql.Literal(efc))
+    with conn.transaction():
+        create_table(conn, pg, M, DIM)
+        for name, _ in index_build.hnsw_indexes(conn, pg):
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(pg.schema, name)))
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+            sql.Identifier(pg.name + "_embedding_idx"), pg.ident) + hnsw_with)
+    deferred = index_build.hnsw_indexes(conn, pg)
+    others = [(nm, d) for nm, d in conn.execute(
+        "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+        " JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = %s::regclass AND NOT i.indisprimary AND am.amname <> 'hnsw'",
+        (str(pg),))]
+    index_build.drop(conn, pg, [nm for nm, _ in deferred + others])
+    t0 = time.perf_counter()
+    for i0 in range(0, n, 10 * BATCH):
+        raw_copy(conn, pg, rows_of(i0, min(n, i0 + 10 * BATCH), vecs, texts, attrs))
+        if (i0 // (10 * BATCH)) % 40 == 0:
+            print(f"  {i0:>9,} rows  {time.perf_counter() - t0:6.0f} s  {load()}", flush=True)
+    copy_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _, d in others:
+        conn.execute(d)
+    gin_s = time.perf_counter() - t0
+    conn.execute(sql.SQL("VACUUM ANALYZE {}").format(pg.ident))
+    mem = index_build.build_memory_kb(n, DIM)
+    workers = index_build.build_workers()
+    print(f"\ncopy load, {n:,} rows: binary COPY {copy_s:.0f} s ({n / copy_s:.0f} rows/s), GIN indexes after {gin_s:.0f} s  ({load()})",
+          flush=True)
+    builds = {}
+    with conn.transaction():
+        t0 = time.perf_counter()
+        for _, d in deferred:
+            index_build.build(conn, d, memory_kb=mem, workers=workers)
+        builds["pgkb deferred build"] = time.perf_counter() - t0
+    print(f"  HNSW build, pgkb deferred build  {builds['pgkb deferred build']:7.1f} s  ({load()})", flush=True)
+    ix = index_sizes(conn, pg)
+    print(f"\nindexes (m={m}, ef_construction={efc}, maintenance_work_mem {mem // 1024} MB, {workers} parallel worker(s))")
+    total = size(conn, str(pg))
+    print(f"  table {total / 2**20:.0f} MB, {total / n:.0f} bytes/chunk (heap {size(conn, str(pg)) - sum(ix.values()):,} B incl. TOAST);"
+          " indexes (MB): " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in ix.items()), flush=True)
+    return pg, pg
+
+
+def bench_raw_twin(conn: psycopg.Connection, table: TableRef, n: int, m: int, efc: int) -> None:
+    """A plain CREATE INDEX with pgkb's build parameters, memory and workers on the same table, timed
+    beside pgkb's deferred build (then dropped: two graphs on one column would split the queries)."""
+    mem, workers = index_build.build_memory_kb(n, DIM), index_build.build_workers()
+    twin = table.name + "_raw_twin_idx"
+    with conn.transaction():
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
+                     (f"{mem}kB", str(workers)))
+        t0 = time.perf_counter()
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
+            sql.Identifier(twin), table.ident, sql.Literal(m), sql.Literal(efc)))
+        took = time.perf_counter() - t0
+    sz = index_sizes(conn, table)
+    print(f"\nHNSW build, raw CREATE INDEX on {table} (m={m}, ef_construction={efc}, {mem // 1024} MB, {workers} worker(s)):"
+          f" {took:.1f} s, {sz['hnsw:' + twin] / 2**20:.0f} MB  ({load()})", flush=True)
+    conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(table.schema, twin)))
+
+
 # ------------------------------------------------------------------------------------------ queries
 
 
@@ -287,7 +360,7 @@ def recall(got: list[list[int]], want: list[set[int]]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], clients: list[int]) -> None:
+def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], clients: list[int], sweep_only: bool = False) -> None:
     idx = {str(uuid.uuid5(NS, str(i))): i for i in range(len(vecs))}
     want = truth(vecs, qv)
 
@@ -325,8 +398,9 @@ def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], client
             for c in conns:  # warm: each connection's first query pays for plan caches
                 raw_q(c, qv[0], ef)
                 pgkb_q(c, qv[0], ef)
+            whos = ("raw", "pgkb") if raw == pg else ("raw", "pgkb", "raw@pgkb")
             for rep in range(2):  # raw, pgkb, pgkb, raw: each gets a first and a second turn
-                for who in (("raw", "pgkb", "raw@pgkb") if rep == 0 else ("raw@pgkb", "pgkb", "raw")):
+                for who in (whos if rep == 0 else whos[::-1]):
                     res[who][1].clear() if rep == 0 else None
                     t0 = time.perf_counter()
                     ths = [threading.Thread(target=work, args=(ci, who)) for ci in range(nc)]
@@ -337,22 +411,25 @@ def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], client
                     walls[who] += time.perf_counter() - t0
             for c in conns:
                 c.close()
-            for who in ("raw", "pgkb", "raw@pgkb"):
+            for who in whos:
                 got, lat = res[who]
                 print(f"  {ef:9d} {nc:7d} {who:8s} {recall(got, want):9.3f} {pct(lat, 50):7.2f} {pct(lat, 99):7.2f}"
                       f" {2 * len(qv) / walls[who]:6.0f}")
         print(f"  {'':9s} {'':7s} {'':8s} {'':9s} {'':7s} {'':7s} {'':6s}   {load()}", flush=True)
 
+    if sweep_only:
+        return
     c = conn_()
     lat: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
-    for qi in range(len(qv)):
+    for qi in range(len(qv) if bm25.lookup(c, pg) else 0):
         for st in ("SEMANTIC", "HYBRID"):
             t0 = time.perf_counter()
             search(c, pg, M, query_embedding=qv[qi], query_text=qtext[qi], k=10, search_type=st)
             lat[st].append((time.perf_counter() - t0) * 1000)
     s50, h50 = pct(lat["SEMANTIC"], 50), pct(lat["HYBRID"], 50)
-    print(f"\nHYBRID vs SEMANTIC (pgkb defaults, 1 client, interleaved): p50 {h50:.2f} ms vs {s50:.2f} ms = {h50 / s50:.2f}x;"
-          f" p99 {pct(lat['HYBRID'], 99):.2f} vs {pct(lat['SEMANTIC'], 99):.2f} ms  ({load()})")
+    print("\nHYBRID: not measured (no BM25 statistics on this table: --bm25 installs them)" if not lat["HYBRID"] else
+          f"\nHYBRID vs SEMANTIC (pgkb defaults, 1 client, interleaved): p50 {h50:.2f} ms vs {s50:.2f} ms = {h50 / s50:.2f}x;"
+          f" p99 {pct(lat['HYBRID'], 99):.2f} vs {pct(lat['SEMANTIC'], 99):.2f} ms  ({load()})", flush=True)
 
     print(f"\nfiltered SEMANTIC (pgkb defaults: ef_search {EF_SEARCH}, iterative scan), 1 client, interleaved with unfiltered")
     print(f"  {'filter':28s} {'matches':>8s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'unfiltered p50':>14s}")
@@ -414,6 +491,48 @@ def bench_halfvec(conn: psycopg.Connection, raw: TableRef, vecs: np.ndarray, qv:
     print(f"  ({load()}; each recall is one build's: two builds of one index differ by up to 0.02 here)")
 
 
+def bench_binary(conn: psycopg.Connection, table: TableRef, vecs: np.ndarray, qv: np.ndarray, candidates: list[int],
+                 m: int, efc: int) -> None:
+    """An HNSW index over `binary_quantize(embedding)::bit(384)` (hamming) beside the float32 one: build
+    time, size, and recall@10 / p50 of the binary scan re-ranked exactly (cosine on the stored float
+    vectors of the top `candidates`), against the float32 index at the default ef_search."""
+    idx = {str(uuid.uuid5(NS, str(i))): i for i in range(len(vecs))}
+    want = truth(vecs, qv)
+    name = table.name + "_bq_idx"
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(table.schema, name)))
+    with conn.transaction():
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
+                     (f"{index_build.build_memory_kb(len(vecs), DIM)}kB", str(index_build.build_workers())))
+        t0 = time.perf_counter()
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw ((binary_quantize(embedding)::bit({})) bit_hamming_ops)"
+                             " WITH (m = {}, ef_construction = {})").format(
+            sql.Identifier(name), table.ident, sql.Literal(DIM), sql.Literal(m), sql.Literal(efc)))
+        build = time.perf_counter() - t0
+    sizes = index_sizes(conn, table)
+    full = next(v for k, v in sizes.items() if k.endswith("_embedding_idx"))
+    bq = next(v for k, v in sizes.items() if k.endswith("_bq_idx"))
+    print(f"\nbinary-quantized HNSW on {table} (same m / ef_construction): build {build:.1f} s, {bq / 2**20:.0f} MB vs float32"
+          f" {full / 2**20:.0f} MB ({1 - bq / full:.0%} smaller)  ({load()})", flush=True)
+    q32 = sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %(q)s LIMIT 10").format(table.ident)
+    qbq = sql.SQL("SELECT id FROM (SELECT id, embedding FROM {t} ORDER BY binary_quantize(embedding)::bit({d})"
+                  " <~> binary_quantize(%(q)s::vector)::bit({d}) LIMIT %(c)s) c ORDER BY embedding <=> %(q)s LIMIT 10").format(
+        t=table.ident, d=sql.Literal(DIM))
+    print(f"  {'candidates':>10s} {'index':18s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s}")
+    cases = [("float32, ef " + str(EF_SEARCH), q32, 10, EF_SEARCH)] + [("binary + re-rank", qbq, c, max(c, 40)) for c in candidates]
+    got: dict[int, list[list[int]]] = {i: [] for i in range(len(cases))}
+    lat: dict[int, list[float]] = {i: [] for i in range(len(cases))}
+    for q in qv:
+        for i, (_, stmt, c, ef) in enumerate(cases):
+            with conn.transaction():
+                conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(ef, 1000)),))
+                t0 = time.perf_counter()
+                got[i].append([idx[str(r[0])] for r in conn.execute(stmt, {"q": q, "c": c})])
+                lat[i].append((time.perf_counter() - t0) * 1000)
+    for i, (label, _, c, _) in enumerate(cases):
+        print(f"  {c:10d} {label:18s} {recall(got[i], want):9.3f} {pct(lat[i], 50):7.2f} {pct(lat[i], 99):7.2f}")
+    print(f"  ({load()})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=100_000)
@@ -421,31 +540,44 @@ def main() -> None:
     ap.add_argument("--ef", default="40,64,100,200", help="ef_search sweep")
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--m", type=int, default=16)
-    ap.add_argument("--ef-construction", type=int, default=64)
+    ap.add_argument("--ef-construction", type=int, default=128, help="pgkb's default since issue 19 (64 before)")
     ap.add_argument("--skip-incremental", action="store_true", help="leave out the table whose HNSW index exists during the load")
     ap.add_argument("--breakdown", action="store_true", help="also write through pgkb into tables without BM25 triggers / GIN indexes")
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--sweep-only", action="store_true", help="the SEMANTIC ef_search sweep only (no HYBRID, no filters)")
     ap.add_argument("--halfvec", action="store_true", help="also a halfvec HNSW index beside the float32 one on the raw table")
     ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
+    ap.add_argument("--copy-load", action="store_true",
+                    help="load pgkb's table with raw COPY instead of pgkb's write path (sizes where that path does not fit); no BM25")
+    ap.add_argument("--raw-build", action="store_true", help="with --copy-load: also time a plain CREATE INDEX beside pgkb's build")
+    ap.add_argument("--binary", default="", help="candidate counts, e.g. 40,100,200: also a binary-quantized HNSW with exact re-ranking")
     a = ap.parse_args()
     if not (scale_data.DATASETS / "msmarco-5k" / "corpus.jsonl").exists():
         print(f"bench_scale: msmarco-5k not found under {scale_data.DATASETS}; set PGKB_BENCH_DATASETS or place it there")
         return
     print(f"bench_scale --chunks {a.chunks:,}  ({os.cpu_count()} cores; {load()})")
     t0 = time.perf_counter()
-    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries)
+    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries, with_text=not (a.reuse and a.skip_queries))
     print(f"data made in {time.perf_counter() - t0:.0f} s: {a.chunks:,} chunks, mean {statistics.mean(len(t) for t in texts[:10000]):.0f} characters,"
           f" {len(qv)} queries")
     print_realism(real, vecs)
     conn, dburl = connect()
-    if a.reuse:  # the data are seeded: the same --chunks makes the same rows
+    if a.reuse and a.copy_load:
+        raw = pg = TableRef("bench", f"copy_{a.chunks}")
+    elif a.reuse:  # the data are seeded: the same --chunks makes the same rows
         raw, pg = TableRef("bench", f"raw_{a.chunks}"), TableRef("bench", f"pgkb_{a.chunks}")
+    elif a.copy_load:
+        raw, pg = bench_copy_load(conn, a.chunks, vecs, texts, attrs, a.m, a.ef_construction)
     else:
         raw, pg = bench_write(conn, a.chunks, vecs, texts, attrs, not a.skip_incremental, a.m, a.ef_construction, a.breakdown)
     if not a.skip_queries:
-        bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")])
+        bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")], a.sweep_only)
     if a.halfvec:
         bench_halfvec(conn, raw, vecs, qv, [int(x) for x in a.ef.split(",")], a.m, a.ef_construction)
+    if a.binary:
+        bench_binary(conn, raw, vecs, qv, [int(x) for x in a.binary.split(",")], a.m, a.ef_construction)
+    if a.raw_build and a.copy_load:
+        bench_raw_twin(conn, raw, a.chunks, a.m, a.ef_construction)
     print(f"\ndone in {time.perf_counter() - t0:.0f} s ({load()})")
 
 

@@ -124,14 +124,18 @@ class TextMaker:
     def make(self, bases: np.ndarray) -> list[str]:
         n = len(bases)
         lengths = np.clip(self.rng.lognormal(np.log(150), 0.45, n), 20, 400).astype(int)
-        zipf = self.vocab[np.minimum(np.searchsorted(self.cdf, self.rng.random(int(lengths.sum()))), len(self.vocab) - 1)]
+        # Ranks, not words: a numpy array of 10^8 fixed-width strings would need ~10 GB at 1M chunks.
+        # (The same draws in the same order as before, so a given seed still makes the same text.)
+        ranks = np.searchsorted(self.cdf, self.rng.random(int(lengths.sum())))
+        np.minimum(ranks, len(self.vocab) - 1, out=ranks)
+        vocab = self.vocab.tolist()
         out = []
         pos = 0
         for b, ln in zip(bases, lengths, strict=True):
             own = self.words[b]
             half = ln // 2
             mine = [own[j] for j in self.rng.integers(0, len(own), half)]
-            out.append(" ".join(mine + list(zipf[pos : pos + ln - half])))
+            out.append(" ".join(mine + [vocab[r] for r in ranks[pos : pos + ln - half].tolist()]))
             pos += ln - half
         return out
 

@@ -144,7 +144,7 @@ def test_print_sql_runs_in_psql_and_is_idempotent(fresh_db: str, tmp_path: Path)
 def test_hnsw_parameters_follow_table_size() -> None:
     small, big = hnsw_parameters(0, 384), hnsw_parameters(5_000_000, 1024)
     assert small == (256, 64)
-    assert big[0] == 64 and big[1] == 4096
+    assert big[0] == 128 and big[1] == 4096  # never below pgkb's default (docs/scaling.md)
     assert hnsw_parameters(1_000_000, 384)[1] > 64
 
 

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from pgkb.admin.checks import Problem, check_server
 from pgkb.store import ddl
+from pgkb.store.vector_index import classify
 from pgkb.store.vector_table import FieldMapping, TableRef
 
 # attstorage codes; PLAIN keeps vectors in the heap row (pgvector #240).
@@ -176,7 +177,10 @@ def _check_columns(problems: list[Problem], table: TableRef, cols: dict[str, tup
 
 def _check_indexes(problems: list[Problem], table: TableRef, indexes: list[IndexInfo],
                    cols: dict[str, tuple[str, str, int]], mapping: FieldMapping) -> None:
-    if mapping.vector in cols and cols[mapping.vector][0].startswith("vector") and not has_hnsw(indexes, mapping.vector):
+    # A halfvec or binary-quantized expression index (pgkb.store.vector_index) serves searches too.
+    expr = any(i.valid and (kind := classify(i.definition, mapping.vector)) and kind.kind != "float32" for i in indexes)
+    if mapping.vector in cols and cols[mapping.vector][0].startswith("vector") and not has_hnsw(indexes, mapping.vector) \
+            and not expr:
         others = [i for i in indexes if i.method == "hnsw" and i.columns == [mapping.vector]]
         if others and others[0].valid:
             bad = others[0]

@@ -23,6 +23,7 @@ from pgkb.db.database import migrate, migration_files
 from pgkb.errors import ValidationError
 from pgkb.secrets import DbCredentials
 from pgkb.store import ddl
+from pgkb.store.vector_index import check_kind, classify
 from pgkb.store.vector_table import FieldMapping, TableRef
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ class SetupPlan:
     catalog: bool = True
     ef_construction: int | None = None  # None: chosen from the table's size
     maintenance_work_mem_mb: int | None = None
+    vector_index: str = "float32"  # the HNSW index's kind (pgkb.store.vector_index), for a new index
 
     def __post_init__(self) -> None:
+        self.vector_index = check_kind(self.vector_index, "--vector-index")
         for what, name in (("schema", self.schema), ("role", self.role), ("table", self.table)):
             if not _IDENT.match(name):
                 raise ValidationError(f"--{what} {name!r} must be a letter or _ then [a-zA-Z0-9_-], at most 63 characters")
@@ -60,11 +63,12 @@ def hnsw_parameters(rows: int, dimensions: int) -> tuple[int, int]:
     """(ef_construction, maintenance_work_mem in MB) for building an HNSW index over `rows` vectors.
 
     Small tables build in seconds, so they get a wide candidate list (the guide's 256: better recall);
-    large ones a narrower one so builds and later inserts stay affordable. Memory: the graph must fit
+    larger ones pgkb's default (ddl.HNSW_EF_CONSTRUCTION, 128: at 100k chunks 64 lost ~0.05 recall@10
+    that no affordable ef_search won back; docs/scaling.md). Memory: the graph must fit
     in maintenance_work_mem or the build slows down by an order of magnitude (about 4 bytes per
     dimension plus ~700 bytes of graph per vector), capped so a small instance is not starved.
     """
-    ef = 256 if rows < 100_000 else 128 if rows < 2_000_000 else 64
+    ef = 256 if rows < 100_000 else ddl.HNSW_EF_CONSTRUCTION
     need_mb = int(rows * (4 * dimensions + 700) * 1.2 / 2**20) + 1
     return ef, max(64, min(need_mb, 4096))
 
@@ -94,9 +98,11 @@ def statements(plan: SetupPlan, dbname: str, *, rows: int = 0, existing: list[An
     out.append(ddl.create_table(t, m, plan.dimensions, if_not_exists=True))
     out.append(ddl.storage_plain(t, m.vector))
     idx = existing or []
-    if not has_hnsw(idx, m.vector):
+    # any of the three kinds serves searches (an existing halfvec or binary one is kept as it is)
+    if not has_hnsw(idx, m.vector) and not any(i.valid and classify(i.definition, m.vector) for i in idx):
         out.append(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(f"{int(mem)}MB")))
-        out.append(ddl.hnsw_index(t, m.vector, ef_construction=ef, name=ddl.index_name(t.name, f"{m.vector}_hnsw")))
+        out.append(ddl.hnsw_index(t, m.vector, ef_construction=ef, name=ddl.index_name(t.name, f"{m.vector}_hnsw"),
+                                  kind=plan.vector_index, dimensions=plan.dimensions))
         out.append(sql.SQL("RESET maintenance_work_mem"))
     if not has_fts(idx, m.text):
         out.append(ddl.fts_index(t, m.text, name=ddl.index_name(t.name, f"{m.text}_fts")))

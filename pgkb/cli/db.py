@@ -110,6 +110,8 @@ def db_setup(
     rotate_password: Annotated[bool, typer.Option("--rotate-password", help="Give the role a new password even if the stored one works.")] = False,
     catalog: Annotated[bool, typer.Option("--catalog/--no-catalog", help="Also create pgkb's catalog (schema pgkb) and grant it.")] = True,
     ef_construction: Annotated[int | None, typer.Option("--ef-construction", help="HNSW ef_construction (default: from the table's size).")] = None,
+    vector_index: Annotated[str, typer.Option(
+        "--vector-index", help="HNSW index kind for a new index: float32 (Bedrock's), halfvec or binary (docs/scaling.md).")] = "float32",
     print_sql: Annotated[bool, typer.Option("--print-sql", help="Print the SQL instead of running it.")] = False,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
@@ -124,7 +126,7 @@ def db_setup(
                      dimensions=_dimensions(model, dimensions, 384) or 384,
                      mapping=_mapping(column_names, primary_key_field, vector_field, text_field, metadata_field,
                                       custom_metadata_field),
-                     catalog=catalog, ef_construction=ef_construction)
+                     catalog=catalog, ef_construction=ef_construction, vector_index=vector_index)
     try:
         dbname = str(conninfo_to_dict(database_url).get("dbname") or "postgres")
     except Exception:

@@ -20,6 +20,9 @@ def kb_create(
     dimensions: Annotated[int | None, typer.Option(help="Vector dimensions, for models that offer several.")] = None,
     table: Annotated[str | None, typer.Option(help="schema.table for a VECTOR knowledge base; without it, a MANAGED one.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
+    vector_index: Annotated[str, typer.Option(
+        "--vector-index", help="HNSW index of a table pgkb creates: float32 (Bedrock's), halfvec (about half the size),"
+        " or binary (quantized, re-ranked exactly; smallest). docs/scaling.md.")] = "float32",
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
@@ -27,7 +30,10 @@ def kb_create(
     """Create a knowledge base. Without --table: a MANAGED one, whose storage pgkb creates and owns.
     With --table: a VECTOR one in that table (created, or validated if it exists)."""
     from pgkb.embeddings import DEFAULT_MODEL_ID, get_spec, model_arn
+    from pgkb.store.vector_index import VECTOR_INDEX_TAG, check_kind
 
+    index_kind: str = check_kind(vector_index, "--vector-index")
+    tags = {VECTOR_INDEX_TAG: index_kind} if index_kind != "float32" else None
     with service(database_url, data_dir) as svc:
         spec = get_spec(model)
         if table is None:
@@ -39,7 +45,7 @@ def kb_create(
                         "bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}
                     }
             kb = svc.create_knowledge_base(
-                name=name, description=description,
+                name=name, description=description, tags=tags,
                 knowledgeBaseConfiguration={"type": "MANAGED", "managedKnowledgeBaseConfiguration": managed},
             )["knowledgeBase"]
             where = "pgkb-managed storage"
@@ -48,7 +54,7 @@ def kb_create(
             if dimensions:
                 vec["embeddingModelConfiguration"] = {"bedrockEmbeddingModelConfiguration": {"dimensions": dimensions}}
             kb = svc.create_knowledge_base(
-                name=name, description=description, storageConfiguration=svc.home_storage(table),
+                name=name, description=description, storageConfiguration=svc.home_storage(table), tags=tags,
                 knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": vec},
             )["knowledgeBase"]
             where = kb["storageConfiguration"]["rdsConfiguration"]["tableName"]

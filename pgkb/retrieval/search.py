@@ -25,6 +25,7 @@ statement's own transaction only.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +36,8 @@ from psycopg import sql
 from pgkb.errors import ValidationError
 from pgkb.retrieval import bm25, fusion
 from pgkb.retrieval.filters import SYSTEM_PREFIXES, compile_filter
-from pgkb.store import ddl
+from pgkb.store import ddl, vector_index
+from pgkb.store.vector_index import VectorIndex
 from pgkb.store.vector_table import (
     CHUNK_ID,
     DATA_SOURCE_ID,
@@ -113,6 +115,21 @@ def _bm25_index(conn: psycopg.Connection, table: TableRef) -> bm25.Bm25Index | N
     return ix
 
 
+# Each table's HNSW index kind, looked at again after a few seconds: an initial load sets the index
+# aside and builds it at the end (meanwhile float32, an exact scan, is right for any kind).
+_INDEX: dict[tuple[str, str, str], tuple[float, VectorIndex]] = {}
+INDEX_KIND_TTL = 5.0
+
+
+def _vector_index(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping) -> VectorIndex:
+    key = _conn_key(conn, table)
+    now = time.monotonic()
+    hit = _INDEX.get(key)
+    if hit is None or now - hit[0] > INDEX_KIND_TTL:
+        hit = _INDEX[key] = (now, vector_index.detect(conn, table.schema, table.name, mapping.vector))
+    return hit[1]
+
+
 _PGVECTOR: dict[str, tuple[int, ...]] = {}
 
 
@@ -157,14 +174,30 @@ def _parent_expr(alias: str, m: FieldMapping) -> sql.Composed:
     return sql.SQL("(CASE WHEN {md} ~ '^[0-9a-fA-F-]{{36}}$' THEN {md}::uuid END)").format(md=md)
 
 
-def _dense_sql(t: sql.Composable, m: FieldMapping, where: sql.Composable, limit: int) -> sql.Composed:
+def _dense_sql(
+    t: sql.Composable, m: FieldMapping, where: sql.Composable, limit: int, index: VectorIndex = vector_index.FLOAT32
+) -> sql.Composed:
+    """(id, dist) of the `limit` nearest rows by cosine distance, through the table's HNSW index: the
+    ORDER BY is the index's own expression (pgkb.store.vector_index), or PostgreSQL scans every row."""
+    pk, vec, lim = sql.Identifier(m.primary_key), sql.Identifier(m.vector), sql.Literal(int(limit))
+    if index.kind == "halfvec":
+        half = sql.SQL("halfvec({})").format(sql.Literal(index.dimensions))
+        return sql.SQL(
+            "SELECT c.{pk} AS id, c.{vec}::{half} <=> %(qvec)s::{half} AS dist FROM {t} AS c"
+            " WHERE c.{vec} IS NOT NULL{where} ORDER BY dist LIMIT {lim}"
+        ).format(pk=pk, vec=vec, half=half, t=t, where=where, lim=lim)
+    if index.kind == "binary":
+        # Hamming-nearest candidates by the index, then the exact cosine distance on the stored vectors.
+        bits = sql.SQL("bit({})").format(sql.Literal(index.dimensions))
+        return sql.SQL(
+            "SELECT b.id, b.v <=> %(qvec)s::vector AS dist FROM (SELECT c.{pk} AS id, c.{vec} AS v FROM {t} AS c"
+            " WHERE c.{vec} IS NOT NULL{where} ORDER BY binary_quantize(c.{vec})::{bits}"
+            " <~> binary_quantize(%(qvec)s::vector)::{bits} LIMIT {cand}) AS b ORDER BY dist LIMIT {lim}"
+        ).format(pk=pk, vec=vec, bits=bits, t=t, where=where, cand=sql.Literal(index.candidates(limit)), lim=lim)
     return sql.SQL(
         "SELECT c.{pk} AS id, c.{vec} <=> %(qvec)s::vector AS dist FROM {t} AS c"
-        " WHERE c.{vec} IS NOT NULL{where} ORDER BY dist LIMIT {limit}"
-    ).format(
-        pk=sql.Identifier(m.primary_key), vec=sql.Identifier(m.vector), t=t, where=where,
-        limit=sql.Literal(int(limit)),
-    )
+        " WHERE c.{vec} IS NOT NULL{where} ORDER BY dist LIMIT {lim}"
+    ).format(pk=pk, vec=vec, t=t, where=where, lim=lim)
 
 
 def _bm25_sql(
@@ -356,8 +389,10 @@ def build_query(
     attribute_cols: dict[str, str] | None,
     bm25_index: bm25.Bm25Index | None,
     acl: tuple[sql.Composable, dict[str, Any]] | None = None,
+    index: VectorIndex = vector_index.FLOAT32,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """The one statement of a search, with its parameters except %(qvec)s and %(qtext)s.
+    `index`: the table's HNSW index (vector_index.detect), whose expression the dense ranking orders by.
 
     k and the candidate count are literals (bounded integers), so that a cached generic plan still
     knows its LIMITs and keeps using the HNSW index."""
@@ -377,7 +412,8 @@ def build_query(
     if search_type == "SEMANTIC":
         ranked = sql.SQL(
             "SELECT id, 1 - dist / 2 AS score, row_number() OVER (ORDER BY dist) AS rank FROM ({}) AS d"
-        ).format(_dense_sql(t, mapping, where, k))
+        ).format(_dense_sql(t, mapping, where, k, index))
+        params["scan"] = index.candidates(k)
     else:
         params["cand"] = max(HYBRID_CANDIDATES, k) if search_type == "HYBRID" else k
         if bm25_index is not None:
@@ -393,7 +429,8 @@ def build_query(
             "SELECT doc AS id, s / (1 + s) AS score, row_number() OVER (ORDER BY s DESC, doc) AS rank FROM ({}) AS l"
         ).format(lexical)
     elif search_type == "HYBRID":
-        ranked = _hybrid_sql(t, mapping, _dense_sql(t, mapping, where, params["cand"]), lexical, k, params["cand"])
+        ranked = _hybrid_sql(t, mapping, _dense_sql(t, mapping, where, params["cand"], index), lexical, k, params["cand"])
+        params["scan"] = index.candidates(params["cand"])
     return _result_sql(t, mapping, ranked, attribute_cols), params
 
 
@@ -404,7 +441,7 @@ def statement_settings(
     they never outlive it). `cand`: the rows the dense ranking takes; `iterative`: the server has
     pgvector >= 0.8; `ef_search`: an explicit value (benchmarks), else pgkb's rule."""
     rule = max(FILTERED_EF_SEARCH if filtered else EF_SEARCH, cand)
-    ef = int(ef_search) if ef_search else rule
+    ef = max(int(ef_search), cand) if ef_search else rule  # the scan must still yield `cand` rows
     if filtered and not iterative:
         ef = max(ef, OLD_PGVECTOR_FILTER_EF)  # no iterative scans: search wider so filters keep k rows
     settings = [("hnsw.ef_search", str(min(ef, 1000)))]
@@ -480,15 +517,16 @@ def _run(
 ) -> list[SearchHit]:
     stmt, params = build_query(
         table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols, bm25_index=ix,
-        acl=acl,
+        acl=acl, index=_vector_index(conn, table, mapping) if search_type != "LEXICAL" else vector_index.FLOAT32,
     )
     filtered = filter is not None or acl is not None
     params["qvec"] = qvec
     params["qtext"] = query_text or ""
     if search_type == "HYBRID":
         params["dtrust"] = float(dtrust)
+    cand = params.pop("scan", params.get("cand", k))  # rows the index scan must yield
     set_sql, set_params = settings_statement(
-        statement_settings(params.get("cand", k), filtered=filtered, iterative=filtered and _has_iterative_scan(conn),
+        statement_settings(cand, filtered=filtered, iterative=filtered and _has_iterative_scan(conn),
                            ef_search=ef_search)
     )
     try:

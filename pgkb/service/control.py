@@ -19,6 +19,7 @@ from pgkb.service.managed import (
 from pgkb.service.tags import MAX_TAGS
 from pgkb.store import catalog, ddl
 from pgkb.store.acl import drop_acl, enable_acl
+from pgkb.store.vector_index import VECTOR_INDEX_TAG, VectorIndexKind, check_kind
 from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
 
 _NAME = re.compile(r"^([0-9a-zA-Z][_-]?){1,100}$")
@@ -72,6 +73,25 @@ class ControlPlane(Collaborator):
         )
         return spec.id, resolve_dimensions(spec, dims)
 
+    @staticmethod
+    def _vector_index(kb_config: dict[str, Any], tags: dict[str, str] | None) -> VectorIndexKind:
+        """The HNSW index of a table pgkb creates for the knowledge base (pgkb.store.vector_index):
+        Bedrock's `embeddingDataType` BINARY is a binary-quantized index (with exact re-ranking) over
+        the float vectors; the tag `pgkb:vectorIndex` (float32 | halfvec | binary) chooses any kind."""
+        inner = kb_config.get("vectorKnowledgeBaseConfiguration") or kb_config.get("managedKnowledgeBaseConfiguration") or {}
+        bedrock = ((inner.get("embeddingModelConfiguration") or {}).get("bedrockEmbeddingModelConfiguration") or {}) \
+            if isinstance(inner, dict) else {}
+        data_type = bedrock.get("embeddingDataType", "FLOAT32") if isinstance(bedrock, dict) else "FLOAT32"
+        if data_type not in ("FLOAT32", "BINARY"):
+            raise ValidationError(f"embeddingDataType {data_type!r} must be FLOAT32 or BINARY")
+        tagged = (tags or {}).get(VECTOR_INDEX_TAG)
+        kind = check_kind(tagged, f"tag {VECTOR_INDEX_TAG}") if tagged is not None else None
+        if data_type == "BINARY":
+            if kind not in (None, "binary"):
+                raise ValidationError(f"embeddingDataType BINARY is a binary index; the tag {VECTOR_INDEX_TAG} says {kind}")
+            return "binary"
+        return kind or "float32"
+
     def home_storage(self, table_name: str) -> dict[str, Any]:
         """The `storageConfiguration` of a table in the database pgkb runs on, with Bedrock's default field
         mapping: the one place it is built (MANAGED storage, the default table, `pgkb kb create --table`, eval)."""
@@ -109,6 +129,7 @@ class ControlPlane(Collaborator):
             raise ValidationError(f"a resource has at most {MAX_TAGS} tags, not {len(tags)}")
         mode = check_user_context_mode(userContextModeForRetrieval, trustedIdentitySources)
         model_id, dims = self._embedding(knowledgeBaseConfiguration)
+        index_kind = self._vector_index(knowledgeBaseConfiguration, tags)
         self._check_model_available(model_id)
         kb_id = catalog.new_id()
         managed = knowledgeBaseConfiguration.get("type") == "MANAGED"
@@ -140,7 +161,7 @@ class ControlPlane(Collaborator):
             # Two creates over one table would race in CREATE TABLE/INDEX; the second waits here
             # (until the first's transaction commits) and then finds the table made.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"pgkb.table:{table}",))
-            ensure_table(conn, table, mapping, dims, model_id)
+            ensure_table(conn, table, mapping, dims, model_id, vector_index=index_kind)
             if managed:
                 enable_acl(conn, table)  # every MANAGED row carries its ACL (pgkb.store.acl)
             install_bm25(conn, table, mapping)  # statistics for HYBRID search, kept by triggers

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from pgkb.errors import ValidationError
 from pgkb.store import ddl
+from pgkb.store.vector_index import VectorIndexKind, classify
 
 _COLUMN = re.compile(r"^[a-zA-Z0-9_\-]{1,63}$")
 _TABLE = re.compile(r"^[a-zA-Z0-9_\.\-]{1,63}$")
@@ -163,9 +164,13 @@ def inspect_table(conn: psycopg.Connection, table: TableRef) -> TableInfo:
     return TableInfo(exists=True, columns=cols, indexes=idx, primary_key=pk)
 
 
-def create_table(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int) -> None:
-    """Create the table and its indexes (one transaction; the caller commits)."""
-    for stmt in ddl.table_statements(table, mapping, dimensions):
+def create_table(
+    conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int,
+    vector_index: VectorIndexKind = "float32",
+) -> None:
+    """Create the table and its indexes (one transaction; the caller commits). `vector_index`: the
+    HNSW index's kind (pgkb.store.vector_index)."""
+    for stmt in ddl.table_statements(table, mapping, dimensions, vector_index):
         conn.execute(stmt)
 
 
@@ -213,7 +218,7 @@ def validate_table(
         )
     stmts = [_fix(s) for s in ddl.vector_indexes(table, mapping)]
     vec, txt = _as_indexdef(mapping.vector), _as_indexdef(mapping.text)
-    if not _has_index(info.indexes, "hnsw", f"({vec} vector_cosine_ops)"):
+    if not any(classify(d, mapping.vector) for d in info.indexes):  # float32, halfvec or binary (vector_index)
         other = [d for d in info.indexes if "USING hnsw " in d and vec in d]
         found = f"HNSW index with another operator class ({other[0]})" if other else "no HNSW cosine index"
         problems.append(Problem(mapping.vector, "an HNSW index with vector_cosine_ops", found, stmts[0]))
@@ -252,16 +257,19 @@ def _tag_model(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping,
 
 
 def ensure_table(
-    conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int, model_id: str | None = None
+    conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int, model_id: str | None = None,
+    vector_index: VectorIndexKind = "float32",
 ) -> bool:
     """Create the table if it does not exist, else validate it. Returns True when created.
+
+    `vector_index` is the HNSW index a new table gets; an existing table keeps the one it has.
 
     The vector column records which model wrote it: vectors of two models (or two variants of one
     model) in one table would make every score meaningless, so a different model is refused.
     Raises ValidationError naming the table, each problem and the SQL that fixes it.
     """
     if not inspect_table(conn, table).exists:
-        create_table(conn, table, mapping, dimensions)
+        create_table(conn, table, mapping, dimensions, vector_index)
         if model_id:
             _tag_model(conn, table, mapping, model_id)
         return True
