@@ -23,12 +23,12 @@ from pgkb.retrieval.search import (
     settings_statement,
     statement_settings,
 )
+from pgkb.store import ddl
 from pgkb.store.vector_table import (
     ChunkRow,
     FieldMapping,
     TableRef,
     create_table,
-    index_statements,
     write_rows,
 )
 
@@ -53,8 +53,8 @@ def table(session_db_url: str) -> Iterator[tuple[psycopg.Connection, TableRef]]:
                                  {"x-amz-bedrock-kb-source-uri": f"s3://b/{i}", "x-amz-bedrock-kb-data-source-id": "DS"}, {}))
         with c.transaction():
             write_rows(c, t, M, rows)
-        for stmt in index_statements(t, M):
-            c.execute(stmt)  # type: ignore[arg-type]
+        for stmt in ddl.vector_indexes(t, M):
+            c.execute(stmt)
         yield c, t
         c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 

@@ -14,7 +14,7 @@ from typing import Any
 import corpus
 import psycopg
 import pytest
-from acl_helpers import custom_source, inline_doc, managed_kb, retrieve, unique, uris
+from helpers.acl import custom_source, inline_doc, managed_kb, retrieve, unique, uris
 from psycopg import sql
 from test_admin import fresh_db, server  # noqa: F401  (fixtures: a fresh database on a password server)
 
