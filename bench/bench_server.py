@@ -234,13 +234,18 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, float]:
 # -- setup -------------------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path, port: int, env: dict[str, str], log: Path, extra: list[str]) -> subprocess.Popen:
+def start_server(
+    data_dir: Path, port: int, env: dict[str, str], log: Path, extra: list[str], code: Path | None = None
+) -> subprocess.Popen:
+    """`python -m pgkb.server.run` from this checkout, or from the checkout `code` (a before/after run)."""
     cmd = [
         sys.executable, "-m", "pgkb.server.run", "--host", "127.0.0.1", "--port", str(port),
         "--data-dir", str(data_dir), "--log-level", "info", *extra,
     ]
+    if code is not None:
+        env = {**env, "PYTHONPATH": str(code)}
     with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=code)
     wait_port(port, proc)
     return proc
 
@@ -272,6 +277,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="a BEIR-layout dataset folder (corpus.jsonl, queries.jsonl)")
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
     ap.add_argument("--model", default=MODEL, help="embedding model of the knowledge base and of the references")
+    ap.add_argument(
+        "--before", type=Path, help="also serve from this pgkb checkout (e.g. ../main), 1 granian worker: before/after in one run"
+    )
+    ap.add_argument("--uvicorn", action="store_true", help="also measure the uvicorn server (HTTP/1.1, one process)")
+    ap.add_argument("--no-http2", action="store_true", help="HTTP/1.1 windows only (a shorter run)")
     a = ap.parse_args()
     if not (a.data / "corpus.jsonl").exists():
         raise SystemExit(f"no dataset at {a.data}: pass --data PATH (a BEIR folder with corpus.jsonl and queries.jsonl)")
@@ -308,17 +318,22 @@ def main() -> None:
         creds = Credentials(key["accessKeyId"], key["secretAccessKey"])
         # The servers compared, all over this data dir: the previous one (uvicorn, HTTP/1.1, one
         # process) and granian with 1 and `--workers` processes.
-        configs = [
-            ("uvicorn (before)", ["--engine", "uvicorn"], False),
-            ("granian 1 worker", ["--workers", "1"], True),
-            (f"granian {a.workers} workers", ["--workers", str(a.workers)], True),
+        h2 = not a.no_http2
+        configs: list[tuple[str, list[str], bool, Path | None]] = []
+        if a.before is not None:
+            configs.append(("before: 1 worker", ["--workers", "1"], h2, a.before.resolve()))
+        if a.uvicorn:
+            configs.append(("uvicorn", ["--engine", "uvicorn"], False, None))
+        configs += [
+            ("granian 1 worker", ["--workers", "1"], h2, None),
+            (f"granian {a.workers} workers", ["--workers", str(a.workers)], h2, None),
         ]
         servers: dict[str, tuple[int, subprocess.Popen, Path]] = {}
-        for name, extra, _ in configs:
+        for name, extra, _, code in configs:
             p, log = free_port(), root / f"serve-{len(servers)}.log"
             progress(f"starting {name}")
-            servers[name] = (p, start_server(root, p, env, log, extra), log)
-        port, server, server_log = servers[configs[1][0]]
+            servers[name] = (p, start_server(root, p, env, log, extra, code), log)
+        port, server, server_log = servers["granian 1 worker"]
         url = f"http://127.0.0.1:{port}"
         cfg = Config(retries={"max_attempts": 1}, read_timeout=600)
 
@@ -445,7 +460,7 @@ def main() -> None:
         client_counts = [int(c) for c in a.clients.split(",")]
         windows: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         plan = []
-        for name, _, h2ok in configs:
+        for name, _, h2ok, _ in configs:
             p, proc, _ = servers[name]
             signed = [presign("127.0.0.1", p, kb_id, q, creds, a.k) for q in queries]
             h1 = [h1_bytes(path, r) for r in signed]
