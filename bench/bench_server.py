@@ -1,6 +1,6 @@
 """Retrieve against `pgkb serve`: p50 at 1 client and throughput at 32 clients, over HTTP/1.1 and HTTP/2,
-for the previous server (uvicorn, HTTP/1.1 only, one process) and the current one (granian; 1 and N
-worker processes), all in the same run, on the same knowledge base.
+for granian with 1 and N worker processes (and, when asked, uvicorn and another checkout's server),
+all in the same run, on the same knowledge base.
 
 Everything is measured in the same run, on the same machine:
   * ingestion through StartIngestionJob (S3 data source over moto) vs the raw model embedding the
@@ -14,7 +14,9 @@ Everything is measured in the same run, on the same machine:
   * References and load windows are interleaved in rounds, since the cores are shared.
 
 Run:  . .venv/bin/activate && python bench/bench_server.py [--seconds 8] [--docs 2000] [--model ID]
-      [--workers 2] [--data PATH]
+      [--workers 2] [--data PATH] [--before ../main] [--uvicorn] [--rounds 2] [--clients 1,32] [--no-http2]
+(`--before PATH` serves the same knowledge base from another pgkb checkout too, for a before/after in
+one run; each 1-client window's p50 is also paired with a reference taken just before it.)
 (default model: pgkb's default, the ONNX int8 MiniLM; `--model sentence-transformers.all-minilm-l6-v2`
 measures the torch reference). The dataset defaults to <repo>/../shared/datasets/msmarco-5k.
 """
@@ -216,7 +218,10 @@ def load(
 
 
 def summarize(windows: list[dict[str, Any]]) -> dict[str, float]:
+    """Merged figures of one configuration's windows; `p50_ratio`: the median over its windows of the
+    window's p50 over the reference taken just before it (1-client windows), else NaN."""
     lat = [x for w in windows for x in w["lat"]]
+    paired = [1000 * statistics.median(w["lat"]) / w["ref_ms"] for w in windows if w.get("ref_ms") and w["lat"]]
     wall = sum(w["wall"] for w in windows)
     gen, srv = sum(w["gen"] for w in windows), sum(w["srv"] for w in windows)
     return {
@@ -228,6 +233,7 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, float]:
         "throughput_rps": len(lat) / wall,
         "loadgen_cpu_share": gen / max(gen + srv, 1e-9),
         "server_cpu_cores": srv / wall,
+        "p50_ratio": statistics.median(paired) if paired else float("nan"),
     }
 
 
@@ -445,14 +451,18 @@ def main() -> None:
                 model.embed_queries(batch)
                 n += len(batch)
             qps = n / (time.perf_counter() - t0)
+            return qps, one_query_p50(50)
+
+        def one_query_p50(n: int) -> float:
+            """p50 ms of embedding + SQL, one query at a time, in this process (after 10 warm-ups)."""
             ref: list[float] = []
-            for i in range(70):
+            for i in range(n + 10):
                 q = queries[i % len(queries)]
                 t1 = time.perf_counter()
                 v = model.embed_queries([q])[0]
                 ref_conn.execute(ref_sql, {"v": v, "k": a.k}).fetchall()
                 ref.append(time.perf_counter() - t1)
-            return qps, 1000 * statistics.median(ref[20:])
+            return 1000 * statistics.median(ref[10:])
 
         sanity = runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": queries[0]})
         assert sanity["retrievalResults"], "Retrieve returned nothing"
@@ -477,9 +487,12 @@ def main() -> None:
             refs.append(references())
             for name, proto, c, p, pid, reqs in plan:
                 progress(f"round {rnd + 1}/{a.rounds}: {name}, {proto}, {c} clients")
-                windows.setdefault((name, proto, c), []).append(
-                    load("127.0.0.1", p, reqs, c, a.seconds / a.rounds, pid, proto == "HTTP/2")
-                )
+                # The machine's load swings within a round: each 1-client window gets its own reference,
+                # taken just before it, and its ratio is to that reference.
+                own_ref = one_query_p50(30) if c == 1 else None
+                w = load("127.0.0.1", p, reqs, c, a.seconds / a.rounds, pid, proto == "HTTP/2")
+                w["ref_ms"] = own_ref
+                windows.setdefault((name, proto, c), []).append(w)
         progress("references (after)")
         refs.append(references())
         model_batch_qps = statistics.mean(r[0] for r in refs)
@@ -511,17 +524,20 @@ def main() -> None:
         )
         print(
             f"{'server':<20} {'protocol':<8} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'req/s':>8} {'loadgen CPU':>11} {'server cores':>12} {'p50/ref':>7} {'rps/model':>9}"
+            f"{'req/s':>8} {'loadgen CPU':>11} {'server cores':>12} {'p50/ref':>7} {'paired':>6} {'rps/model':>9}"
         )
         for (name, proto, _), ws in windows.items():
             r = summarize(ws)
             print(
                 f"{name:<20} {proto:<8} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['p50_ms']:>8.2f} "
                 f"{r['p99_ms']:>8.2f} {r['throughput_rps']:>8.1f} {100 * r['loadgen_cpu_share']:>10.1f}% "
-                f"{r['server_cpu_cores']:>12.2f} {r['p50_ms'] / ref_p50:>7.2f} {r['throughput_rps'] / model_batch_qps:>9.2f}"
+                f"{r['server_cpu_cores']:>12.2f} {r['p50_ms'] / ref_p50:>7.2f} {r['p50_ratio']:>6.2f} "
+                f"{r['throughput_rps'] / model_batch_qps:>9.2f}"
             )
         for line in batching:
             print("server:", line)
+        print("p50/ref: to the mean reference of the run; paired: median over the windows of the window's p50 over")
+        print("the reference taken just before it (1 client); rps/model: to the mean model batch throughput")
         print("targets: p50 at 1 client <= 1.3x embedding + SQL; throughput at 32 clients >= 0.5x the model's")
     finally:
         for _, proc, _ in servers.values():
