@@ -1,6 +1,6 @@
 """Retrieve against `pgkb serve`: p50 at 1 client and throughput at 32 clients, over HTTP/1.1 and HTTP/2,
-for the previous server (uvicorn, HTTP/1.1 only, one process) and the current one (granian; 1 and N
-worker processes), all in the same run, on the same knowledge base.
+for granian with 1 and N worker processes (and, when asked, uvicorn and another checkout's server),
+all in the same run, on the same knowledge base.
 
 Everything is measured in the same run, on the same machine:
   * ingestion through StartIngestionJob (S3 data source over moto) vs the raw model embedding the
@@ -14,7 +14,9 @@ Everything is measured in the same run, on the same machine:
   * References and load windows are interleaved in rounds, since the cores are shared.
 
 Run:  . .venv/bin/activate && python bench/bench_server.py [--seconds 8] [--docs 2000] [--model ID]
-      [--workers 2] [--data PATH]
+      [--workers 2] [--data PATH] [--before ../main] [--uvicorn] [--rounds 2] [--clients 1,32] [--no-http2]
+(`--before PATH` serves the same knowledge base from another pgkb checkout too, for a before/after in
+one run; each 1-client window's p50 is also paired with a reference taken just before it.)
 (default model: pgkb's default, the ONNX int8 MiniLM; `--model sentence-transformers.all-minilm-l6-v2`
 measures the torch reference). The dataset defaults to <repo>/../shared/datasets/msmarco-5k.
 """
@@ -216,7 +218,10 @@ def load(
 
 
 def summarize(windows: list[dict[str, Any]]) -> dict[str, float]:
+    """Merged figures of one configuration's windows; `p50_ratio`: the median over its windows of the
+    window's p50 over the reference taken just before it (1-client windows), else NaN."""
     lat = [x for w in windows for x in w["lat"]]
+    paired = [1000 * statistics.median(w["lat"]) / w["ref_ms"] for w in windows if w.get("ref_ms") and w["lat"]]
     wall = sum(w["wall"] for w in windows)
     gen, srv = sum(w["gen"] for w in windows), sum(w["srv"] for w in windows)
     return {
@@ -228,19 +233,25 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, float]:
         "throughput_rps": len(lat) / wall,
         "loadgen_cpu_share": gen / max(gen + srv, 1e-9),
         "server_cpu_cores": srv / wall,
+        "p50_ratio": statistics.median(paired) if paired else float("nan"),
     }
 
 
 # -- setup -------------------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path, port: int, env: dict[str, str], log: Path, extra: list[str]) -> subprocess.Popen:
+def start_server(
+    data_dir: Path, port: int, env: dict[str, str], log: Path, extra: list[str], code: Path | None = None
+) -> subprocess.Popen:
+    """`python -m pgkb.server.run` from this checkout, or from the checkout `code` (a before/after run)."""
     cmd = [
         sys.executable, "-m", "pgkb.server.run", "--host", "127.0.0.1", "--port", str(port),
         "--data-dir", str(data_dir), "--log-level", "info", *extra,
     ]
+    if code is not None:
+        env = {**env, "PYTHONPATH": str(code)}
     with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=code)
     wait_port(port, proc)
     return proc
 
@@ -272,6 +283,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="a BEIR-layout dataset folder (corpus.jsonl, queries.jsonl)")
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
     ap.add_argument("--model", default=MODEL, help="embedding model of the knowledge base and of the references")
+    ap.add_argument(
+        "--before", type=Path, help="also serve from this pgkb checkout (e.g. ../main), 1 granian worker: before/after in one run"
+    )
+    ap.add_argument("--uvicorn", action="store_true", help="also measure the uvicorn server (HTTP/1.1, one process)")
+    ap.add_argument("--no-http2", action="store_true", help="HTTP/1.1 windows only (a shorter run)")
     a = ap.parse_args()
     if not (a.data / "corpus.jsonl").exists():
         raise SystemExit(f"no dataset at {a.data}: pass --data PATH (a BEIR folder with corpus.jsonl and queries.jsonl)")
@@ -308,17 +324,22 @@ def main() -> None:
         creds = Credentials(key["accessKeyId"], key["secretAccessKey"])
         # The servers compared, all over this data dir: the previous one (uvicorn, HTTP/1.1, one
         # process) and granian with 1 and `--workers` processes.
-        configs = [
-            ("uvicorn (before)", ["--engine", "uvicorn"], False),
-            ("granian 1 worker", ["--workers", "1"], True),
-            (f"granian {a.workers} workers", ["--workers", str(a.workers)], True),
+        h2 = not a.no_http2
+        configs: list[tuple[str, list[str], bool, Path | None]] = []
+        if a.before is not None:
+            configs.append(("before: 1 worker", ["--workers", "1"], h2, a.before.resolve()))
+        if a.uvicorn:
+            configs.append(("uvicorn", ["--engine", "uvicorn"], False, None))
+        configs += [
+            ("granian 1 worker", ["--workers", "1"], h2, None),
+            (f"granian {a.workers} workers", ["--workers", str(a.workers)], h2, None),
         ]
         servers: dict[str, tuple[int, subprocess.Popen, Path]] = {}
-        for name, extra, _ in configs:
+        for name, extra, _, code in configs:
             p, log = free_port(), root / f"serve-{len(servers)}.log"
             progress(f"starting {name}")
-            servers[name] = (p, start_server(root, p, env, log, extra), log)
-        port, server, server_log = servers[configs[1][0]]
+            servers[name] = (p, start_server(root, p, env, log, extra, code), log)
+        port, server, server_log = servers["granian 1 worker"]
         url = f"http://127.0.0.1:{port}"
         cfg = Config(retries={"max_attempts": 1}, read_timeout=600)
 
@@ -430,14 +451,18 @@ def main() -> None:
                 model.embed_queries(batch)
                 n += len(batch)
             qps = n / (time.perf_counter() - t0)
+            return qps, one_query_p50(50)
+
+        def one_query_p50(n: int) -> float:
+            """p50 ms of embedding + SQL, one query at a time, in this process (after 10 warm-ups)."""
             ref: list[float] = []
-            for i in range(70):
+            for i in range(n + 10):
                 q = queries[i % len(queries)]
                 t1 = time.perf_counter()
                 v = model.embed_queries([q])[0]
                 ref_conn.execute(ref_sql, {"v": v, "k": a.k}).fetchall()
                 ref.append(time.perf_counter() - t1)
-            return qps, 1000 * statistics.median(ref[20:])
+            return 1000 * statistics.median(ref[10:])
 
         sanity = runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": queries[0]})
         assert sanity["retrievalResults"], "Retrieve returned nothing"
@@ -445,7 +470,7 @@ def main() -> None:
         client_counts = [int(c) for c in a.clients.split(",")]
         windows: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         plan = []
-        for name, _, h2ok in configs:
+        for name, _, h2ok, _ in configs:
             p, proc, _ = servers[name]
             signed = [presign("127.0.0.1", p, kb_id, q, creds, a.k) for q in queries]
             h1 = [h1_bytes(path, r) for r in signed]
@@ -462,9 +487,12 @@ def main() -> None:
             refs.append(references())
             for name, proto, c, p, pid, reqs in plan:
                 progress(f"round {rnd + 1}/{a.rounds}: {name}, {proto}, {c} clients")
-                windows.setdefault((name, proto, c), []).append(
-                    load("127.0.0.1", p, reqs, c, a.seconds / a.rounds, pid, proto == "HTTP/2")
-                )
+                # The machine's load swings within a round: each 1-client window gets its own reference,
+                # taken just before it, and its ratio is to that reference.
+                own_ref = one_query_p50(30) if c == 1 else None
+                w = load("127.0.0.1", p, reqs, c, a.seconds / a.rounds, pid, proto == "HTTP/2")
+                w["ref_ms"] = own_ref
+                windows.setdefault((name, proto, c), []).append(w)
         progress("references (after)")
         refs.append(references())
         model_batch_qps = statistics.mean(r[0] for r in refs)
@@ -496,17 +524,20 @@ def main() -> None:
         )
         print(
             f"{'server':<20} {'protocol':<8} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'req/s':>8} {'loadgen CPU':>11} {'server cores':>12} {'p50/ref':>7} {'rps/model':>9}"
+            f"{'req/s':>8} {'loadgen CPU':>11} {'server cores':>12} {'p50/ref':>7} {'paired':>6} {'rps/model':>9}"
         )
         for (name, proto, _), ws in windows.items():
             r = summarize(ws)
             print(
                 f"{name:<20} {proto:<8} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['p50_ms']:>8.2f} "
                 f"{r['p99_ms']:>8.2f} {r['throughput_rps']:>8.1f} {100 * r['loadgen_cpu_share']:>10.1f}% "
-                f"{r['server_cpu_cores']:>12.2f} {r['p50_ms'] / ref_p50:>7.2f} {r['throughput_rps'] / model_batch_qps:>9.2f}"
+                f"{r['server_cpu_cores']:>12.2f} {r['p50_ms'] / ref_p50:>7.2f} {r['p50_ratio']:>6.2f} "
+                f"{r['throughput_rps'] / model_batch_qps:>9.2f}"
             )
         for line in batching:
             print("server:", line)
+        print("p50/ref: to the mean reference of the run; paired: median over the windows of the window's p50 over")
+        print("the reference taken just before it (1 client); rps/model: to the mean model batch throughput")
         print("targets: p50 at 1 client <= 1.3x embedding + SQL; throughput at 32 clients >= 0.5x the model's")
     finally:
         for _, proc, _ in servers.values():

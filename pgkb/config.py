@@ -52,6 +52,9 @@ class Settings(BaseSettings):
                                      description="Seconds to keep retrying a database that is unreachable or starting.")
     pool_max_size: int = Field(10, description="Connections in the service's pool.")
     embed_batch: int = Field(256, gt=0, description="Chunks per embedding-model call during a sync.")
+    model_threads: int | None = Field(
+        None, ge=1, description="Threads each local embedding model (ONNX Runtime, torch) computes with; unset means "
+        "every core, or cores / workers in each `pgkb serve --workers` process.")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint for S3 data sources (MinIO, moto, ...).")
     bedrock_endpoint_url: str | None = Field(
         None, description="Amazon Bedrock runtime endpoint for Bedrock embedding and generation models.")

@@ -139,3 +139,68 @@ def test_real_tokenizer_refusal_is_isolated() -> None:
     want = model.embed_queries(list(got))
     assert np.allclose(np.stack(list(got.values())), want, atol=1e-4)
     assert batcher.isolations >= 1
+
+
+def test_a_lone_request_runs_in_its_own_thread() -> None:
+    """The model idle and nobody queued: the caller runs the model itself (no hand-off to the worker)."""
+    threads: list[str] = []
+
+    def fn(texts: list[str]) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return np.array([[float(len(t))] for t in texts], dtype=np.float32)
+
+    batcher = MicroBatcher(fn)
+    with ThreadPoolExecutor(1, thread_name_prefix="caller") as pool:
+        for text in ("one", "three"):
+            assert pool.submit(batcher, [text]).result()[0, 0] == len(text)
+    assert threads == ["caller_0", "caller_0"] and batcher.inline == 2 and batcher.batches == 2
+
+
+def test_requests_arriving_during_a_lone_call_batch_after_it() -> None:
+    """While a lone caller runs the model, others queue; the worker runs them as one batch once the
+    model is free, never alongside the running call."""
+    sizes: list[tuple[str, int]] = []
+    running = threading.Event()
+    release = threading.Event()
+    active = []
+
+    def fn(texts: list[str]) -> np.ndarray:
+        active.append(1)
+        assert len(active) == 1, "two model calls at once"
+        sizes.append((threading.current_thread().name, len(texts)))
+        if len(sizes) == 1:
+            running.set()
+            release.wait(10)
+        active.pop()
+        return np.array([[float(len(t))] for t in texts], dtype=np.float32)
+
+    batcher = MicroBatcher(fn, name="t")
+    with ThreadPoolExecutor(8, thread_name_prefix="caller") as pool:
+        first = pool.submit(batcher, ["lone"])
+        assert running.wait(10)
+        rest = [pool.submit(batcher, ["x" * (i + 1)]) for i in range(6)]
+        deadline = time.monotonic() + 10
+        while batcher._queue.qsize() < 6 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        release.set()
+        assert first.result()[0, 0] == 4
+        assert [f.result()[0, 0] for f in rest] == [float(i + 1) for i in range(6)]
+    assert sizes[0] == ("caller_0", 1)
+    assert sizes[1:] == [("pgkb-batch-t", 6)]
+    assert batcher.inline == 1 and batcher.batches == 2 and batcher.items == 7
+
+
+def test_inline_and_batched_rows_are_the_same() -> None:
+    """A query embedded alone by its caller and the same query in a shared batch get the same vector."""
+    from pgkb.embeddings import get_model
+
+    model = get_model("sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched")
+    batcher = MicroBatcher(model.embed_queries, name="same")
+    queries = [f"how far is planet number {i} from its star?" for i in range(12)]
+    alone = np.stack([batcher([q])[0] for q in queries])
+    assert batcher.inline == len(queries)
+    shared = _held_batcher(model.embed_queries, len(queries))
+    with ThreadPoolExecutor(len(queries)) as pool:
+        together = np.stack(list(pool.map(lambda q: shared([q])[0], queries)))
+    assert shared.batches < len(queries)  # some of them really did share a model call
+    assert np.allclose(alone, together, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -87,7 +88,8 @@ def test_several_workers_share_the_port(settings: Settings, tmp_path) -> None:  
     from pgkb.server.keys import create_key
 
     key = create_key(settings)
-    with pgkb_serve(settings, tmp_path / "serve.log", {}, ("--workers", "2")) as (url, proc):
+    log = tmp_path / "serve.log"
+    with pgkb_serve(settings, log, {}, ("--workers", "2", "--log-level", "info")) as (url, proc):
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert len([w for w in workers if "python" in w.name() or "pgkb" in w.name()]) >= 2
         for _ in range(8):
@@ -99,3 +101,26 @@ def test_several_workers_share_the_port(settings: Settings, tmp_path) -> None:  
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(120) == 0  # longer than granian's own 60 s kill timeout for a stuck worker
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    # Each worker's model gets its share of the cores, so two models do not fight over every core.
+    share = max(1, (os.cpu_count() or 1) // 2)
+    lines = [ln for ln in log.read_text().splitlines() if "local embedding models compute with" in ln]
+    assert len(lines) == 2 and all(f"with {share} thread(s)" in ln for ln in lines), log.read_text()
+    assert len({ln.split("server process ")[1].split(":")[0] for ln in lines}) == 2  # two processes
+
+
+def test_worker_model_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cores / workers per worker (at least one); PGKB_MODEL_THREADS, when set, wins."""
+    from pgkb.config import current
+    from pgkb.server.run import worker_settings
+
+    monkeypatch.delenv("PGKB_MODEL_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert worker_settings(current(), 1).model_threads is None  # one process: every core
+    assert worker_settings(current(), 2).model_threads == 4
+    assert worker_settings(current(), 3).model_threads == 2
+    assert worker_settings(current(), 16).model_threads == 1
+    monkeypatch.setenv("PGKB_MODEL_THREADS", "3")
+    assert worker_settings(current(), 2).model_threads == 3
+    monkeypatch.setenv("PGKB_MODEL_THREADS", "0")
+    with pytest.raises(ValidationError, match="PGKB_MODEL_THREADS"):
+        current()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,3 +134,20 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def empty(d: int) -> np.ndarray:
     return np.zeros((0, d), dtype=np.float32)
+
+
+_threads: int | None = None  # set by use_threads(): this process's share of the cores
+
+
+def use_threads(n: int | None) -> None:
+    """Local models loaded from now on in this process compute with `n` threads (None: the default).
+    `pgkb serve --workers N` gives each worker process cores / N, so N models do not oversubscribe."""
+    global _threads
+    _threads = n
+
+
+def model_threads() -> int:
+    """Threads a local model computes with: use_threads(), else PGKB_MODEL_THREADS, else every core."""
+    from pgkb.config import current
+
+    return _threads or current().model_threads or os.cpu_count() or 1

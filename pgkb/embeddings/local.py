@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pgkb.config import quiet_model_libraries
-from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir
+from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir, model_threads
 from pgkb.errors import ModelNotAvailableError
 
 # Measured on 2 cores over msmarco-5k: larger batches only add padding once texts are length-sorted.
@@ -38,7 +38,7 @@ class LocalModel:
                 f"Model {spec.id} needs torch and sentence-transformers ({e}); install 'pgkb[local]' "
                 "or use sentence-transformers.all-minilm-l6-v2-onnx"
             ) from e
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(model_threads())
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no "Loading weights" bar on every start of the CLI or server

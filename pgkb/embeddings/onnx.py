@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from pgkb.config import current, quiet_model_libraries
-from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir
+from pgkb.embeddings.base import HFTokenizer, ModelSpec, empty, minilm_dir, model_threads
 from pgkb.errors import ModelNotAvailableError
 
 GRAPH_PREFIX = "all-minilm-l6-v2-"
@@ -251,7 +251,7 @@ class OnnxModel:
         # per run makes a text's vector a function of the text alone, as for fp32 and the reference.
         self.texts_per_run = int(texts_per_run or spec.options.get("texts_per_run", MAX_TEXTS_PER_RUN))  # type: ignore[call-overload]
         self.tokenizer = HFTokenizer(self.path.parent / "tokenizer.json", max_length=spec.max_input_tokens)
-        self._session = self._new_session(os.cpu_count() or 1)
+        self._session = self._new_session(model_threads())
         self._lock = threading.Lock()  # one run at a time already uses every core
         # One-text runs of many texts: one single-threaded session per core, texts in parallel. Small
         # runs on a 2-thread session spend their time synchronising threads: measured 264-275 docs/s
@@ -285,7 +285,7 @@ class OnnxModel:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="pgkb-onnx")
+                    self._pool = ThreadPoolExecutor(model_threads(), thread_name_prefix="pgkb-onnx")
         # Longest first, so the last texts to finish are short ones and the cores stay busy.
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         out = np.empty((len(encodings), self.dimensions), dtype=np.float32)

@@ -3,6 +3,9 @@
 A bare callable (no framework) keeps the per-request overhead of the Retrieve hot path to routing,
 one signature check, one JSON parse and one JSON dump. The service is synchronous, so its calls
 run in a thread pool; concurrent Retrieve calls meet in the query-embedding micro-batcher there.
+A Retrieve that is the only request in flight, on a server whose recent Retrieve calls were quick,
+runs on the event loop itself: no thread hand-off there and back for a lone client, and nobody
+else is waiting for the loop meanwhile (`InlinePolicy`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +65,24 @@ def _default_invoke(
     return invoke(model_id, body, content_type, accept)
 
 
+class InlinePolicy:
+    """When a request may run its service call on the event loop instead of the thread pool.
+
+    Only `ops` (Retrieve), only when no other request is in flight (after yielding once, so requests
+    the loop has already been handed get counted), and only while the last such call took under
+    `max_s`: a slow one (a remote model, a reranker, a cold cache) goes back to the thread pool, so
+    a lone slow request never holds the loop for long."""
+
+    def __init__(self, ops: frozenset[str] = frozenset({"Retrieve"}), max_s: float = 0.05) -> None:
+        self.ops = ops
+        self.max_s = max_s
+        self.last_s = 0.0  # duration of the last call of `ops`, inline or not
+        self.inline_calls = 0
+
+    def wanted(self, op_name: str) -> bool:
+        return op_name in self.ops and self.last_s < self.max_s
+
+
 class BedrockApp:
     """`service` is a KnowledgeBaseService (or anything with the same method names)."""
 
@@ -83,6 +105,8 @@ class BedrockApp:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgkb-req")
         self.on_shutdown = on_shutdown
         self._params: dict[str, frozenset[str]] = {}
+        self.inline = InlinePolicy()
+        self._in_flight = 0  # HTTP requests between their first line and their answer
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -111,6 +135,13 @@ class BedrockApp:
                 log.exception("error while closing the service")
 
     async def _http(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        self._in_flight += 1
+        try:
+            await self._http_request(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+
+    async def _http_request(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if console.is_console_path(scope["path"]):  # the web console's static files: no signature
             await self._send(send, Response(*console.respond(scope["method"], scope["path"])))
             return
@@ -155,7 +186,7 @@ class BedrockApp:
             if op.name in _STREAMS:
                 await self._stream(op, kwargs, request_id, send)
                 return
-            result = await self._run(self._dispatch, op, kwargs)
+            result = await self._call(op, kwargs)
             response = serialize_output(op, result, request_id)
         except (WireError, PgkbError) as err:
             response = error_response(err, op, request_id)
@@ -213,6 +244,26 @@ class BedrockApp:
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _call(self, op: Operation, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The service call, on the loop when `InlinePolicy` allows it, else in the thread pool."""
+        policy = self.inline
+        if op.name not in policy.ops:
+            result: dict[str, Any] = await self._run(self._dispatch, op, kwargs)
+            return result
+        inline = False
+        if policy.wanted(op.name):
+            await asyncio.sleep(0)  # let requests already handed to the loop count themselves in
+            inline = self._in_flight == 1
+        t0 = time.perf_counter()
+        try:
+            if inline:
+                policy.inline_calls += 1
+                return self._dispatch(op, kwargs)
+            result = await self._run(self._dispatch, op, kwargs)
+            return result
+        finally:
+            policy.last_s = time.perf_counter() - t0
 
     # -- dispatch --------------------------------------------------------------------------
     def _dispatch(self, op: Operation, kwargs: dict[str, Any]) -> dict[str, Any]:

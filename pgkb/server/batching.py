@@ -1,10 +1,12 @@
 """Micro-batching of concurrent query embeddings: many Retrieve calls, one model call.
 
-Each request thread hands its texts to a per-model worker thread and waits. The worker takes
-everything queued (up to `max_items`), runs one `embed_queries` call and hands the rows back. While
-the model runs, new requests queue up and form the next batch, so batching follows the load with
-no timer on the single-client path. When the previous batch held more than one request (the server
-is busy) the worker lingers up to `max_wait_s` for stragglers before it runs.
+A request that finds the model idle and nobody waiting runs the model itself, in its own thread: a
+lone client pays no thread hand-off. A request that finds the model busy hands its texts to a
+per-model worker thread and waits. The worker takes everything queued (up to `max_items`) as soon as
+the model is free, runs one `embed_queries` call and hands the rows back. While the model runs, new
+requests queue up and form the next batch, so batching follows the load with no timer on the
+single-client path. When the previous batch held more than one request (the server is busy) the
+worker lingers up to `max_wait_s` for stragglers before it runs.
 
 A failure belongs to the request that caused it: when a shared batch raises, each of its requests
 is re-run alone, so only the request with the bad input gets the error.
@@ -46,9 +48,14 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._held: _Request | None = None  # taken from the queue but did not fit in the last batch
+        # `_busy`: a model call (inline or the worker's) is running; `_waiting`: requests handed to the
+        # worker and not yet answered. Both under `_cond`, which the worker waits on for the model.
+        self._cond = threading.Condition()
         self._busy = False
-        self.batches = 0  # counters for the bench
+        self._waiting = 0
+        self.batches = 0  # counters for the bench and the tests
         self.items = 0
+        self.inline = 0  # model calls made in the caller's thread (the model was idle)
         self.isolations = 0  # failed batches re-run one request at a time
         self._thread = threading.Thread(target=self._run, name=f"pgkb-batch-{name}", daemon=True)
         self._thread.start()
@@ -57,7 +64,25 @@ class MicroBatcher:
         req = _Request(list(texts))
         if len(req.texts) >= self.max_items:
             return self.fn(req.texts)  # already a batch: no point queueing
-        self._queue.put(req)
+        with self._cond:
+            alone = not self._busy and self._waiting == 0
+            if alone:
+                self._busy = True
+            else:
+                self._waiting += 1
+                self._queue.put(req)
+        if alone:
+            # Nothing to batch with: run here rather than wake the worker and wait for it. Requests
+            # arriving meanwhile queue for the worker, which starts as soon as this call ends.
+            try:
+                return self.fn(req.texts)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self.inline += 1
+                    self.batches += 1
+                    self.items += len(req.texts)
+                    self._cond.notify_all()
         req.done.wait()
         if req.error is not None:
             raise req.error
@@ -90,6 +115,10 @@ class MicroBatcher:
         while True:
             first = self._held or self._queue.get()
             self._held = None
+            with self._cond:  # an inline call may hold the model: its end starts this batch
+                while self._busy:
+                    self._cond.wait()
+                self._busy = True
             batch = [first]
             count = self._take(batch, len(first.texts), None)
             if self._held is None and count < self.max_items and last_batch_size > 1 and self.max_wait_s > 0:
@@ -110,8 +139,12 @@ class MicroBatcher:
             except BaseException as exc:  # every waiter must wake up, with the model's error
                 for r in batch:
                     r.error = exc
-            self.batches += 1
-            self.items += len(texts)
+            with self._cond:
+                self.batches += 1
+                self.items += len(texts)
+                self._waiting -= len(batch)
+                self._busy = False
+                self._cond.notify_all()
             for r in batch:
                 r.done.set()
 
@@ -168,6 +201,7 @@ def stats() -> list[dict[str, Any]]:
                 "model": getattr(getattr(m, "spec", None), "id", type(m).__name__),
                 "calls": b.batcher.batches,
                 "queries": b.batcher.items,
+                "inline": b.batcher.inline,
             }
             for m, b in _batched.values()
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import socket
 from functools import partial
@@ -51,6 +52,15 @@ def install_batching(service: Any) -> None:
     service.query_embedder = lambda model, text: batched(model).embed_queries([text])[0]
 
 
+def worker_settings(settings: Settings, workers: int) -> Settings:
+    """Each of `workers` processes gets its share of the cores for its model (cores / workers, at least
+    one), unless PGKB_MODEL_THREADS says otherwise: N models each sized to every core would make
+    N x cores threads fight for the cores."""
+    if settings.model_threads is not None or workers <= 1:
+        return settings
+    return settings.replace(model_threads=max(1, (os.cpu_count() or 1) // workers))
+
+
 KEY_CACHE_TTL_ENV = "PGKB_KEY_CACHE_TTL_S"
 
 
@@ -72,10 +82,13 @@ def key_cache_ttl() -> float:
 def build_app(settings: Settings, *, no_auth: bool = False, service: Any = None) -> Any:
     """The app over a new KnowledgeBaseService (or `service`), verifying SigV4 unless `no_auth`."""
     from pgkb.db import open_database
+    from pgkb.embeddings.base import model_threads, use_threads
     from pgkb.server.app import create_app
     from pgkb.server.auth import SigV4Verifier
     from pgkb.server.keys import KeyStore
 
+    use_threads(settings.model_threads)  # before any model loads in this (worker) process
+    log.info("server process %d: local embedding models compute with %d thread(s)", os.getpid(), model_threads())
     if service is None:
         from pgkb.service import KnowledgeBaseService
 
@@ -93,10 +106,11 @@ def build_app(settings: Settings, *, no_auth: bool = False, service: Any = None)
 
         for st in stats():
             log.info(
-                "query micro-batching for %s: %d model calls for %d queries",
+                "query micro-batching for %s: %d model calls for %d queries (%d run by a lone request itself)",
                 st["model"],
                 st["calls"],
                 st["queries"],
+                st["inline"],
             )
         close = getattr(service, "close", None)
         if callable(close):
@@ -153,6 +167,7 @@ def serve(
     workers = 1 if workers is None else workers
     if workers < 1:
         raise ValidationError("--workers must be at least 1")
+    settings = worker_settings(settings, workers)
 
     # The embedded PostgreSQL is shared by every pgkb process on the data dir: stop it on shutdown
     # only when this server is the one that started it.
