@@ -1,7 +1,7 @@
 """awscli v1 (`aws bedrock-agent-runtime retrieve --endpoint-url ...`) against a real `pgkb serve`.
 
 awscli v1 carries its own botocore and service models, so it runs from a venv of its own
-(tests/pyclient_helpers.py, pins in tests/pyclients/awscli.txt). Its auto-pagination follows the
+(tests/helpers/pyclients.py, pins in tests/pyclients/awscli.txt). Its auto-pagination follows the
 Retrieve paginator (`nextToken`), so it must stop at `numberOfResults` like boto3's paginator does.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyclient_helpers import client_venv
-from server_helpers import pgkb_serve
+from helpers.pyclients import client_venv
+from helpers.servers import pgkb_serve
 from test_boto3_e2e import Server, inline_kb
 
 from pgkb.config import Settings

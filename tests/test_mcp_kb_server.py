@@ -2,7 +2,7 @@
 to over MCP stdio as an MCP host does, against a real `pgkb serve`: the server discovers knowledge
 bases by their `mcp-multirag-kb` tag (ListKnowledgeBases, GetKnowledgeBase, ListTagsForResource,
 ListDataSources) and answers QueryKnowledgeBases with Retrieve. It and the MCP SDK run from a venv of
-their own (tests/pyclient_helpers.py, pins in tests/pyclients/bedrock-kb-mcp.txt), pointed at pgkb by
+their own (tests/helpers/pyclients.py, pins in tests/pyclients/bedrock-kb-mcp.txt), pointed at pgkb by
 AWS_ENDPOINT_URL alone."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from pyclient_helpers import PINS, client_venv
-from server_helpers import pgkb_serve
+from helpers.pyclients import PINS, client_venv
+from helpers.servers import pgkb_serve
 from test_boto3_e2e import Server, inline_kb
 
 from pgkb.config import Settings

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from corpus import paragraphs
-from server_helpers import running
+from helpers.servers import running
 
 from pgkb.config import Settings
 from pgkb.server.app import BedrockApp
