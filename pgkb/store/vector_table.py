@@ -2,8 +2,9 @@
 
 Layout (contract §4.2): `id uuid PRIMARY KEY, embedding vector(n), chunks text, metadata json,
 custom_metadata jsonb` with an HNSW cosine index on the vector, a GIN full-text index on
-`to_tsvector('simple', chunks)` and a GIN index on `custom_metadata`. Column names come from the
-knowledge base's field mapping.
+`to_tsvector('simple', chunks)` and a GIN index on `custom_metadata` (jsonb_path_ops on tables pgkb
+creates; either operator class on tables it validates). Column names come from the knowledge base's
+field mapping.
 """
 
 from __future__ import annotations
@@ -176,7 +177,10 @@ def index_statements(table: TableRef, mapping: FieldMapping, *, ef_construction:
         f"CREATE INDEX ON {t} USING gin (to_tsvector('simple', {_q(mapping.text)}))",
     ]
     if mapping.custom_metadata:
-        out.append(f"CREATE INDEX ON {t} USING gin ({_q(mapping.custom_metadata)})")
+        # jsonb_path_ops: one hashed entry per (key, value) path, so `{"k": "v"}` containment (what
+        # filters compile to) fetches only matching rows; the default jsonb_ops indexes keys and values
+        # apart and fetched every row with any attribute equal to "v" (100x the rows at 0.5 %).
+        out.append(f"CREATE INDEX ON {t} USING gin ({_q(mapping.custom_metadata)} jsonb_path_ops)")
     return out
 
 
