@@ -264,7 +264,10 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}, {}").format(ix.postings, ix.stats, ix.df))
     conn.execute(
         sql.SQL(
-            "CREATE TABLE {} (term text NOT NULL, doc uuid NOT NULL, tf int NOT NULL, dl int NOT NULL,"
+            # COLLATE "C": terms are only ever compared for equality and grouped, never shown in
+            # order, so byte order serves; it halves the sort of a bulk build's two indexes (the
+            # database's C.UTF-8 goes through strcoll) and every B-tree comparison after it.
+            "CREATE TABLE {} (term text COLLATE \"C\" NOT NULL, doc uuid NOT NULL, tf int NOT NULL, dl int NOT NULL,"
             " PRIMARY KEY (term, doc) INCLUDE (tf, dl))"
         ).format(ix.postings)
     )
@@ -320,7 +323,7 @@ def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, c
 
 def _create_df(conn: psycopg.Connection, ix: Bm25Index, *, backfill: bool) -> None:
     """The df deltas table (with `backfill`: df counted from the existing postings)."""
-    conn.execute(sql.SQL("CREATE TABLE {} (term text NOT NULL, d bigint NOT NULL)").format(ix.df))
+    conn.execute(sql.SQL("CREATE TABLE {} (term text COLLATE \"C\" NOT NULL, d bigint NOT NULL)").format(ix.df))
     conn.execute(sql.SQL("CREATE INDEX {} ON {} (term) INCLUDE (d)").format(sql.Identifier(f"{ix.base}_df_term"), ix.df))
     if backfill:
         conn.execute(sql.SQL("INSERT INTO {} (term, d) SELECT term, count(*) FROM {} GROUP BY term").format(ix.df, ix.postings))
