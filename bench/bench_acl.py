@@ -35,7 +35,8 @@ from pgkb.retrieval.evaluation import percentile  # noqa: E402
 from pgkb.retrieval.filters import acl_predicate  # noqa: E402
 from pgkb.retrieval.search import search  # noqa: E402
 from pgkb.store.acl import enable_acl, lookup_principal, principal_ids, principals  # noqa: E402
-from pgkb.store.vector_table import ChunkRow, TableRef, create_table, index_statements, write_rows  # noqa: E402
+from pgkb.store.ddl import vector_indexes  # noqa: E402
+from pgkb.store.vector_table import ChunkRow, TableRef, create_table, write_rows  # noqa: E402
 
 FOLDERS = 200
 TIERS = {"50%": 100, "5%": 10, "0.5%": 1}  # folders granted to each user of the tier
@@ -89,7 +90,7 @@ def build(conn, n: int, users: int, rng: np.random.Generator) -> tuple[TableRef,
         t0 = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute("SET max_parallel_maintenance_workers = 1")
-        for stmt in index_statements(table, MAPPING):
+        for stmt in vector_indexes(table, MAPPING):
             conn.execute(stmt)  # type: ignore[arg-type]
         enable_acl(conn, table)  # its GIN index
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table.ident))

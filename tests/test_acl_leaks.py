@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from acl_helpers import (
+from helpers.acl import (
     connector,
     custom_source,
     folder_source,

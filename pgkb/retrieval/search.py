@@ -34,6 +34,7 @@ from psycopg import sql
 from pgkb.errors import ValidationError
 from pgkb.retrieval import bm25, fusion
 from pgkb.retrieval.filters import SYSTEM_PREFIXES, compile_filter
+from pgkb.store import ddl
 from pgkb.store.vector_table import (
     CHUNK_ID,
     DATA_SOURCE_ID,
@@ -119,18 +120,8 @@ def _has_iterative_scan(conn: psycopg.Connection) -> bool:
     version = _PGVECTOR.get(key)
     if version is None:
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        version = _PGVECTOR[key] = parse_version(row[0] if row else "0")
+        version = _PGVECTOR[key] = ddl.version_tuple(row[0] if row else None)
     return version >= (0, 8)
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    parts = []
-    for p in text.split("."):
-        digits = "".join(ch for ch in p if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts) or (0,)
 
 
 def validate_request(query_text: str | None, k: int, search_type: str) -> None:
