@@ -76,6 +76,8 @@ class Settings(BaseSettings):
         None, repr=False, description="Fernet key encrypting stored access keys (default: a key file in data_dir).")
     defer_hnsw: bool = Field(True, description="A first sync into an empty table builds HNSW after the rows "
                              "(0 turns it off).")
+    defer_bm25: bool = Field(True, description="A first sync into an empty table builds the BM25 statistics and "
+                             "the GIN indexes after the rows (0 turns it off).")
     index_build_memory: str = Field("2GB", pattern=r"^\s*\d+\s*(kB|MB|GB|TB)\s*$",
                                     description="Upper bound of maintenance_work_mem for an HNSW build.")
     index_build_workers: int | None = Field(None, ge=0, description="Parallel workers for an HNSW build; unset "

@@ -184,6 +184,27 @@ def test_equality_uses_the_gin_index(conn, layouts) -> None:
     assert "Bitmap Index Scan" in plan and "@>" in plan, plan
 
 
+def test_a_selective_equality_fetches_only_its_rows_from_the_gin_index(conn) -> None:
+    """pgkb's tables index custom metadata with jsonb_path_ops: `{"rare": "yes"}` looks up the hashed
+    (key, value) path, not "yes" anywhere (jsonb_ops fetched every row with any attribute "yes", then
+    rechecked them all: 112 ms at 0.5 % of 100,000 chunks)."""
+    t, m = TableRef(conn.info_schema, "kb_selective"), FieldMapping()  # type: ignore[attr-defined]
+    create_table(conn, t, m, 4)
+    docs = {f"d{i}": {"rare": "yes" if i % 100 == 0 else "no", "common": "yes"} for i in range(300)}
+    _write(conn, t, m, _rows(docs))
+    conn.execute(sql.SQL("ANALYZE {}").format(t.ident))
+    pred, params = compile_filter({"equals": {"key": "rare", "value": "yes"}}, m, alias="c")
+    conn.execute("SET enable_seqscan = off")
+    try:
+        plan = "\n".join(r[0] for r in conn.execute(
+            sql.SQL("EXPLAIN (ANALYZE, TIMING OFF) SELECT 1 FROM {} AS c WHERE {}").format(t.ident, pred), params))
+    finally:
+        conn.execute("RESET enable_seqscan")
+    scan = next(line for line in plan.splitlines() if "Bitmap Index Scan" in line)
+    assert float(scan.split("actual rows=")[1].split()[0]) == 3, plan  # the 3 matching rows, nothing to recheck away
+    assert _ids(conn, t, m, {"equals": {"key": "rare", "value": "yes"}}) == {"d0", "d100", "d200"}
+
+
 @pytest.mark.parametrize(
     "f, needle",
     [

@@ -1,6 +1,6 @@
-"""Initial loads (issue 19): a first sync into an empty table builds the HNSW index after the rows
-are in; later syncs insert into the existing index; a first sync killed mid-way leaves the index
-for the next job to build."""
+"""Initial loads (issue 19): a first sync into an empty table builds the HNSW and GIN indexes and the
+BM25 statistics after the rows are in; later syncs insert into the existing indexes and keep the
+statistics row by row; a first sync killed mid-way leaves the work for the next job to finish."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ import pytest
 from helpers.jobs import wait_claim_released
 
 from pgkb.config import Settings
+from pgkb.retrieval import bm25
 from pgkb.service import KnowledgeBaseService
+from pgkb.store import index_build
 
 ARN = "arn:aws:bedrock:us-east-1::foundation-model/sentence-transformers.all-minilm-l6-v2"
 
@@ -68,6 +70,55 @@ def rows(svc: Any, kb_id: str) -> int:
         return conn.execute(f'SELECT count(*) FROM "{kb.table.schema}"."{kb.table.name}"').fetchone()[0]
 
 
+def gin(svc: Any, kb_id: str) -> list[int]:
+    """oids of the table's GIN indexes (full text, custom metadata)."""
+    kb = svc.resolve(kb_id)
+    with kb.database.connection() as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT i.indexrelid::bigint FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+            " JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = %s::regclass AND am.amname = 'gin' ORDER BY 1",
+            (f'"{kb.table.schema}"."{kb.table.name}"',))]
+
+
+def statistics(svc: Any, kb_id: str) -> tuple[bool, list[tuple[Any, ...]], set[tuple[Any, ...]], tuple[int, int]]:
+    """(ready, postings as (term, chunk text, tf, dl), df as (term, d), stats (n, total)) of the KB's BM25 statistics."""
+    kb = svc.resolve(kb_id)
+    with kb.database.connection() as conn:
+        ix = bm25.lookup(conn, kb.table)
+        assert ix is not None
+        t = f'"{kb.table.schema}"."{kb.table.name}"'
+        p = f'"{bm25.SCHEMA}"."{ix.base}_postings"'
+        post = sorted(tuple(r) for r in conn.execute(f"SELECT p.term, c.chunks, p.tf, p.dl FROM {p} p JOIN {t} c ON c.id = p.doc"))
+        df = {tuple(r) for r in conn.execute(
+            f'SELECT term, sum(d) FROM "{bm25.SCHEMA}"."{ix.base}_df" GROUP BY term HAVING sum(d) <> 0')}
+        n, total = conn.execute(f'SELECT coalesce(sum(n), 0), coalesce(sum(total), 0) FROM "{bm25.SCHEMA}"."{ix.base}_stats"').fetchone()
+    return ix.ready, post, df, (int(n), int(total))
+
+
+def expected_statistics(svc: Any, kb_id: str) -> tuple[list[tuple[Any, ...]], tuple[int, int]]:
+    """Postings (term, chunk text, tf, dl; a sorted multiset: chunks may repeat) and stats tokenised
+    afresh from the table's rows."""
+    kb = svc.resolve(kb_id)
+    with kb.database.connection() as conn:
+        t = f'"{kb.table.schema}"."{kb.table.name}"'
+        post = sorted(tuple(r) for r in conn.execute(
+            "WITH tok AS (SELECT c.id, c.chunks, u.lexeme, cardinality(u.positions) AS tf"
+            f" FROM {t} c, unnest(to_tsvector('english', c.chunks)) u WHERE c.embedding IS NOT NULL)"
+            " SELECT lexeme, chunks, tf, (sum(tf) OVER (PARTITION BY id))::int FROM tok"))
+        n = conn.execute(f"SELECT count(*) FROM {t} WHERE embedding IS NOT NULL AND chunks IS NOT NULL").fetchone()[0]
+    return post, (int(n), sum(p[2] for p in post))
+
+
+def assert_statistics_exact(svc: Any, kb_id: str) -> None:
+    ready, post, df, st = statistics(svc, kb_id)
+    want, want_stats = expected_statistics(svc, kb_id)
+    assert ready and post == want and st == want_stats
+    counts: dict[str, int] = {}
+    for term, *_ in want:
+        counts[term] = counts.get(term, 0) + 1
+    assert df == set(counts.items())
+
+
 def uses_hnsw(svc: Any, kb_id: str) -> bool:
     """Whether a nearest-neighbour query on the table plans an HNSW index scan."""
     kb = svc.resolve(kb_id)
@@ -85,7 +136,8 @@ def test_first_sync_builds_the_index_after_the_rows_later_syncs_keep_it(svc: Any
     corpus.write_folder(folder, 30)
     kb_id, ds_id = make_kb(svc, folder)
     (created, valid, _), = hnsw(svc, kb_id)
-    assert valid
+    gins = gin(svc, kb_id)
+    assert valid and len(gins) == 2
 
     job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
     assert job["status"] == "COMPLETE"
@@ -93,12 +145,19 @@ def test_first_sync_builds_the_index_after_the_rows_later_syncs_keep_it(svc: Any
     assert first != created  # dropped before the load, built from the rows after it
     assert valid and ready and records(svc, kb_id) == 0
     assert uses_hnsw(svc, kb_id)
+    first_gins = gin(svc, kb_id)
+    assert len(first_gins) == 2 and not set(first_gins) & set(gins)  # GIN indexes built after the rows too
+    assert_statistics_exact(svc, kb_id)  # BM25 statistics rebuilt in one pass, triggers back on
 
     corpus.write_folder(folder, 10, offset=500)
+    (folder / "doc0001.txt").write_text(corpus.paragraphs(1, 600)[0])  # a modified document
+    (folder / "doc0002.txt").unlink()  # a deleted one
     job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
     assert job["status"] == "COMPLETE" and job["statistics"]["numberOfNewDocumentsIndexed"] == 10
     (second, valid, _), = hnsw(svc, kb_id)
     assert second == first and valid  # the table was not empty: rows went into the existing index
+    assert gin(svc, kb_id) == first_gins
+    assert_statistics_exact(svc, kb_id)  # kept by the triggers, row by row
     hits = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "the"})["retrievalResults"]
     assert hits
 
@@ -108,9 +167,35 @@ def test_defer_can_be_turned_off(svc: Any, tmp_path: Path, monkeypatch: pytest.M
     corpus.write_folder(folder, 5)
     kb_id, ds_id = make_kb(svc, folder)
     (created, _, _), = hnsw(svc, kb_id)
+    gins = gin(svc, kb_id)
     monkeypatch.setenv("PGKB_DEFER_HNSW", "0")
+    monkeypatch.setenv("PGKB_DEFER_BM25", "0")
     assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
     assert [h[0] for h in hnsw(svc, kb_id)] == [created]
+    assert gin(svc, kb_id) == gins
+    assert_statistics_exact(svc, kb_id)
+
+
+def test_a_deferred_load_has_the_statistics_and_hybrid_ranking_of_a_row_by_row_load(
+    svc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "docs"
+    corpus.write_folder(folder, 25)
+    deferred_kb, deferred_ds = make_kb(svc, folder)
+    kept_kb, kept_ds = make_kb(svc, folder)
+    assert svc.run_ingestion_job(knowledgeBaseId=deferred_kb, dataSourceId=deferred_ds)["ingestionJob"]["status"] == "COMPLETE"
+    monkeypatch.setenv("PGKB_DEFER_BM25", "0")
+    assert svc.run_ingestion_job(knowledgeBaseId=kept_kb, dataSourceId=kept_ds)["ingestionJob"]["status"] == "COMPLETE"
+    a, b = statistics(svc, deferred_kb), statistics(svc, kept_kb)
+    assert a[0] and b[0] and a[1] and a[1:] == b[1:]
+
+    def hybrid(kb_id: str) -> list[tuple[str, float]]:
+        res = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": corpus.paragraphs(1, 3)[0][:120]},
+                           retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 8,
+                                                                                 "overrideSearchType": "HYBRID"}})
+        return [(r["content"]["text"], round(r["score"], 9)) for r in res["retrievalResults"]]
+
+    assert hybrid(deferred_kb) == hybrid(kept_kb) and hybrid(deferred_kb)
 
 
 CHILD = textwrap.dedent(
@@ -140,16 +225,22 @@ def test_first_sync_killed_mid_way_then_rerun_leaves_a_valid_index(svc: Any, set
     child.send_signal(signal.SIGKILL)
     child.wait()
     wait_claim_released(svc, ds_id)
-    # What the kill left: rows without their HNSW index, and the record that it is owed.
+    # What the kill left: rows without their HNSW and GIN indexes, BM25 statistics suspended, and the
+    # records that all of it is owed.
     assert rows(svc, kb_id) >= 40
-    assert hnsw(svc, kb_id) == [] and records(svc, kb_id) == 1
+    assert hnsw(svc, kb_id) == [] and gin(svc, kb_id) == [] and records(svc, kb_id) == 4
+    assert not statistics(svc, kb_id)[0]
     assert svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "the"})["retrievalResults"]  # exact scan meanwhile
+    hybrid = {"vectorSearchConfiguration": {"overrideSearchType": "HYBRID"}}  # the text-index fallback meanwhile
+    assert svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "the river"},
+                        retrievalConfiguration=hybrid)["retrievalResults"]
 
     job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
     assert job["status"] == "COMPLETE"
     (_, valid, ready), = hnsw(svc, kb_id)
-    assert valid and ready and records(svc, kb_id) == 0
+    assert valid and ready and records(svc, kb_id) == 0 and len(gin(svc, kb_id)) == 2
     assert uses_hnsw(svc, kb_id)
+    assert_statistics_exact(svc, kb_id)
 
 
 def test_a_job_with_nothing_to_index_still_builds_an_owed_index(svc: Any, tmp_path: Path) -> None:
@@ -173,3 +264,24 @@ def test_a_job_with_nothing_to_index_still_builds_an_owed_index(svc: Any, tmp_pa
     assert job["status"] == "COMPLETE" and job["statistics"]["numberOfNewDocumentsIndexed"] == 0
     (_, valid, _), = hnsw(svc, kb_id)
     assert valid and records(svc, kb_id) == 0
+
+
+def test_a_job_with_nothing_to_index_finishes_an_owed_bm25_rebuild(svc: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    corpus.write_folder(folder, 6)
+    kb_id, ds_id = make_kb(svc, folder)
+    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    # Simulate a job killed mid-load: the record, the triggers off, statistics that lag the rows.
+    kb = svc.resolve(kb_id)
+    with svc.db.connection() as conn:
+        index_build.record(conn, kb_id, [index_build.BM25_RECORD])
+    with kb.database.connection() as conn:
+        assert bm25.suspend_bm25(conn, kb.table)
+        ix = bm25.lookup(conn, kb.table)
+        assert ix is not None
+        conn.execute(f'DELETE FROM "{bm25.SCHEMA}"."{ix.base}_postings" WHERE term < %s', ("m",))
+    assert not statistics(svc, kb_id)[0]
+    job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
+    assert job["status"] == "COMPLETE" and job["statistics"]["numberOfNewDocumentsIndexed"] == 0
+    assert records(svc, kb_id) == 0
+    assert_statistics_exact(svc, kb_id)

@@ -230,7 +230,7 @@ class IngestionRun:
         try:
             self.writer.finish_initial_load()
         except Exception as exc:  # the rows stand; the record stays for the next job
-            log.warning("ingestion job %s: HNSW index not built yet: %s", self.job_id, str(exc).splitlines()[0])
+            log.warning("ingestion job %s: deferred indexes not built yet: %s", self.job_id, str(exc).splitlines()[0])
 
     def _current(self) -> dict[str, Any]:
         with self.catalog_db.connection() as conn:
@@ -303,7 +303,7 @@ class IngestionRun:
         )
         self._check_stop()
         if work:
-            self.writer.begin_initial_load()  # an empty table: HNSW built once the rows are in
+            self.writer.begin_initial_load()  # an empty table: HNSW, GIN, BM25 built once the rows are in
         self._index(work)
 
     def _apply_acls(

@@ -10,8 +10,9 @@ which the next sync re-processes and cleans up. The catalog and the vector table
 different databases.
 
 Initial loads: `begin_initial_load` (a job about to index into an empty table) sets the table's HNSW
-index aside and `finish_initial_load` builds it from the rows, with the records of
-`pgkb.store.index_build` making a killed job's index the next job's to build.
+and GIN indexes aside and suspends its BM25 statistics' triggers; `finish_initial_load` rebuilds the
+statistics in one set-based pass and builds the indexes from the rows, with the records of
+`pgkb.store.index_build` making a killed job's unfinished work the next job's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pgkb.db import Database
 from pgkb.ingestion.acl import NO_ACL_HIDDEN
 from pgkb.ingestion.documents import PreparedDocument
 from pgkb.kb import KnowledgeBase
+from pgkb.retrieval import bm25
 from pgkb.retrieval.bm25 import compact_bm25
 from pgkb.store import catalog, index_build
 from pgkb.store.acl import RowAcl, intern, row_acl, update_row_acls
@@ -178,53 +180,69 @@ class DocumentWriter:
 
     def begin_initial_load(self) -> bool:
         """Before indexing: if the table is empty (or an earlier initial load was interrupted), set
-        its HNSW indexes aside so that `finish_initial_load` builds them once from all the rows.
-        Returns True when the indexes are deferred. PGKB_DEFER_HNSW=0 turns this off."""
-        if not current().defer_hnsw:
+        its HNSW and GIN indexes aside and suspend its BM25 statistics, so that `finish_initial_load`
+        builds them once from all the rows. Returns True when anything is deferred.
+        PGKB_DEFER_HNSW=0 keeps the HNSW index, PGKB_DEFER_BM25=0 the statistics and GIN indexes."""
+        settings = current()
+        if not (settings.defer_hnsw or settings.defer_bm25):
             return False
         with self.catalog_db.connection() as conn:
             if index_build.deferred(conn, self.kb.id):
                 return True  # an interrupted initial load: carry on with it
+        methods = (["hnsw"] if settings.defer_hnsw else []) + (["gin"] if settings.defer_bm25 else [])
         with self.kb.database.connection() as conn:
             index_build.lock_table_builds(conn, self.kb.table)
             if not index_build.is_empty(conn, self.kb.table):
                 return False
-            found = index_build.hnsw_indexes(conn, self.kb.table)
-        if not found:
+            found = index_build.deferrable_indexes(conn, self.kb.table, methods)
+            ix = bm25.lookup(conn, self.kb.table) if settings.defer_bm25 else None
+        statistics = ix is not None and ix.has_df and ix.ready
+        todo = found + ([index_build.BM25_RECORD] if statistics else [])
+        if not todo:
             return False
         with self.catalog_db.connection() as conn:  # the record first: a crash after it loses nothing
-            index_build.record(conn, self.kb.id, found)
+            index_build.record(conn, self.kb.id, todo)
         try:
-            with self.kb.database.connection() as conn:
+            with self.kb.database.connection() as conn:  # one transaction: all set aside, or none
                 index_build.lock_table_builds(conn, self.kb.table)
                 index_build.drop(conn, self.kb.table, [n for n, _ in found])
+                if statistics:
+                    bm25.suspend_bm25(conn, self.kb.table)
         except Exception as exc:  # e.g. a role that does not own the table: index row by row instead
-            log.warning("HNSW index of %s kept during the initial load: %s", self.kb.table, str(exc).splitlines()[0])
+            log.warning("indexes of %s kept during the initial load: %s", self.kb.table, str(exc).splitlines()[0])
             with self.catalog_db.connection() as conn:
-                index_build.forget(conn, self.kb.id, [n for n, _ in found])
+                index_build.forget(conn, self.kb.id, [n for n, _ in todo])
             return False
-        log.info("initial load of %s: HNSW index(es) %s built after the rows", self.kb.table, [n for n, _ in found])
+        log.info("initial load of %s: %s built after the rows", self.kb.table, [n for n, _ in todo])
         return True
 
     def finish_initial_load(self) -> None:
-        """Build the HNSW indexes set aside for this knowledge base (none: nothing to do), then forget
-        them. A failure leaves the record, so the next job builds them."""
+        """Rebuild the BM25 statistics and build the indexes set aside for this knowledge base (none:
+        nothing to do), then forget them. Each step commits on its own and is idempotent; a failure
+        leaves the records, so the next job finishes the work."""
         with self.catalog_db.connection() as conn:
             todo = index_build.deferred(conn, self.kb.id)
         if not todo:
             return
         t0 = time.monotonic()
+        indexes = [(n, d) for n, d in todo if n != index_build.BM25_RECORD[0]]
         with self.kb.database.connection() as conn:
-            index_build.lock_table_builds(conn, self.kb.table)
             # An exact count (statistics may not exist yet after a bulk load): sub-second at 1M rows.
             counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.kb.table.ident)).fetchone()
-            rows = counted[0] if counted else 0
-            memory = index_build.build_memory_kb(int(rows), self.kb.dimensions)
-            for _, definition in todo:
-                index_build.build(conn, definition, memory_kb=memory, workers=index_build.build_workers())
+        memory = index_build.build_memory_kb(int(counted[0] if counted else 0), self.kb.dimensions)
+        if len(indexes) < len(todo):
+            with self.kb.database.connection() as conn:
+                index_build.lock_table_builds(conn, self.kb.table)
+                bm25.rebuild_bm25(conn, self.kb.table, self.kb.mapping, memory_kb=memory)
+            log.info("rebuilt BM25 statistics of %s in %.1f s", self.kb.table, time.monotonic() - t0)
+        if indexes:
+            with self.kb.database.connection() as conn:
+                index_build.lock_table_builds(conn, self.kb.table)
+                for _, definition in indexes:
+                    index_build.build(conn, definition, memory_kb=memory, workers=index_build.build_workers())
         with self.catalog_db.connection() as conn:
             index_build.forget(conn, self.kb.id, [n for n, _ in todo])
-        log.info("built HNSW index(es) of %s in %.1f s", self.kb.table, time.monotonic() - t0)
+        log.info("finished the initial load of %s in %.1f s", self.kb.table, time.monotonic() - t0)
 
     def fold_statistics(self) -> None:
         """Fold the BM25 deltas that writes appended (queries then read fewer rows). Best effort: the

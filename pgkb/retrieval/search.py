@@ -95,9 +95,11 @@ class SearchHit:
     page: int | None = None
 
 
-# Which tables have BM25 statistics (positive answers only: an install is seen on the next query;
-# statistics of an older pgkb are looked up again each time, so their upgrade is seen too).
-_BM25: dict[tuple[str, str, str], bm25.Bm25Index] = {}
+# Which tables have BM25 statistics ready to read, remembered for BM25_RECHECK_S (positive answers
+# only: an install is seen on the next query; statistics of an older pgkb, or suspended by an initial
+# load, are looked up again each time; a load that suspends cached statistics is seen within the TTL).
+_BM25: dict[tuple[str, str, str], tuple[bm25.Bm25Index, float]] = {}
+BM25_RECHECK_S = 1.0
 
 
 def _conn_key(conn: psycopg.Connection, table: TableRef) -> tuple[str, str, str]:
@@ -107,11 +109,15 @@ def _conn_key(conn: psycopg.Connection, table: TableRef) -> tuple[str, str, str]
 
 def _bm25_index(conn: psycopg.Connection, table: TableRef) -> bm25.Bm25Index | None:
     key = _conn_key(conn, table)
-    ix = _BM25.get(key)
-    if ix is None:
-        ix = bm25.lookup(conn, table)
-        if ix is not None and ix.has_df:
-            _BM25[key] = ix
+    cached = _BM25.get(key)
+    if cached is not None and time.monotonic() - cached[1] < BM25_RECHECK_S:
+        return cached[0]
+    ix = bm25.lookup(conn, table)
+    if ix is not None and not ix.ready:
+        _BM25.pop(key, None)
+        return None  # an initial load is under way: the statistics lag the rows
+    if ix is not None and ix.has_df:
+        _BM25[key] = (ix, time.monotonic())
     return ix
 
 

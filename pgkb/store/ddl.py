@@ -133,9 +133,13 @@ def fts_index(table: TableRef, column: str, *, name: str | None = None) -> Stmt:
     )
 
 
-def jsonb_index(table: TableRef, column: str, *, name: str | None = None) -> Stmt:
-    """GIN on the custom-metadata jsonb: what metadata filters (@>) use."""
-    return sql.SQL("{} {} USING gin ({})").format(_create_index(name), table.ident, sql.Identifier(column))
+def jsonb_index(table: TableRef, column: str, *, name: str | None = None, path_ops: bool = False) -> Stmt:
+    """GIN on the custom-metadata jsonb: what metadata filters (@>) use. `path_ops` (tables pgkb
+    creates): jsonb_path_ops hashes each (key, value) path, so `{"k": "v"}` containment fetches only
+    matching rows; the default jsonb_ops indexes keys and values apart and fetched every row with any
+    attribute equal to "v" (100x the rows of a 0.5 % filter). Fixes for other tables keep the guide's."""
+    opclass = sql.SQL(" jsonb_path_ops") if path_ops else sql.SQL("")
+    return sql.SQL("{} {} USING gin ({}{})").format(_create_index(name), table.ident, sql.Identifier(column), opclass)
 
 
 def vector_indexes(table: TableRef, mapping: FieldMapping, *, ef_construction: int | None = None,
@@ -144,7 +148,7 @@ def vector_indexes(table: TableRef, mapping: FieldMapping, *, ef_construction: i
     out = [hnsw_index(table, mapping.vector, ef_construction=ef_construction, kind=kind, dimensions=dimensions),
            fts_index(table, mapping.text)]
     if mapping.custom_metadata:
-        out.append(jsonb_index(table, mapping.custom_metadata))
+        out.append(jsonb_index(table, mapping.custom_metadata, path_ops=True))
     return out
 
 

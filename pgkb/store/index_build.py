@@ -1,8 +1,9 @@
-"""HNSW indexes deferred during an initial load, and their bulk build.
+"""Indexes deferred during an initial load, and their bulk build.
 
 pgvector builds an HNSW index from rows already in the table many times faster than it grows one
-row by row, so a knowledge base's first sync into an empty table drops its HNSW index(es) and
-builds them when the rows are in. Crash safety across two databases (the catalog and the vector
+row by row (and a GIN index is likewise cheaper built once than maintained batch by batch), so a
+knowledge base's first sync into an empty table drops its HNSW and GIN indexes and builds them
+when the rows are in; its BM25 statistics are suspended and rebuilt the same way (`BM25_RECORD`). Crash safety across two databases (the catalog and the vector
 table may differ) comes from the order of the steps:
   defer: record the definitions in the catalog (commit) → drop the indexes (commit);
   build: CREATE INDEX IF NOT EXISTS from the record (commit) → forget the record (commit).
@@ -58,14 +59,22 @@ def build_memory_kb(rows: int, dimensions: int) -> int:
 
 def hnsw_indexes(conn: psycopg.Connection, table: TableRef) -> list[tuple[str, str]]:
     """(name, definition) of the table's HNSW indexes."""
+    return deferrable_indexes(conn, table, ("hnsw",))
+
+
+def deferrable_indexes(conn: psycopg.Connection, table: TableRef, methods: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, definition) of the table's indexes of these access methods (e.g. hnsw, gin) that an
+    initial load may set aside: never a constraint's index (primary key, unique), which the upsert needs."""
     return [
         (name, definition)
         for name, definition in conn.execute(
             "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
             " JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam"
             " JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = %s AND am.amname = 'hnsw' ORDER BY ic.relname",
-            (table.schema, table.name),
+            " WHERE n.nspname = %s AND c.relname = %s AND am.amname = ANY(%s)"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)"
+            " ORDER BY am.amname DESC, ic.relname",  # hnsw before gin: the graph is what queries miss most
+            (table.schema, table.name, list(methods)),
         )
     ]
 
@@ -81,6 +90,11 @@ def lock_table_builds(conn: psycopg.Connection, table: TableRef) -> None:
 
 
 # ---------------------------------------------------------------------------- catalog records
+
+#: The record of BM25 statistics owed a rebuild (suspended for an initial load). Not an index
+#: definition: `build` refuses it; the writer rebuilds the statistics instead. A name no
+#: pg_get_indexdef-recorded index of an initial load can carry (it has spaces).
+BM25_RECORD = ("pgkb bm25 statistics", "BM25 statistics, rebuilt from the table's rows")
 
 
 def record(conn: psycopg.Connection, kb_id: str, indexes: Sequence[tuple[str, str]]) -> None:

@@ -2,8 +2,9 @@
 
 Layout (contract §4.2): `id uuid PRIMARY KEY, embedding vector(n), chunks text, metadata json,
 custom_metadata jsonb` with an HNSW cosine index on the vector, a GIN full-text index on
-`to_tsvector('simple', chunks)` and a GIN index on `custom_metadata`. Column names come from the
-knowledge base's field mapping.
+`to_tsvector('simple', chunks)` and a GIN index on `custom_metadata` (jsonb_path_ops on tables pgkb
+creates; either operator class on tables it validates). Column names come from the knowledge base's
+field mapping.
 """
 
 from __future__ import annotations
