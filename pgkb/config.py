@@ -52,6 +52,8 @@ class Settings(BaseSettings):
                                      description="Seconds to keep retrying a database that is unreachable or starting.")
     pool_max_size: int = Field(10, description="Connections in the service's pool.")
     embed_batch: int = Field(256, gt=0, description="Chunks per embedding-model call during a sync.")
+    sync_batch_docs: int = Field(32, gt=0, description="Documents per work-queue batch of a sync (the unit a "
+                                 "`pgkb worker` claims).")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint for S3 data sources (MinIO, moto, ...).")
     bedrock_endpoint_url: str | None = Field(
         None, description="Amazon Bedrock runtime endpoint for Bedrock embedding and generation models.")

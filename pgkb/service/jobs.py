@@ -22,7 +22,7 @@ from pgkb.ingestion.sync import IngestionRun, JobProgress
 from pgkb.service import shapes
 from pgkb.service.base import Collaborator, KnowledgeBases, ServiceCore
 from pgkb.service.connectors import settings_of
-from pgkb.store import catalog
+from pgkb.store import catalog, work_queue
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ class JobControl(Collaborator):
         ).fetchall()
         if rows:
             log.warning("marked %d interrupted ingestion job(s) of data source %s as FAILED", len(rows), ds_id)
+        work_queue.clear_ended(claim.connection, ds_id)
 
     def _run(self, job: dict[str, Any], kb: Any, ds: dict[str, Any], claim: JobClaim,
              on_progress: Callable[[JobProgress], None] | None) -> dict[str, Any]:
