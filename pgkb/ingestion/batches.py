@@ -23,6 +23,9 @@ from pgkb.ingestion.sources import SourceDocument
 from pgkb.store import work_queue
 
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+# The claim connections' application_name: pg_stat_activity shows who holds which batch ("idle in
+# transaction" while the batch is worked).
+APPLICATION_NAME = f"pgkb batch {os.getpid()}"[:63]
 
 
 @dataclass
@@ -107,7 +110,8 @@ class Claimer:
         self._idle: list[psycopg.Connection] = []
 
     def next(self) -> ClaimedBatch | None:
-        conn = self._idle.pop() if self._idle else psycopg.connect(self.url, autocommit=False)
+        conn = self._idle.pop() if self._idle else psycopg.connect(
+            self.url, autocommit=False, application_name=APPLICATION_NAME)
         try:
             found = work_queue.claim(conn, self.job_id)
         except BaseException:

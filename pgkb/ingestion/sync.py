@@ -134,6 +134,7 @@ class IngestionRun:
         self._last_flush = 0.0
         self._pending_ignored: list[tuple[str, str]] = []
         self._pending_failed: list[tuple[str, str]] = []
+        self._worker: BatchWorker | None = None  # this process's share of the queue, while it works it
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -149,7 +150,15 @@ class IngestionRun:
     def _merged(self, conn: Any) -> tuple[dict[str, int], list[str]]:
         """The job's statistics: this process's own counts (scan, deletions, metadata) plus the
         queue's finished batches, summed by SQL (whichever worker did them)."""
-        done, reasons, chunks = work_queue.totals(conn, self.job_id, MAX_FAILURE_REASONS)
+        worker = self._worker
+        if worker is None:
+            done, reasons, chunks = work_queue.totals(conn, self.job_id, MAX_FAILURE_REASONS)
+        else:  # while it works: add what it wrote in batches it has not settled yet
+            with worker.lock:
+                done, reasons, chunks = work_queue.totals(conn, self.job_id, MAX_FAILURE_REASONS)
+                live, live_reasons, live_chunks = worker.live()
+            done = {k: done.get(k, 0) + live.get(k, 0) for k in {*done, *live}}
+            reasons, chunks = reasons + live_reasons, chunks + live_chunks
         stats = {k: self.progress.stats[k] + done.get(k, 0) for k in STAT_NAMES}
         self.progress.indexed = done.get("numberOfNewDocumentsIndexed", 0) + done.get(
             "numberOfModifiedDocumentsIndexed", 0)
@@ -392,6 +401,7 @@ class IngestionRun:
         worker = BatchWorker(self.catalog_db, self.kb, self.ds, self.job_id, self.source, writer=self.writer,
                              check_stop=self._check_stop, check_claim=self._check_claim, on_flush=self._tick,
                              local=local)
+        self._worker = worker
         while True:
             worker.run()
             with self.catalog_db.connection() as conn:

@@ -38,6 +38,9 @@ from pgkb.store import catalog
 log = logging.getLogger(__name__)
 
 MAX_FAILURE_REASONS = 50
+# Batches one worker holds at once, unless its model is still short of a full call: enough to keep
+# the three threads busy, few enough that the last batches of a job spread over the workers.
+CLAIMS_AHEAD = 4
 FAILED = "numberOfDocumentsFailed"
 
 
@@ -84,12 +87,34 @@ class BatchWorker:
         self.on_flush = on_flush or (lambda: None)
         self.local = local or {}  # documents this process scanned: read through the scan's readers
         self.batches_done = 0
+        self.lock = threading.Lock()  # held while a batch is settled: `live()` + the queue's totals are exact
+        self._held: list[ClaimedBatch] = []
+
+    def live(self) -> tuple[dict[str, int], list[str], int]:
+        """What this worker has written (and failed) in the batches it holds, not settled yet; call
+        with `lock` held, together with reading the queue's totals."""
+        stats: dict[str, int] = {}
+        failures: list[str] = []
+        chunks = 0
+        for ref in self._held:
+            for k, v in ref.stats.items():
+                stats[k] = stats.get(k, 0) + v
+            failures += ref.failures
+            chunks += ref.chunks
+        return stats, failures, chunks
 
     # ------------------------------------------------------------------ reading ahead
 
     def _claimed(self, claimer: Claimer, held: list[ClaimedBatch], lock: threading.Lock,
-                 abort: threading.Event) -> Iterator[tuple[ClaimedBatch, WorkItem]]:
+                 abort: threading.Event, hungry: Callable[[], bool]) -> Iterator[tuple[ClaimedBatch, WorkItem]]:
         while not abort.is_set():
+            while not abort.is_set():
+                with lock:
+                    if len(held) < CLAIMS_AHEAD or hungry():
+                        break
+                abort.wait(0.005)
+            if abort.is_set():
+                return
             batch = claimer.next()
             if batch is None:
                 return
@@ -158,13 +183,18 @@ class BatchWorker:
     def run(self) -> None:
         model = self.kb.model()
         claimer = Claimer(self.catalog_db.url, self.job_id, self.source, self.local)
-        held: list[ClaimedBatch] = []
-        lock = threading.Lock()
+        held = self._held = []
+        lock = self.lock
         prepared_q: queue.Queue[Any] = queue.Queue(maxsize=64)
         write_q: queue.Queue[Any] = queue.Queue(maxsize=2)
         errors: list[BaseException] = []
         done = object()
         abort = threading.Event()
+        embed_batch = config.current().embed_batch
+        unflushed = [0]  # rows to embed handed to the model's thread and not yet sent to the model
+
+        def hungry() -> bool:  # the model's next call is not full yet: claim more, whatever is held
+            return unflushed[0] < embed_batch
 
         def put(item: Any) -> bool:
             while not abort.is_set():
@@ -177,7 +207,10 @@ class BatchWorker:
 
         def reader() -> None:
             try:
-                for item in self._prepared(self._claimed(claimer, held, lock, abort)):
+                for item in self._prepared(self._claimed(claimer, held, lock, abort, hungry)):
+                    if not isinstance(item[2], str):
+                        with lock:
+                            unflushed[0] += item[2].n_to_embed
                     if not put(item):
                         return
             except BaseException as exc:
@@ -196,10 +229,12 @@ class BatchWorker:
                 try:
                     self.check_claim()
                     self.writer.write([d for _, _, d in batch if not isinstance(d, str)], vectors)
-                    for ref in self._record(batch):
-                        ref.settle("DONE", MAX_FAILURE_REASONS)
-                        with lock:
+                    with lock:
+                        complete = self._record(batch)
+                        for ref in complete:
+                            ref.settle("DONE", MAX_FAILURE_REASONS)
                             held.remove(ref)
+                    for ref in complete:
                         claimer.give_back(ref)
                         self.batches_done += 1
                 except BaseException as exc:
@@ -211,8 +246,8 @@ class BatchWorker:
             t.start()
         batch: list[tuple[ClaimedBatch, WorkItem, PreparedDocument | str]] = []
         pending = 0
-        # Rows per model call: large enough to amortise, small enough to keep progress fluid and commits frequent.
-        embed_batch = config.current().embed_batch
+        # Rows per model call (embed_batch): large enough to amortise, small enough to keep progress
+        # fluid and commits frequent.
         outcome: BaseException | None = None
         try:
             while True:
@@ -227,6 +262,8 @@ class BatchWorker:
                     continue
                 pending += d.n_to_embed
                 if pending >= embed_batch:
+                    with lock:
+                        unflushed[0] -= pending
                     self._flush(model, batch, write_q)
                     batch, pending = [], 0
                     self.check_stop()
@@ -242,7 +279,9 @@ class BatchWorker:
                 t.join()
         if outcome is None and errors:
             outcome = errors[0]
-        self._wind_up(held, claimer, outcome)
+        with lock:
+            self._wind_up(held, claimer, outcome)
+            held.clear()
         if outcome is not None:
             raise outcome
 
