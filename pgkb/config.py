@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_platform_data_dir,
                            description="Where pgkb keeps its data (embedded PostgreSQL, keys, models).")
     database_url: str | None = Field(None, description="PostgreSQL URL; unset means the embedded server.")
+    read_database_url: str | None = Field(
+        None, description="Read-only PostgreSQL URL (a streaming replica, an Aurora reader endpoint) Retrieve reads "
+        "the home database's knowledge bases from; writes stay on the primary (docs/scaling.md).")
     admin_database_url: str | None = Field(
         None, description="Default `--database-url` of the `pgkb db` commands (an administrator's connection).")
     region: str = Field("us-east-1", description="Region in the ARNs pgkb makes.")
@@ -87,7 +90,7 @@ class Settings(BaseSettings):
     def _empty_data_dir(cls, v: Any) -> Any:
         return v if v not in ("", None) else _platform_data_dir()
 
-    @field_validator("database_url", "admin_database_url", "s3_endpoint_url", "bedrock_endpoint_url",
+    @field_validator("database_url", "read_database_url", "admin_database_url", "s3_endpoint_url", "bedrock_endpoint_url",
                      "bedrock_rerank_endpoint_url", "secretsmanager_endpoint_url", "access_key_encryption_key",
                      mode="before")
     @classmethod
