@@ -110,6 +110,21 @@ def reference(svc: Any, folder: Path) -> tuple[dict[str, int], list[tuple[str, s
     return job["statistics"], table_rows(svc, kb_id)
 
 
+@pytest.fixture
+def slow_coordinator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process (the coordinator) pauses before each write, so the `pgkb worker` processes get
+    their share however slowly they start on a loaded machine (they are not slowed)."""
+    from pgkb.ingestion.writer import DocumentWriter
+
+    write = DocumentWriter.write
+
+    def slow_write(self: DocumentWriter, docs: Any, embeddings: Any) -> None:
+        time.sleep(0.3)
+        write(self, docs, embeddings)
+
+    monkeypatch.setattr(DocumentWriter, "write", slow_write)
+
+
 class Worker:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
@@ -142,7 +157,7 @@ def wait_for_job(svc: Any, kb_id: str, ds_id: str, job_id: str, timeout: float =
 
 
 def test_two_worker_processes_write_what_one_process_writes(
-    svc: Any, folder: Path, env: dict[str, str], reference: Any, tmp_path: Path
+    svc: Any, folder: Path, env: dict[str, str], reference: Any, tmp_path: Path, slow_coordinator: None
 ) -> None:
     stats, rows = reference
     workers = [Worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
@@ -155,8 +170,8 @@ def test_two_worker_processes_write_what_one_process_writes(
     assert job["statistics"] == stats
     assert table_rows(svc, kb_id) == rows
     # The worker processes took part (the job has DOCS / 2 batches; this process worked the rest;
-    # how they split depends on the machine's load, so only the total is asserted).
-    assert 1 <= sum(finished) < DOCS // 2, finished
+    # how they split depends on the machine's load, so only that they did some is asserted).
+    assert sum(finished) >= 1, finished
     with svc.db.connection() as conn:  # the queue went with the job
         assert conn.execute("SELECT count(*) FROM pgkb.job_batches WHERE job_id = %s",
                             (job["ingestionJobId"],)).fetchone()[0] == 0
@@ -173,7 +188,7 @@ def holding_claim(svc: Any, pid: int) -> bool:
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(
-    svc: Any, folder: Path, env: dict[str, str], reference: Any, tmp_path: Path
+    svc: Any, folder: Path, env: dict[str, str], reference: Any, tmp_path: Path, slow_coordinator: None
 ) -> None:
     stats, rows = reference
     victim = Worker(env, tmp_path / "victim.log")
@@ -198,7 +213,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(
 
 
 def test_stop_through_the_coordinator_stops_the_workers_and_counts_what_they_wrote(
-    svc: Any, folder: Path, env: dict[str, str], tmp_path: Path
+    svc: Any, folder: Path, env: dict[str, str], tmp_path: Path, slow_coordinator: None
 ) -> None:
     worker = Worker(env, tmp_path / "worker.log")
     try:
@@ -242,10 +257,12 @@ def two_servers(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_a_job_started_through_one_server_is_seen_and_stopped_through_another(
-    svc: Any, folder: Path, two_servers: list[Any]
+    svc: Any, two_servers: list[Any], tmp_path: Path
 ) -> None:
     a, b = two_servers
-    kb_id, ds_id = make_kb(svc, folder)
+    big = tmp_path / "many"  # long enough (about 100 model calls) to be running when the stop arrives
+    corpus.write_folder(big, 200)
+    kb_id, ds_id = make_kb(svc, big)
     ids = {"knowledgeBaseId": kb_id, "dataSourceId": ds_id}
     job_id = a.start_ingestion_job(**ids)["ingestionJob"]["ingestionJobId"]
     seen = b.get_ingestion_job(**ids, ingestionJobId=job_id)["ingestionJob"]
@@ -257,7 +274,7 @@ def test_a_job_started_through_one_server_is_seen_and_stopped_through_another(
         assert time.time() < deadline, job
         time.sleep(0.1)
     assert job["status"] == "STOPPED", job
-    assert job["statistics"]["numberOfNewDocumentsIndexed"] < DOCS
+    assert job["statistics"]["numberOfNewDocumentsIndexed"] < 200
 
 
 def test_the_same_data_source_started_on_two_servers_at_once_runs_one_job(
