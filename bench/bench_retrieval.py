@@ -394,9 +394,9 @@ def bench_filtered(conn: psycopg.Connection, n: int, nq: int, rounds: int) -> No
         t0 = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute("SET max_parallel_maintenance_workers = 1")
-        from pgkb.store.vector_table import index_statements
+        from pgkb.store.ddl import vector_indexes
 
-        for stmt in index_statements(table, MAPPING):
+        for stmt in vector_indexes(table, MAPPING):
             conn.execute(stmt)  # type: ignore[arg-type]
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table.ident))
         print(f"indexes built in {time.perf_counter() - t0:.0f}s")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
+from helpers.databases import create_database, fresh_database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -39,31 +38,17 @@ def pg_url(pg_root: Path) -> str:
     return ensure_embedded(pg_root)
 
 
-def _with_dbname(url: str, dbname: str) -> str:
-    base, _, query = url.partition("?")
-    base = base.rsplit("/", 1)[0] + "/" + dbname
-    return base + ("?" + query if query else "")
-
-
 @pytest.fixture
 def new_database_url(pg_url: str) -> Iterator[str]:
     """A fresh, empty database on the session server (dropped afterwards)."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_dbname(pg_url, name)
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def session_db_url(pg_url: str) -> str:
     """A database shared by the tests that only add uniquely named objects to it."""
-    name = "pgkb_tests"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    return _with_dbname(pg_url, name)
+    return create_database(pg_url, "pgkb_tests", exist_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from acl_helpers import (
+from helpers.acl import (
     connector,
     custom_source,
     folder_source,
@@ -180,6 +180,22 @@ def test_pagination_token_replayed_by_another_user(svc: KnowledgeBaseService, co
         assert set(page) <= _allowed(corpus, user)
     seen = uris(retrieve(svc, kb, "field report", ALICE, k=60))
     assert len(seen) == 60 and set(seen) <= _allowed(corpus, ALICE)
+
+
+def test_hybrid_offset_pages_past_the_candidate_count_do_not_repeat(svc: KnowledgeBaseService, corpus: dict[str, Any]) -> None:
+    """MANAGED search is HYBRID, whose rankings take 50 candidates (more for a larger k). An offset
+    token (an earlier pgkb's) reads into the one numberOfResults window, so a page starting past 50 is
+    the tail of the same ranking: no chunk twice, none skipped."""
+    kb = corpus["kb"]
+
+    def chunks(resp: dict[str, Any]) -> list[str]:
+        return [r["metadata"]["x-amz-bedrock-kb-chunk-id"] for r in resp["retrievalResults"]]
+
+    whole = chunks(retrieve(svc, kb, "field report", ALICE, k=100))
+    assert len(whole) > 60 and len(set(whole)) == len(whole)
+    for offset in (50, 60):
+        tail = chunks(retrieve(svc, kb, "field report", ALICE, k=100, token=shapes.encode_token(offset)))
+        assert tail == whole[offset:]
 
 
 def test_rag_answers_and_citations(svc: KnowledgeBaseService, corpus: dict[str, Any]) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from byo_helpers import role_url, shared_password_server
+from helpers.byo import role_url, shared_password_server
+from helpers.databases import fresh_database
 
 from pgkb.admin.doctor import diagnose, report
 from pgkb.admin.setup import SetupPlan, hnsw_parameters, print_sql
@@ -32,12 +33,8 @@ def server() -> Iterator[str]:
 
 @pytest.fixture
 def fresh_db(server: str) -> Iterator[str]:
-    name = "a_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield server.replace("/postgres?", f"/{name}?")
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(server, "a_") as url:
+        yield url
 
 
 def pgkb(*args: str, data_dir: Path, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from acl_helpers import custom_source, inline_doc, managed_kb
+from helpers.acl import custom_source, inline_doc, managed_kb
 from test_generation import new_kb
 
 from pgkb.agentic.split import split_question

@@ -13,8 +13,8 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError
+from helpers.servers import running
 from rag_fakes import FakeModel, fake_model, generators_env
-from server_helpers import running
 from test_agentic import ANN, kbs, retriever, svc  # noqa: F401 (fixtures)
 
 from pgkb.server.app import create_app

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from server_helpers import running
+from helpers.servers import running
 from test_agentic import kbs, retriever, svc  # noqa: F401 (fixtures)
 from test_agentic_http import Q, _model, fake  # noqa: F401 (fixtures)
 from test_js_clients import JS, js_packages

@@ -16,7 +16,8 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from server_helpers import free_port, pgkb_serve
+from helpers.moto import fill_bucket, moto_server
+from helpers.servers import pgkb_serve
 
 from pgkb.config import Settings
 from pgkb.server.keys import create_key
@@ -46,29 +47,9 @@ DOCS = {
 
 @pytest.fixture(scope="module")
 def moto_s3() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket="kb-docs")
-    for key, (text, attrs) in DOCS.items():
-        s3.put_object(Bucket="kb-docs", Key=key, Body=text.encode())
-        s3.put_object(
-            Bucket="kb-docs",
-            Key=key + ".metadata.json",
-            Body=json.dumps({"metadataAttributes": attrs}).encode(),
-        )
-    yield url
-    server.stop()
+    with moto_server() as url:
+        fill_bucket(url, "kb-docs", DOCS, REGION)
+        yield url
 
 
 class Server:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from server_helpers import pgkb_serve
+from helpers.servers import pgkb_serve
 from test_boto3_e2e import REGION, Server, inline_kb, rds
 from test_generation import documents
 from wire_fuzz import Context, generate, send

@@ -17,7 +17,7 @@ from typing import Any
 import corpus
 import psycopg
 import pytest
-from job_helpers import wait_claim_released
+from helpers.jobs import wait_claim_released
 
 from pgkb.config import Settings
 from pgkb.errors import ConflictError, NotFoundError, ValidationError

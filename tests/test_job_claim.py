@@ -12,7 +12,7 @@ from typing import Any
 import corpus
 import psycopg
 import pytest
-from job_helpers import claim_holder
+from helpers.jobs import claim_holder
 
 from pgkb.config import Settings
 from pgkb.errors import ConflictError

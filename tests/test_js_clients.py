@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_helpers import pgkb_serve
+from helpers.servers import pgkb_serve
 
 from pgkb.config import Settings
 from pgkb.server.keys import create_key

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from acl_helpers import custom_source, inline_doc, managed_kb
-from server_helpers import running
+from helpers.acl import custom_source, inline_doc, managed_kb
+from helpers.servers import running
 from test_web_console import _results, _retrieve, _text, browser, chromium, page  # noqa: F401  (fixtures)
 from web_console_cdp import Page
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import boto3
 import pytest
-from acl_helpers import connector, unique
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from server_helpers import running
+from helpers.acl import connector, unique
+from helpers.servers import running
 
 from pgkb.config import Settings
 from pgkb.server.app import create_app

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from acl_helpers import (
+from helpers.acl import (
     connector,
     custom_source,
     folder_source,
@@ -396,14 +396,9 @@ def test_s3_acl_source_with_global_file_and_sidecars(
     svc: KnowledgeBaseService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
-    from moto.server import ThreadedMotoServer
-    from server_helpers import free_port
+    from helpers.moto import moto_server
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
+    with moto_server() as endpoint:
         for k, v in {"PGKB_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                      "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
             monkeypatch.setenv(k, v)
@@ -440,8 +435,6 @@ def test_s3_acl_source_with_global_file_and_sidecars(
         status, _, body = svc.document_content_response(out["presignedUrl"].split("/content/", 1)[1])
         assert status == 200 and body == b"The walrus non-disclosure agreement."
         svc.delete_knowledge_base(knowledgeBaseId=kb)
-    finally:
-        server.stop()
 
 
 def test_malformed_acl_fails_closed_with_its_reason(svc: KnowledgeBaseService, tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EventStreamError
+from helpers.servers import pgkb_serve
 from rag_fakes import FakeModel, fake_model, generators_env
-from server_helpers import pgkb_serve
 from test_boto3_e2e import REGION, Server, inline_kb
 from test_generation import DOCS, check_citations
 

@@ -212,7 +212,7 @@ def test_rerank_operation_over_http(server: Server, settings, monkeypatch) -> No
     """bedrock-agent-runtime Rerank through boto3 against pgkb's server: text and JSON sources, the
     configured reranker's order and scores, numberOfResults, and Bedrock's errors for bad input."""
     import boto3
-    from server_helpers import running
+    from helpers.servers import running
 
     from pgkb.server.app import create_app
     from pgkb.service import KnowledgeBaseService

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from byo_helpers import socket_dir
-from server_helpers import free_port
+from helpers.byo import socket_dir
+from helpers.servers import free_port, pgkb_serve
 
 from pgkb.config import Settings
 from pgkb.db import Database, open_database
@@ -195,33 +194,15 @@ def test_retrieve_while_the_server_comes_back(server: Server, svc_kb: tuple[Any,
 
 def test_restart_under_pgkb_serve(server: Server, svc_kb: tuple[Any, str], tmp_path: Path) -> None:
     """The real `pgkb serve` keeps answering Retrieve across a PostgreSQL restart, without being restarted."""
-    import signal
-    import socket
-
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
 
     _, kb_id = svc_kb
-    port = free_port()
     log = tmp_path / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k != "PGKB_DATABASE_URL"}
-    env.update({"PGKB_CONNECT_TIMEOUT": "30", "HF_HUB_OFFLINE": "1"})
-    cmd = [str(Path(sys.executable).parent / "pgkb"), "serve", "--no-auth", "--port", str(port), "--data-dir",
-           str(tmp_path), "--database-url", server.socket_url, "--log-level", "warning"]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "pgkb serve did not start"
-                time.sleep(0.1)
-        runtime = boto3.client("bedrock-agent-runtime", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+    args = ("--no-auth", "--data-dir", str(tmp_path), "--database-url", server.socket_url)
+    with pgkb_serve(None, log, {"PGKB_CONNECT_TIMEOUT": "30"}, args) as (url, proc):
+        runtime = boto3.client("bedrock-agent-runtime", endpoint_url=url, region_name="us-east-1",
                                config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}, read_timeout=120))
 
         def top(text: str) -> str:
@@ -233,7 +214,4 @@ def test_restart_under_pgkb_serve(server: Server, svc_kb: tuple[Any, str], tmp_p
         server.restart()
         assert top("camels in the desert").startswith("Camels")
         assert proc.poll() is None
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
     assert "Traceback" not in log.read_text()

@@ -227,13 +227,6 @@ def test_attribute_columns_and_metadata_only_tables(conn) -> None:
     assert [(h.text, h.metadata["genre"]) for h in hits] == [("y", "pop")]
 
 
-def test_pgvector_version_gate() -> None:
-    from pgkb.retrieval.search import parse_version
-
-    assert parse_version("0.8.0") >= (0, 8) and parse_version("0.10.1") >= (0, 8)
-    assert parse_version("0.7.4") < (0, 8) and parse_version("") == (0,)
-
-
 def test_range_filters_fill_k_with_the_nearest_matches(conn, big) -> None:
     t, m, vecs = big
     q = vecs[5]

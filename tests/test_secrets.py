@@ -15,8 +15,9 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from byo_helpers import shared_password_server, socket_dir
-from server_helpers import free_port
+from helpers.byo import shared_password_server, socket_dir
+from helpers.moto import moto_server
+from helpers.servers import free_port
 
 from pgkb.config import Settings
 from pgkb.db import Database, DatabaseAuthError
@@ -31,13 +32,8 @@ def server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    srv.start()
-    yield f"http://127.0.0.1:{port}"
-    srv.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from server_helpers import pgkb_serve, running
+from helpers.servers import pgkb_serve, running
 
 from pgkb.config import Settings
 from pgkb.server.app import create_app

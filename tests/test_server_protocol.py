@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError
-from server_helpers import running
+from helpers.servers import running
 
 from pgkb.errors import NotFoundError, ServiceQuotaError, ValidationError
 from pgkb.server.app import create_app

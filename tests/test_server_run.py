@@ -82,7 +82,7 @@ def test_several_workers_share_the_port(settings: Settings, tmp_path) -> None:  
     import boto3
     import psutil
     from botocore.config import Config
-    from server_helpers import pgkb_serve
+    from helpers.servers import pgkb_serve
 
     from pgkb.server.keys import create_key
 

@@ -16,7 +16,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from server_helpers import running
+from helpers.servers import running
 
 from pgkb.config import Settings
 from pgkb.errors import NotFoundError

@@ -342,7 +342,7 @@ def test_cli_install_serve_call_uninstall(new_database_url: str, tmp_path: Path)
     import subprocess
     import sys
 
-    from server_helpers import free_port, wait_for_port
+    from helpers.servers import free_port, wait_for_port
 
     port = free_port()
     env = {**os.environ, "PGKB_DATA_DIR": str(tmp_path)}
@@ -373,30 +373,24 @@ def test_cli_install_serve_call_uninstall(new_database_url: str, tmp_path: Path)
 
 def test_pgkb_serve_runs_the_endpoint_too(new_database_url: str, tmp_path: Path) -> None:
     """`pgkb serve --sql-port`: one process serves the HTTP API and the SQL functions' endpoint."""
-    import signal
     import socket
     import subprocess
     import sys
 
-    from server_helpers import free_port, wait_for_port
+    from helpers.servers import free_port, pgkb_serve
 
-    http_port, sql_port = free_port(), free_port()
+    sql_port = free_port()
     env = {**os.environ, "PGKB_DATA_DIR": str(tmp_path)}
     pgkb = [sys.executable, "-m", "pgkb.cli"]
     subprocess.run([*pgkb, "sql", "install", "--database-url", new_database_url, "--endpoint-port", str(sql_port)],
                    check=True, env=env, capture_output=True)
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen([*pgkb, "serve", "--no-auth", "--port", str(http_port), "--sql-port", str(sql_port),
-                                   "--database-url", new_database_url], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(http_port, server, 120, log)
+    args = ("--no-auth", "--sql-port", str(sql_port), "--database-url", new_database_url)
+    with pgkb_serve(None, log, {"PGKB_DATA_DIR": str(tmp_path)}, args) as (_, server):
         with psycopg.connect(new_database_url, autocommit=True) as conn:
             vec = conn.execute(CALL, (MODEL, "embedding", json.dumps({"inputText": "hello"}))).fetchone()[0]
         assert len(vec) == 384
-    finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=60) == 0, log.read_text()
+    assert server.returncode == 0, log.read_text()
     with pytest.raises(OSError):  # the endpoint went down with the server
         socket.create_connection(("127.0.0.1", sql_port), timeout=1).close()
     # A port already taken is a one-line error, not a traceback.

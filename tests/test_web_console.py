@@ -19,7 +19,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from server_helpers import free_port, pgkb_serve, running
+from helpers.moto import fill_bucket, moto_server
+from helpers.servers import pgkb_serve, running
 from web_console_cdp import Browser, Page, find_chromium, install_chromium
 
 import pgkb.web
@@ -55,25 +56,9 @@ ASSETS = {
 # -- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def s3_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    s3 = boto3.client(
-        "s3", endpoint_url=url, region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t"
-    )
-    s3.create_bucket(Bucket="console-docs")
-    for key, (text, attrs) in DOCS.items():
-        s3.put_object(Bucket="console-docs", Key=key, Body=text.encode())
-        s3.put_object(
-            Bucket="console-docs",
-            Key=key + ".metadata.json",
-            Body=json.dumps({"metadataAttributes": attrs}).encode(),
-        )
-    yield url
-    server.stop()
+    with moto_server() as url:
+        fill_bucket(url, "console-docs", DOCS, REGION)
+        yield url
 
 
 class Served:

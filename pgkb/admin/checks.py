@@ -7,6 +7,8 @@ from typing import Any
 
 import psycopg
 
+from pgkb.store.ddl import create_vector_extension, render, version_tuple
+
 MIN_SERVER = 130000
 MIN_PGVECTOR = (0, 5, 0)
 
@@ -22,21 +24,6 @@ class Problem:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def version_tuple(v: str | None) -> tuple[int, ...]:
-    out: list[int] = []
-    for part in (v or "").split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
-
-
-def q(name: str) -> str:
-    """An identifier quoted for SQL shown to the user (and run by setup: names are never values)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def pgvector_versions(conn: psycopg.Connection) -> tuple[str | None, str | None]:
@@ -66,7 +53,7 @@ def check_server(conn: psycopg.Connection, *, need_installed: bool = True) -> li
                                     f"Upgrade pgvector on the server to {need}+, then CREATE EXTENSION vector;"))
         elif need_installed:
             problems.append(Problem("error", "pgvector", "the pgvector extension is not installed in this database.",
-                                    "CREATE EXTENSION IF NOT EXISTS vector;"))
+                                    render(create_vector_extension()) + ";"))
     elif version_tuple(installed) < MIN_PGVECTOR:
         if available and version_tuple(available) >= MIN_PGVECTOR:
             fix = f"ALTER EXTENSION vector UPDATE;  -- to {available}"

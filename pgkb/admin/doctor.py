@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from pgkb.admin.checks import Problem, check_server, q
+from pgkb.admin.checks import Problem, check_server
+from pgkb.store import ddl
 from pgkb.store.vector_table import FieldMapping, TableRef
 
 # attstorage codes; PLAIN keeps vectors in the heap row (pgvector #240).
@@ -45,20 +47,9 @@ def table_indexes(conn: psycopg.Connection, oid: int) -> list[IndexInfo]:
     return [IndexInfo(r[0], r[1], r[2], list(r[3]), list(r[4]), r[5], bool(r[6])) for r in rows]
 
 
-def hnsw_statement(table: TableRef, column: str, ef_construction: int | None = None, name: str | None = None) -> str:
-    with_ = f" WITH (m = 16, ef_construction = {int(ef_construction)})" if ef_construction else ""
-    named = f"IF NOT EXISTS {q(name)} " if name else ""
-    return f"CREATE INDEX {named}ON {q(table.schema)}.{q(table.name)} USING hnsw ({q(column)} vector_cosine_ops){with_}"
-
-
-def fts_statement(table: TableRef, column: str, name: str | None = None) -> str:
-    named = f"IF NOT EXISTS {q(name)} " if name else ""
-    return f"CREATE INDEX {named}ON {q(table.schema)}.{q(table.name)} USING gin (to_tsvector('simple', {q(column)}))"
-
-
-def jsonb_statement(table: TableRef, column: str, name: str | None = None) -> str:
-    named = f"IF NOT EXISTS {q(name)} " if name else ""
-    return f"CREATE INDEX {named}ON {q(table.schema)}.{q(table.name)} USING gin ({q(column)})"
+def _fix(*stmts: sql.Composable) -> str:
+    """Statements as the fix a person pastes: each rendered and ended with a semicolon."""
+    return " ".join(ddl.render(s) + ";" for s in stmts)
 
 
 def has_hnsw(indexes: list[IndexInfo], column: str, opclass: str = "vector_cosine_ops") -> bool:
@@ -67,7 +58,8 @@ def has_hnsw(indexes: list[IndexInfo], column: str, opclass: str = "vector_cosin
 
 def has_fts(indexes: list[IndexInfo], column: str) -> bool:
     # pg_get_expr prints e.g. to_tsvector('simple'::regconfig, chunks): the column as the last argument.
-    arg = re.compile(rf"to_tsvector\((?:[^,()]+,\s*)?(?:{re.escape(column)}|{re.escape(q(column))})\)")
+    quoted = ddl.render(sql.Identifier(column))
+    arg = re.compile(rf"to_tsvector\((?:[^,()]+,\s*)?(?:{re.escape(column)}|{re.escape(quoted)})\)")
 
     def mentions(expr: str) -> bool:
         return bool(arg.search(expr))
@@ -89,7 +81,6 @@ def diagnose(
 ) -> list[Problem]:
     """Every problem with `table` for a knowledge base using `mapping` (and `role`, when given)."""
     problems = check_server(conn)
-    t = f"{q(table.schema)}.{q(table.name)}"
     row = conn.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
@@ -97,7 +88,7 @@ def diagnose(
     ).fetchone()
     if row is None:
         problems.append(Problem("error", "table", f"table {table} does not exist.",
-                                f"pgkb db setup --table {table.name} --schema {table.schema} (or CREATE TABLE {t} ...)"))
+                                f"pgkb db setup --table {table.name} --schema {table.schema} (or CREATE TABLE {ddl.render(table.ident)} ...)"))
         return problems
     oid = int(row[0])
     cols = {
@@ -111,51 +102,51 @@ def diagnose(
     pk = [r[0] for r in conn.execute(
         "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
         " WHERE i.indrelid = %s AND i.indisprimary", (oid,))]
-    _check_columns(problems, t, cols, pk, mapping, dimensions)
+    _check_columns(problems, table, cols, pk, mapping, dimensions)
     indexes = table_indexes(conn, oid)
     _check_indexes(problems, table, indexes, cols, mapping)
     if role:
-        _check_role(conn, problems, table, t, oid, role)
+        _check_role(conn, problems, table, oid, role)
     return problems
 
 
-def _check_columns(problems: list[Problem], t: str, cols: dict[str, tuple[str, str, int]], pk: list[str],
+def _check_columns(problems: list[Problem], table: TableRef, cols: dict[str, tuple[str, str, int]], pk: list[str],
                    mapping: FieldMapping, dimensions: int | None) -> None:
-    def missing(field: str, name: str, ddl: str) -> None:
+    def missing(field: str, name: str, type_: ddl.Stmt) -> None:
         problems.append(Problem("error", "column", f"column {name!r} ({field}) is missing.",
-                                f"ALTER TABLE {t} ADD COLUMN {q(name)} {ddl};"))
+                                _fix(ddl.add_column(table, name, type_))))
 
-    def wrong(field: str, name: str, found: str, want: str, ddl: str) -> None:
+    def wrong(field: str, name: str, found: str, want: str, type_: ddl.Stmt) -> None:
         problems.append(Problem("error", "type", f"column {name!r} ({field}) is {found}; it must be {want}.",
-                                f"ALTER TABLE {t} ALTER COLUMN {q(name)} TYPE {ddl} USING {q(name)}::{ddl};"))
+                                _fix(ddl.alter_column_type(table, name, type_))))
 
     pkcol = cols.get(mapping.primary_key)
     if pkcol is None:
-        missing("primaryKeyField", mapping.primary_key, "uuid PRIMARY KEY")
+        missing("primaryKeyField", mapping.primary_key, sql.SQL("uuid PRIMARY KEY"))
     elif pkcol[0] != "uuid":
-        wrong("primaryKeyField", mapping.primary_key, pkcol[0], "uuid", "uuid")
+        wrong("primaryKeyField", mapping.primary_key, pkcol[0], "uuid", sql.SQL("uuid"))
     elif pk != [mapping.primary_key]:
         problems.append(Problem("error", "primary key", f"column {mapping.primary_key!r} is not the primary key "
                                 f"(found {pk or 'none'}): re-ingestion upserts on it.",
-                                f"ALTER TABLE {t} ADD PRIMARY KEY ({q(mapping.primary_key)});"))
+                                _fix(ddl.add_primary_key(table, mapping.primary_key))))
     vec = cols.get(mapping.vector)
-    want_vec = f"vector({dimensions})" if dimensions else "vector(<dimensions>)"
+    want_vec = ddl.vector_type(dimensions) if dimensions else sql.SQL("vector(<dimensions>)")
     if vec is None:
         missing("vectorField", mapping.vector, want_vec)
     elif not vec[0].startswith("vector"):
-        wrong("vectorField", mapping.vector, vec[0], want_vec, want_vec)
+        wrong("vectorField", mapping.vector, vec[0], ddl.render(want_vec), want_vec)
     else:
         found_dims = vec[2] if vec[2] > 0 else None
         if found_dims is None:
             problems.append(Problem("error", "dimensions", f"column {mapping.vector!r} is vector without dimensions; "
                                     "HNSW needs a fixed dimension.",
-                                    f"ALTER TABLE {t} ALTER COLUMN {q(mapping.vector)} TYPE {want_vec};"))
+                                    _fix(ddl.alter_column_type(table, mapping.vector, want_vec, cast=False))))
         elif dimensions and found_dims != dimensions:
             problems.append(Problem(
                 "error", "dimensions",
                 f"column {mapping.vector!r} holds {found_dims}-dimensional vectors but the model produces {dimensions}.",
                 f"Pick a model (or dimensions) of {found_dims}, or use a new table: "
-                f"ALTER TABLE {t} ALTER COLUMN {q(mapping.vector)} TYPE vector({dimensions}); on an empty table "
+                f"{_fix(ddl.alter_column_type(table, mapping.vector, want_vec, cast=False))} on an empty table "
                 "(existing vectors must be re-embedded).",
             ))
         if vec[1] != "p":
@@ -163,24 +154,24 @@ def _check_columns(problems: list[Problem], t: str, cols: dict[str, tuple[str, s
                 "warning", "storage",
                 f"column {mapping.vector!r} uses {_STORAGE.get(vec[1], vec[1])} storage: with long chunk text, vectors "
                 "move out of line (TOAST) and every scan and HNSW search reads them back (pgvector #240).",
-                f"ALTER TABLE {t} ALTER COLUMN {q(mapping.vector)} SET STORAGE PLAIN;  -- applies to rows written afterwards",
+                _fix(ddl.storage_plain(table, mapping.vector)) + "  -- applies to rows written afterwards",
             ))
     txt = cols.get(mapping.text)
     if txt is None:
-        missing("textField", mapping.text, "text")
+        missing("textField", mapping.text, sql.SQL("text"))
     elif txt[0] not in ("text", "character varying") and not txt[0].startswith("character varying("):
-        wrong("textField", mapping.text, txt[0], "text", "text")
+        wrong("textField", mapping.text, txt[0], "text", sql.SQL("text"))
     md = cols.get(mapping.metadata)
     if md is None:
-        missing("metadataField", mapping.metadata, "json")
+        missing("metadataField", mapping.metadata, sql.SQL("json"))
     elif md[0] not in ("json", "jsonb"):
-        wrong("metadataField", mapping.metadata, md[0], "json or jsonb", "jsonb")
+        wrong("metadataField", mapping.metadata, md[0], "json or jsonb", sql.SQL("jsonb"))
     if mapping.custom_metadata:
         cm = cols.get(mapping.custom_metadata)
         if cm is None:
-            missing("customMetadataField", mapping.custom_metadata, "jsonb")
+            missing("customMetadataField", mapping.custom_metadata, sql.SQL("jsonb"))
         elif cm[0] != "jsonb":
-            wrong("customMetadataField", mapping.custom_metadata, cm[0], "jsonb (filters use @> and its GIN index)", "jsonb")
+            wrong("customMetadataField", mapping.custom_metadata, cm[0], "jsonb (filters use @> and its GIN index)", sql.SQL("jsonb"))
 
 
 def _check_indexes(problems: list[Problem], table: TableRef, indexes: list[IndexInfo],
@@ -193,63 +184,63 @@ def _check_indexes(problems: list[Problem], table: TableRef, indexes: list[Index
                 "error", "hnsw operator class",
                 f"HNSW index {bad.name!r} uses {bad.opclasses[0]}, but knowledge bases search by cosine distance (<=>): "
                 "the index is never used and every query scans the table.",
-                f"DROP INDEX {q(table.schema)}.{q(bad.name)}; {hnsw_statement(table, mapping.vector)};",
+                _fix(ddl.drop_index(table.schema, bad.name), ddl.hnsw_index(table, mapping.vector)),
             ))
         elif others:
             problems.append(Problem("error", "hnsw index", f"HNSW index {others[0].name!r} is invalid (a failed build).",
-                                    f"REINDEX INDEX {q(table.schema)}.{q(others[0].name)};"))
+                                    _fix(ddl.reindex(table.schema, others[0].name))))
         else:
             problems.append(Problem("error", "hnsw index", f"column {mapping.vector!r} has no HNSW index (cosine).",
-                                    hnsw_statement(table, mapping.vector) + ";"))
+                                    _fix(ddl.hnsw_index(table, mapping.vector))))
     if mapping.text in cols and not has_fts(indexes, mapping.text):
         problems.append(Problem("error", "full-text index", f"{mapping.text} column must be indexed (GIN full-text).",
-                                fts_statement(table, mapping.text) + ";"))
+                                _fix(ddl.fts_index(table, mapping.text))))
     cm = mapping.custom_metadata
     if cm and cm in cols and cols[cm][0] == "jsonb" and not has_jsonb_gin(indexes, cm):
         problems.append(Problem("warning", "jsonb index",
                                 f"column {cm!r} has no GIN index: metadata filters scan every row.",
-                                jsonb_statement(table, cm) + ";"))
+                                _fix(ddl.jsonb_index(table, cm))))
 
 
-def _check_role(conn: psycopg.Connection, problems: list[Problem], table: TableRef, t: str, oid: int, role: str) -> None:
+def _check_role(conn: psycopg.Connection, problems: list[Problem], table: TableRef, oid: int, role: str) -> None:
     r = conn.execute(
         "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, pg_get_userbyid(%s) FROM pg_roles WHERE rolname = %s",
         (_owner(conn, oid), role),
     ).fetchone()
     if r is None:
         problems.append(Problem("error", "role", f"role {role!r} does not exist.",
-                                f"pgkb db setup --role {role} (or CREATE ROLE {q(role)} LOGIN PASSWORD '...';)"))
+                                f"pgkb db setup --role {role} (or {ddl.render(ddl.create_role(role))} PASSWORD '...';)"))
         return
     can_login, superuser, createrole, createdb, owner = r
     if not can_login:
-        problems.append(Problem("error", "role", f"role {role!r} cannot log in.", f"ALTER ROLE {q(role)} LOGIN;"))
+        problems.append(Problem("error", "role", f"role {role!r} cannot log in.", _fix(ddl.allow_login(role))))
     if superuser or createrole or createdb:
         what = ", ".join(n for n, v in (("SUPERUSER", superuser), ("CREATEROLE", createrole), ("CREATEDB", createdb)) if v)
         problems.append(Problem("warning", "least privilege", f"role {role!r} has {what}: more than a knowledge base needs.",
-                                f"ALTER ROLE {q(role)} NOSUPERUSER NOCREATEROLE NOCREATEDB;"))
+                                _fix(ddl.revoke_powers(role))))
     if owner == role:
         problems.append(Problem("warning", "least privilege",
                                 f"role {role!r} owns {table}: it can drop or alter the table.",
-                                f"ALTER TABLE {t} OWNER TO <admin role>; GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO {q(role)};"))
+                                _fix(ddl.change_owner(table, sql.SQL("<admin role>")), ddl.grant_table(table, role))))
     if not conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, table.schema)).fetchone()[0]:  # type: ignore[index]
         problems.append(Problem("error", "grants", f"role {role!r} lacks USAGE on schema {table.schema}.",
-                                f"GRANT USAGE ON SCHEMA {q(table.schema)} TO {q(role)};"))
+                                _fix(ddl.grant_schema_usage(table.schema, role))))
     lacking = [p for p in ("SELECT", "INSERT", "UPDATE", "DELETE")
                if not conn.execute("SELECT has_table_privilege(%s, %s::oid, %s)", (role, oid, p)).fetchone()[0]]  # type: ignore[index]
     if lacking:
         problems.append(Problem("error", "grants", f"role {role!r} lacks {', '.join(lacking)} on {table}.",
-                                f"GRANT {', '.join(lacking)} ON TABLE {t} TO {q(role)};"))
+                                _fix(ddl.grant_table(table, role, lacking))))
     db_ok = conn.execute(
         "SELECT has_database_privilege(%s, current_database(), 'CONNECT'), has_database_privilege(%s, current_database(), 'TEMP'),"
         " current_database()", (role, role)).fetchone()
     assert db_ok is not None
     if not db_ok[0]:
         problems.append(Problem("error", "grants", f"role {role!r} may not connect to database {db_ok[2]}.",
-                                f"GRANT CONNECT ON DATABASE {q(db_ok[2])} TO {q(role)};"))
+                                _fix(ddl.grant_database(db_ok[2], role, ["CONNECT"]))))
     if not db_ok[1]:
         problems.append(Problem("error", "grants", f"role {role!r} may not create temporary tables: ingestion stages "
                                 "each batch in one (binary COPY, then one upsert).",
-                                f"GRANT TEMPORARY ON DATABASE {q(db_ok[2])} TO {q(role)};"))
+                                _fix(ddl.grant_database(db_ok[2], role, ["TEMPORARY"]))))
     if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'pgkb'").fetchone():
         tables = [r[0] for r in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -261,8 +252,7 @@ def _check_role(conn: psycopg.Connection, problems: list[Problem], table: TableR
             problems.append(Problem("warning", "catalog grants",
                                     f"role {role!r} lacks DML on pgkb's catalog ({', '.join(sorted(tables))}): "
                                     "it cannot run pgkb against this database.",
-                                    f"GRANT USAGE ON SCHEMA pgkb TO {q(role)}; "
-                                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgkb TO {q(role)};"))
+                                    _fix(*ddl.grant_schema_rows(ddl.CATALOG_SCHEMA, role)[:2])))
 
 
 def _owner(conn: psycopg.Connection, oid: int) -> int:

@@ -17,26 +17,17 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from pgkb.admin.checks import Problem, check_server, pgvector_versions, q, version_tuple
-from pgkb.admin.doctor import (
-    diagnose,
-    fts_statement,
-    has_fts,
-    has_hnsw,
-    has_jsonb_gin,
-    hnsw_statement,
-    jsonb_statement,
-    table_indexes,
-)
+from pgkb.admin.checks import Problem, check_server, pgvector_versions
+from pgkb.admin.doctor import diagnose, has_fts, has_hnsw, has_jsonb_gin, table_indexes
 from pgkb.db.database import migrate, migration_files
 from pgkb.errors import ValidationError
 from pgkb.secrets import DbCredentials
+from pgkb.store import ddl
 from pgkb.store.vector_table import FieldMapping, TableRef
 
 log = logging.getLogger(__name__)
 
 PASSWORD_VAR = "pgkb_role_password"  # psql variable the printed SQL reads the password from
-_PASSWORD_SLOT = "<password>"  # where run_setup puts the quoted password literal
 _IDENT = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_\-]{0,62}$")
 
 
@@ -78,61 +69,47 @@ def hnsw_parameters(rows: int, dimensions: int) -> tuple[int, int]:
     return ef, max(64, min(need_mb, 4096))
 
 
-def _index_name(table: str, suffix: str) -> str:
-    return f"{table[: 63 - len(suffix) - 1]}_{suffix}"
+#: Where `--print-sql` puts the password: psql interpolates the variable as a quoted literal.
+PSQL_PASSWORD = sql.SQL(":'" + PASSWORD_VAR + "'")
 
 
 def statements(plan: SetupPlan, dbname: str, *, rows: int = 0, existing: list[Any] | None = None,
-               role_exists: bool = False, password_literal: str | None = None) -> list[str]:
-    """The setup SQL, in order. `password_literal` None prints the psql variable placeholder instead."""
+               role_exists: bool = False, password: sql.Composable | None = PSQL_PASSWORD) -> list[ddl.Stmt]:
+    """The setup SQL, in order. `password`: PSQL_PASSWORD for the psql script (the role is then created
+    with \\gexec when missing), a literal to set, or None to keep the role's working password."""
     t, m = plan.ref, plan.mapping
-    tq = f"{q(t.schema)}.{q(t.name)}"
-    role = q(plan.role)
-    pw = password_literal if password_literal is not None else f":'{PASSWORD_VAR}'"
     ef, mem = hnsw_parameters(rows, plan.dimensions)
     ef = plan.ef_construction or ef
     mem = plan.maintenance_work_mem_mb or mem
-    out = ["CREATE EXTENSION IF NOT EXISTS vector", f"CREATE SCHEMA IF NOT EXISTS {q(plan.schema)}"]
-    # NOSUPERUSER etc. are the defaults; said out loud so a DBA reading the SQL sees them.
-    if password_literal is None:
-        out.append(f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                   f"'{plan.role}')\\gexec")
+    out: list[ddl.Stmt] = [ddl.create_vector_extension(), ddl.create_schema(plan.schema)]
+    if password is PSQL_PASSWORD:
+        out.append(sql.SQL("SELECT {} WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {})\\gexec").format(
+            sql.Literal(ddl.render(ddl.create_role(plan.role))), sql.Literal(plan.role)))
     elif not role_exists:
-        out.append(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
-    out.append(f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {pw}")
+        out.append(ddl.create_role(plan.role))
+    out.append(ddl.alter_role(plan.role, password))
     # CONNECT, and TEMP for the staging table of each binary-COPY batch; nothing else on the database.
-    out.append(f"GRANT CONNECT, TEMPORARY ON DATABASE {q(dbname)} TO {role}")
-    out.append(f"GRANT USAGE ON SCHEMA {q(plan.schema)} TO {role}")
-    cols = [f"{q(m.primary_key)} uuid PRIMARY KEY", f"{q(m.vector)} vector({plan.dimensions})", f"{q(m.text)} text",
-            f"{q(m.metadata)} json"]
-    if m.custom_metadata:
-        cols.append(f"{q(m.custom_metadata)} jsonb")
-    out.append(f"CREATE TABLE IF NOT EXISTS {tq} ({', '.join(cols)})")
-    out.append(f"ALTER TABLE {tq} ALTER COLUMN {q(m.vector)} SET STORAGE PLAIN")
+    out.append(ddl.grant_database(dbname, plan.role, ["CONNECT", "TEMPORARY"]))
+    out.append(ddl.grant_schema_usage(plan.schema, plan.role))
+    out.append(ddl.create_table(t, m, plan.dimensions, if_not_exists=True))
+    out.append(ddl.storage_plain(t, m.vector))
     idx = existing or []
     if not has_hnsw(idx, m.vector):
-        out.append(f"SET maintenance_work_mem = '{int(mem)}MB'")
-        out.append(hnsw_statement(t, m.vector, ef, _index_name(t.name, f"{m.vector}_hnsw")))
-        out.append("RESET maintenance_work_mem")
+        out.append(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(f"{int(mem)}MB")))
+        out.append(ddl.hnsw_index(t, m.vector, ef_construction=ef, name=ddl.index_name(t.name, f"{m.vector}_hnsw")))
+        out.append(sql.SQL("RESET maintenance_work_mem"))
     if not has_fts(idx, m.text):
-        out.append(fts_statement(t, m.text, _index_name(t.name, f"{m.text}_fts")))
+        out.append(ddl.fts_index(t, m.text, name=ddl.index_name(t.name, f"{m.text}_fts")))
     if m.custom_metadata and not has_jsonb_gin(idx, m.custom_metadata):
-        out.append(jsonb_statement(t, m.custom_metadata, _index_name(t.name, f"{m.custom_metadata}_gin")))
+        out.append(ddl.jsonb_index(t, m.custom_metadata, name=ddl.index_name(t.name, f"{m.custom_metadata}_gin")))
     # Rows only: no TRUNCATE, TRIGGER or REFERENCES, and the admin keeps ownership (no DROP/ALTER).
-    out.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {tq} TO {role}")
+    out.append(ddl.grant_table(t, plan.role))
     return out
 
 
-def catalog_grants(role: str) -> list[str]:
-    r = q(role)
-    return [
-        f"GRANT USAGE ON SCHEMA pgkb TO {r}",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgkb TO {r}",
-        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgkb TO {r}",
-        # Tables later migrations add (run by the admin) are covered too.
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA pgkb GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA pgkb GRANT USAGE, SELECT ON SEQUENCES TO {r}",
-    ]
+def catalog_grants(role: str) -> list[ddl.Stmt]:
+    # Default privileges cover the tables later migrations add (run by the admin).
+    return ddl.grant_schema_rows(ddl.CATALOG_SCHEMA, role)
 
 
 def print_sql(plan: SetupPlan, dbname: str) -> str:
@@ -145,24 +122,25 @@ def print_sql(plan: SetupPlan, dbname: str) -> str:
         "\\set ON_ERROR_STOP on",
         "BEGIN;",
     ]
-    lines += [s if s.endswith("\\gexec") else s + ";" for s in statements(plan, dbname)]
+    for stmt in statements(plan, dbname):
+        text = ddl.render(stmt)
+        lines.append(text if text.endswith("\\gexec") else text + ";")
     lines.append("COMMIT;")
     if plan.catalog:
         lines.append("-- pgkb's catalog (schema pgkb), as `pgkb db setup` applies it:")
         lines.append("BEGIN;")
-        lines.append("CREATE SCHEMA IF NOT EXISTS pgkb;")
-        lines.append("CREATE TABLE IF NOT EXISTS pgkb.schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
-                     " applied_at timestamptz NOT NULL DEFAULT now());")
+        lines += [ddl.render(s) + ";" for s in ddl.migrations_ledger()]
         for version, name, body in migration_files():
             lines.append(f"-- migration {version:03d}_{name}")
             # psql's \if skips migrations already applied, as pgkb's own runner does.
-            lines.append(f"SELECT NOT EXISTS (SELECT FROM pgkb.schema_migrations WHERE version = {version})"
-                         " AS pgkb_apply \\gset")
+            lines.append(ddl.render(sql.SQL("SELECT NOT EXISTS (SELECT FROM pgkb.schema_migrations WHERE version = {})"
+                                            " AS pgkb_apply \\gset").format(sql.Literal(version))))
             lines.append("\\if :pgkb_apply")
             lines.append(body.strip())
-            lines.append(f"INSERT INTO pgkb.schema_migrations (version, name) VALUES ({version}, '{name}');")
+            lines.append(ddl.render(sql.SQL("INSERT INTO pgkb.schema_migrations (version, name) VALUES ({}, {});").format(
+                sql.Literal(version), sql.Literal(name))))
             lines.append("\\endif")
-        lines += [s + ";" for s in catalog_grants(plan.role)]
+        lines += [ddl.render(s) + ";" for s in catalog_grants(plan.role)]
         lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
 
@@ -212,10 +190,11 @@ def run_setup(admin_url: str, plan: SetupPlan, *, existing_password: str | None 
         role_exists = role_row is not None
         if role_row and role_row[0]:
             raise ValidationError(f"role {plan.role!r} exists and is a superuser: pick another --role for knowledge bases")
-        reg = conn.execute("SELECT to_regclass(%s)", (f"{q(plan.schema)}.{q(plan.table)}",)).fetchone()
+        qualified = ddl.render(plan.ref.ident)
+        reg = conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()
         table_oid = None
         if reg and reg[0]:
-            table_oid = conn.execute("SELECT %s::regclass::oid", (f"{q(plan.schema)}.{q(plan.table)}",)).fetchone()[0]  # type: ignore[index]
+            table_oid = conn.execute("SELECT %s::regclass::oid", (qualified,)).fetchone()[0]  # type: ignore[index]
         conn.rollback()
 
         password = existing_password
@@ -240,10 +219,12 @@ def run_setup(admin_url: str, plan: SetupPlan, *, existing_password: str | None 
             if rows < 0 and not has_hnsw(existing, plan.mapping.vector):  # never analysed: count, to size the build
                 rows = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(plan.ref.ident)).fetchone()[0])  # type: ignore[index]
             conn.rollback()
+        # The password is a literal: ALTER ROLE takes no parameters (psycopg quotes it). An
+        # unchanged password is left out, so the role's working one stays.
         stmts = statements(plan, dbname, rows=max(rows, 0), existing=existing, role_exists=role_exists,
-                           password_literal=_PASSWORD_SLOT)
+                           password=sql.Literal(password) if password_changed else None)
         with conn.transaction():
-            if installed and version_tuple(installed) < (0, 5) and available:
+            if installed and ddl.version_tuple(installed) < (0, 5) and available:
                 try:
                     with conn.transaction():
                         conn.execute("ALTER EXTENSION vector UPDATE")
@@ -254,19 +235,13 @@ def run_setup(admin_url: str, plan: SetupPlan, *, existing_password: str | None 
                         "ALTER EXTENSION vector UPDATE;"
                     ) from None
             for stmt in stmts:
-                head, slot, _ = stmt.partition(" PASSWORD " + _PASSWORD_SLOT)
-                if not slot:
-                    conn.execute(stmt)  # type: ignore[arg-type]  # identifiers quoted, no values
-                elif password_changed:  # the password is a literal (ALTER ROLE takes no parameters), quoted by psycopg
-                    conn.execute(sql.SQL(head + " PASSWORD {}").format(sql.Literal(password)))  # type: ignore[arg-type]
-                else:
-                    conn.execute(head)  # type: ignore[arg-type]  # keep the working password
+                conn.execute(stmt)
         if plan.catalog:
             migrate(conn)
             conn.commit()
             with conn.transaction():
                 for stmt in catalog_grants(plan.role):
-                    conn.execute(stmt)  # type: ignore[arg-type]
+                    conn.execute(stmt)
         _install_lexical(conn, plan)
         warnings = [p for p in diagnose(conn, plan.ref, plan.mapping, dimensions=plan.dimensions, role=plan.role)]
         conn.rollback()

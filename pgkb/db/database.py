@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 from pgkb.config import Settings
 from pgkb.errors import AccessDeniedError, DatabaseUnavailableError
 from pgkb.redact import redact_url
+from pgkb.store import ddl
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,8 @@ def migrate(conn: psycopg.Connection) -> list[int]:
     applied: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute("CREATE SCHEMA IF NOT EXISTS pgkb")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS pgkb.schema_migrations ("
-            " version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        for stmt in ddl.migrations_ledger():
+            conn.execute(stmt)
         done = {r[0] for r in conn.execute("SELECT version FROM pgkb.schema_migrations")}
         for version, name, sql in files:
             if version in done:

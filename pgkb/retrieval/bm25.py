@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from pgkb.store import ddl
 from pgkb.store.vector_table import FieldMapping, TableRef
 
 log = logging.getLogger(__name__)
@@ -82,24 +83,6 @@ class Bm25Index:
 def base_name(table: TableRef) -> str:
     """Side-table prefix: a hash, so any (schema, table) of up to 63 characters each fits."""
     return "t_" + hashlib.sha1(f"{table.schema}\x00{table.name}".encode()).hexdigest()[:20]
-
-
-_REGISTRY_DDL = f"""
-CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-CREATE TABLE IF NOT EXISTS {SCHEMA}.tables (
-    schema_name text NOT NULL,
-    table_name text NOT NULL,
-    base text NOT NULL,
-    text_column text NOT NULL,
-    key_column text NOT NULL,
-    vector_column text NOT NULL,
-    config regconfig NOT NULL,
-    k1 float8 NOT NULL,
-    b float8 NOT NULL,
-    installed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (schema_name, table_name)
-);
-"""
 
 
 def _tokens(rows: sql.Composable, m: FieldMapping, config: str) -> sql.Composed:
@@ -229,7 +212,8 @@ def install_bm25(
 def _install(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, config: str, k1: float, b: float) -> bool:
     # Concurrent installs (two processes adopting tables at once) would race on CREATE ... IF NOT EXISTS.
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgkb_bm25.install'))")
-    conn.execute(_REGISTRY_DDL)  # constant DDL, no values
+    for stmt in ddl.bm25_registry(SCHEMA):
+        conn.execute(stmt)
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.ident))
     ix = Bm25Index(base_name(table), config, float(k1), float(b))
     existing = conn.execute(

@@ -15,9 +15,11 @@ HIERARCHICAL knowledge bases: children (rows whose metadata has `x-pgkb-parent-i
 each is replaced by its parent row; children of one parent collapse to one result, at the best child's
 rank (Bedrock: "the number of results returned might be less than the requested amount").
 
-Filtered searches let pgvector's HNSW scan continue until k rows pass the filter
+Filtered searches (a metadata filter or an ACL) start from a deeper first batch
+(`hnsw.ef_search` FILTERED_EF_SEARCH), let pgvector's HNSW scan continue until k rows pass the filter
 (`hnsw.iterative_scan = relaxed_order`, re-sorted afterwards) and cap the scan with
-`hnsw.max_scan_tuples`, so a filter that matches nothing returns quickly.
+`hnsw.max_scan_tuples`, so a filter that matches nothing returns quickly. All of it is set for the
+statement's own transaction only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from psycopg import sql
 from pgkb.errors import ValidationError
 from pgkb.retrieval import bm25, fusion
 from pgkb.retrieval.filters import SYSTEM_PREFIXES, compile_filter
+from pgkb.store import ddl
 from pgkb.store.vector_table import (
     CHUNK_ID,
     DATA_SOURCE_ID,
@@ -61,6 +64,13 @@ FEEDBACK_WEIGHT = 3.0
 #: Candidates taken from each ranking before fusion (per query, at least k).
 HYBRID_CANDIDATES = 50
 EF_SEARCH = 64
+#: ef_search of filtered (metadata filter or ACL) statements: twice the unfiltered default. A filter
+#: passing a fraction s of the rows takes its top k from about the first k/s of the index's
+#: candidates, so a broad filter (s = 50 %) needs a deeper first batch than an unfiltered top k; a
+#: narrow one is served by the iterative scan (or exactly, through a GIN index) whatever the first
+#: batch. bench/bench_acl.py --sweep (docs/managed-acl.md), 50 % tier recall@10: 0.896 at 64, 0.944 at
+#: 128, 0.948 at 160, 0.950 at 400; 160 cost more and gained nothing on chunk-like queries.
+FILTERED_EF_SEARCH = 2 * EF_SEARCH
 #: BM25, unfiltered: postings read per query term, best impact first (bounds a query's work).
 MAX_POSTINGS_PER_TERM = 1000
 #: Tables without BM25 statistics: query words found in this many chunks or more are left out.
@@ -112,18 +122,8 @@ def _has_iterative_scan(conn: psycopg.Connection) -> bool:
     version = _PGVECTOR.get(key)
     if version is None:
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        version = _PGVECTOR[key] = parse_version(row[0] if row else "0")
+        version = _PGVECTOR[key] = ddl.version_tuple(row[0] if row else None)
     return version >= (0, 8)
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    parts = []
-    for p in text.split("."):
-        digits = "".join(ch for ch in p if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts) or (0,)
 
 
 def validate_request(query_text: str | None, k: int, search_type: str) -> None:
@@ -397,6 +397,31 @@ def build_query(
     return _result_sql(t, mapping, ranked, attribute_cols), params
 
 
+def statement_settings(
+    cand: int, *, filtered: bool, iterative: bool, ef_search: int | None = None
+) -> list[tuple[str, str]]:
+    """The settings of one search statement (set with SET LOCAL semantics in its transaction, so
+    they never outlive it). `cand`: the rows the dense ranking takes; `iterative`: the server has
+    pgvector >= 0.8; `ef_search`: an explicit value (benchmarks), else pgkb's rule."""
+    rule = max(FILTERED_EF_SEARCH if filtered else EF_SEARCH, cand)
+    ef = int(ef_search) if ef_search else rule
+    if filtered and not iterative:
+        ef = max(ef, OLD_PGVECTOR_FILTER_EF)  # no iterative scans: search wider so filters keep k rows
+    settings = [("hnsw.ef_search", str(min(ef, 1000)))]
+    if filtered and iterative:
+        settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES))]
+    if filtered:
+        # Plan with the filter's values: whether the GIN index or HNSW serves best depends on how
+        # many rows they match, which a cached generic plan cannot know.
+        settings.append(("plan_cache_mode", "force_custom_plan"))
+    return settings
+
+
+def settings_statement(settings: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    """One constant statement setting them transaction-locally, and its parameters."""
+    return "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings), [x for pair in settings for x in pair]
+
+
 def search(
     conn: psycopg.Connection,
     table: TableRef,
@@ -462,20 +487,10 @@ def _run(
     params["qtext"] = query_text or ""
     if search_type == "HYBRID":
         params["dtrust"] = float(dtrust)
-    cand = params.get("cand", k)
-    ef = int(ef_search or max(EF_SEARCH, cand))
-    iterative = filtered and _has_iterative_scan(conn)
-    if filtered and not iterative:
-        ef = max(ef, OLD_PGVECTOR_FILTER_EF)  # no iterative scans: search wider so filters keep k rows
-    settings = [("hnsw.ef_search", str(min(ef, 1000)))]
-    if iterative:
-        settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES))]
-    if filtered:
-        # Plan with the filter's values: whether the GIN index or HNSW serves best depends on how
-        # many rows they match, which a cached generic plan cannot know.
-        settings.append(("plan_cache_mode", "force_custom_plan"))
-    set_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings)
-    set_params = [x for pair in settings for x in pair]
+    set_sql, set_params = settings_statement(
+        statement_settings(params.get("cand", k), filtered=filtered, iterative=filtered and _has_iterative_scan(conn),
+                           ef_search=ef_search)
+    )
     try:
         with conn.transaction(), conn.pipeline():
             conn.execute(set_sql, set_params)  # constant text, values bound

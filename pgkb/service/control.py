@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from psycopg import sql
-
 from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.retrieval.bm25 import install_bm25, uninstall_bm25
 from pgkb.service import shapes
@@ -19,7 +17,7 @@ from pgkb.service.managed import (
     managed_embedding,
 )
 from pgkb.service.tags import MAX_TAGS
-from pgkb.store import catalog
+from pgkb.store import catalog, ddl
 from pgkb.store.acl import drop_acl, enable_acl
 from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
 
@@ -250,7 +248,7 @@ class ControlPlane(Collaborator):
         if kb.managed:  # pgkb owns a MANAGED knowledge base's storage: it goes with it
             with kb.database.connection() as conn:
                 uninstall_bm25(conn, kb.table)
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(kb.table.ident))
+                conn.execute(ddl.drop_table(kb.table))
                 drop_acl(conn, kb.table)
         self.forget(kb.id)
         return {"knowledgeBaseId": kb.id, "status": "DELETING"}

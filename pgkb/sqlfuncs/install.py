@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from pgkb.errors import ValidationError
+from pgkb.store import ddl
 
 SCHEMA = "aws_bedrock"
 SERVER = "aws_bedrock_pgkb"
@@ -78,7 +79,7 @@ def install(database_url: str, endpoint_host: str, endpoint_port: int, user: str
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
         if extension_schema(conn, "dblink") is None:
             conn.execute(sql.SQL("CREATE EXTENSION dblink SCHEMA {}").format(sql.Identifier(SCHEMA)))
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(ddl.create_vector_extension())
         options = [("host", endpoint_host), ("port", str(int(endpoint_port))), ("dbname", "pgkb"),
                    ("sslmode", sslmode), ("connect_timeout", str(int(connect_timeout_s))),
                    ("application_name", "pgkb-aws_bedrock")]

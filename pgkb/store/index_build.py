@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from pgkb.config import current
+from pgkb.store import ddl
 from pgkb.store.vector_table import TableRef
 
 
@@ -109,15 +110,14 @@ def forget(conn: psycopg.Connection, kb_id: str, names: Sequence[str]) -> None:
 
 def drop(conn: psycopg.Connection, table: TableRef, names: Sequence[str]) -> None:
     for name in names:
-        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(table.schema, name)))
+        conn.execute(ddl.drop_index(table.schema, name, if_exists=True))
 
 
 def build(conn: psycopg.Connection, definition: str, *, memory_kb: int, workers: int) -> None:
     """Run a recorded CREATE INDEX (made idempotent) with the build's memory and workers, in the
     caller's transaction. The definition is PostgreSQL's own pg_get_indexdef text, never user input."""
-    if not definition.startswith("CREATE INDEX "):
-        raise ValueError(f"not an index definition: {definition[:80]!r}")
+    stmt = ddl.recreate_index(definition)
     conn.execute("SELECT set_config('maintenance_work_mem', %s, true),"
                  " set_config('max_parallel_maintenance_workers', %s, true)",
                  (f"{int(memory_kb)}kB", str(int(workers))))
-    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS " + definition[len("CREATE INDEX "):]))
+    conn.execute(stmt)

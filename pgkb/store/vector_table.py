@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from pgkb.errors import ValidationError
+from pgkb.store import ddl
 
 _COLUMN = re.compile(r"^[a-zA-Z0-9_\-]{1,63}$")
 _TABLE = re.compile(r"^[a-zA-Z0-9_\.\-]{1,63}$")
@@ -128,11 +129,6 @@ class TableInfo:
     primary_key: list[str] = field(default_factory=list)
 
 
-def _q(name: str) -> str:
-    """Identifier quoted for display in a suggested fix."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def inspect_table(conn: psycopg.Connection, table: TableRef) -> TableInfo:
     row = conn.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -167,43 +163,19 @@ def inspect_table(conn: psycopg.Connection, table: TableRef) -> TableInfo:
     return TableInfo(exists=True, columns=cols, indexes=idx, primary_key=pk)
 
 
-def index_statements(table: TableRef, mapping: FieldMapping, *, ef_construction: int = 64) -> list[str]:
-    """The CREATE INDEX statements a knowledge-base table needs, as display text (identifiers quoted)."""
-    t = f"{_q(table.schema)}.{_q(table.name)}"
-    out = [
-        f"CREATE INDEX ON {t} USING hnsw ({_q(mapping.vector)} vector_cosine_ops)"
-        + (f" WITH (ef_construction = {int(ef_construction)})" if ef_construction != 64 else ""),
-        f"CREATE INDEX ON {t} USING gin (to_tsvector('simple', {_q(mapping.text)}))",
-    ]
-    if mapping.custom_metadata:
-        out.append(f"CREATE INDEX ON {t} USING gin ({_q(mapping.custom_metadata)})")
-    return out
-
-
-def create_statements(table: TableRef, mapping: FieldMapping, dimensions: int) -> list[str]:
-    """DDL for a new table in Bedrock's layout (the guide's SQL, with names from the mapping)."""
-    t = f"{_q(table.schema)}.{_q(table.name)}"
-    cols = [
-        f"{_q(mapping.primary_key)} uuid PRIMARY KEY",
-        f"{_q(mapping.vector)} vector({int(dimensions)})",
-        f"{_q(mapping.text)} text",
-        f"{_q(mapping.metadata)} json",
-    ]
-    if mapping.custom_metadata:
-        cols.append(f"{_q(mapping.custom_metadata)} jsonb")
-    return [
-        f"CREATE SCHEMA IF NOT EXISTS {_q(table.schema)}",
-        f"CREATE TABLE {t} ({', '.join(cols)})",
-        # Keep vectors inline: long chunk text must not push them out of line (pgvector #240).
-        f"ALTER TABLE {t} ALTER COLUMN {_q(mapping.vector)} SET STORAGE PLAIN",
-        *index_statements(table, mapping),
-    ]
-
-
 def create_table(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int) -> None:
     """Create the table and its indexes (one transaction; the caller commits)."""
-    for stmt in create_statements(table, mapping, dimensions):
-        conn.execute(stmt)  # identifiers quoted by _q, no values
+    for stmt in ddl.table_statements(table, mapping, dimensions):
+        conn.execute(stmt)
+
+
+def _fix(stmt: sql.Composable) -> str:
+    return ddl.render(stmt) + ";"
+
+
+def _as_indexdef(column: str) -> str:
+    """A column as pg_get_indexdef prints it: quoted only when it has to be."""
+    return column if column.isidentifier() and column.lower() == column else ddl.render(sql.Identifier(column))
 
 
 def _has_index(indexes: Iterable[str], method: str, needle: str) -> bool:
@@ -216,18 +188,17 @@ def validate_table(
     """Check an existing table against the knowledge base's mapping and model. Empty list = usable."""
     info = inspect_table(conn, table)
     if not info.exists:
-        return [Problem(None, "an existing table", "none", "; ".join(create_statements(table, mapping, dimensions)))]
-    t = f"{_q(table.schema)}.{_q(table.name)}"
+        return [Problem(None, "an existing table", "none",
+                        "; ".join(ddl.render(s) for s in ddl.table_statements(table, mapping, dimensions)))]
     problems: list[Problem] = []
 
     def col(name: str, expected: Sequence[str], ddl_type: str) -> None:
         found = info.columns.get(name)
+        type_ = sql.SQL(ddl_type)  # one of the type names below
         if found is None:
-            problems.append(Problem(name, ddl_type, "no such column", f"ALTER TABLE {t} ADD COLUMN {_q(name)} {ddl_type};"))
+            problems.append(Problem(name, ddl_type, "no such column", _fix(ddl.add_column(table, name, type_))))
         elif not any(found == e or (e.endswith("(") and found.startswith(e)) for e in expected):
-            problems.append(
-                Problem(name, ddl_type, found, f"ALTER TABLE {t} ALTER COLUMN {_q(name)} TYPE {ddl_type} USING {_q(name)}::{ddl_type};")
-            )
+            problems.append(Problem(name, ddl_type, found, _fix(ddl.alter_column_type(table, name, type_))))
 
     col(mapping.primary_key, ["uuid"], "uuid")
     col(mapping.vector, [f"vector({dimensions})"], f"vector({dimensions})")
@@ -238,23 +209,22 @@ def validate_table(
     if mapping.primary_key in info.columns and info.primary_key != [mapping.primary_key]:
         problems.append(
             Problem(mapping.primary_key, "the primary key", f"primary key {info.primary_key or 'none'}",
-                    f"ALTER TABLE {t} ADD PRIMARY KEY ({_q(mapping.primary_key)});")
+                    _fix(ddl.add_primary_key(table, mapping.primary_key)))
         )
-    stmts = index_statements(table, mapping)
-    vec = _q(mapping.vector) if not mapping.vector.isidentifier() or mapping.vector.lower() != mapping.vector else mapping.vector
-    txt = _q(mapping.text) if not mapping.text.isidentifier() or mapping.text.lower() != mapping.text else mapping.text
+    stmts = [_fix(s) for s in ddl.vector_indexes(table, mapping)]
+    vec, txt = _as_indexdef(mapping.vector), _as_indexdef(mapping.text)
     if not _has_index(info.indexes, "hnsw", f"({vec} vector_cosine_ops)"):
         other = [d for d in info.indexes if "USING hnsw " in d and vec in d]
         found = f"HNSW index with another operator class ({other[0]})" if other else "no HNSW cosine index"
-        problems.append(Problem(mapping.vector, "an HNSW index with vector_cosine_ops", found, stmts[0] + ";"))
+        problems.append(Problem(mapping.vector, "an HNSW index with vector_cosine_ops", found, stmts[0]))
     if not _has_index(info.indexes, "gin", f"to_tsvector('simple'::regconfig, {txt})"):
         problems.append(
-            Problem(mapping.text, "a GIN full-text index (the chunks column must be indexed)", "none", stmts[1] + ";")
+            Problem(mapping.text, "a GIN full-text index (the chunks column must be indexed)", "none", stmts[1])
         )
     if mapping.custom_metadata:
-        cm = _q(mapping.custom_metadata) if mapping.custom_metadata.lower() != mapping.custom_metadata or not mapping.custom_metadata.isidentifier() else mapping.custom_metadata
+        cm = _as_indexdef(mapping.custom_metadata)
         if not _has_index(info.indexes, "gin", f"({cm})") and not _has_index(info.indexes, "gin", f"({cm} jsonb_path_ops)"):
-            problems.append(Problem(mapping.custom_metadata, "a GIN index on the custom metadata", "none", stmts[2] + ";"))
+            problems.append(Problem(mapping.custom_metadata, "a GIN index on the custom metadata", "none", stmts[2]))
     return problems
 
 

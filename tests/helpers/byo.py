@@ -14,7 +14,7 @@ import psycopg
 
 from pgkb.db.embedded import ensure_embedded, pgdata_dir, stop_embedded
 
-HBA = """# written by tests/byo_helpers.py: the superuser over the socket, passwords for everyone else
+HBA = """# written by tests/helpers/byo.py: the superuser over the socket, passwords for everyone else
 local all postgres trust
 local all all scram-sha-256
 """

@@ -62,19 +62,19 @@ def running(app: Any) -> Iterator[str]:
 
 @contextmanager
 def pgkb_serve(
-    settings: Any, log: Path, env: dict[str, str], args: tuple[str, ...] = (), scheme: str = "http"
+    settings: Any | None, log: Path, env: dict[str, str], args: tuple[str, ...] = (), scheme: str = "http"
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`pgkb serve` (auth on) in its own process on a free port, over `settings`' data dir and
-    database, with `env` added to this process's environment and `args` to its command line. Yields
-    (base URL, process); stops it with SIGTERM, as a service manager would."""
+    """`pgkb serve` in its own process on a free port, over `settings`' data dir and database (None:
+    `args` say where, or the defaults do), with `env` added to this process's environment (minus
+    PGKB_DATABASE_URL, so only what the test passes counts) and `args` to its command line (auth is
+    on unless they say --no-auth). Yields (base URL, process) once the port accepts connections;
+    stops it with SIGTERM, as a service manager would (the exit code is then `proc.returncode`)."""
     port = free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "pgkb"), "serve", "--port", str(port),
-        "--data-dir", str(settings.data_dir), "--database-url", str(settings.database_url),
-        "--log-level", "warning", *args,
-    ]
+    where = ["--data-dir", str(settings.data_dir), "--database-url", str(settings.database_url)] if settings else []
+    cmd = [str(Path(sys.executable).parent / "pgkb"), "serve", "--port", str(port), *where, "--log-level", "warning", *args]
+    base_env = {k: v for k, v in os.environ.items() if k != "PGKB_DATABASE_URL"}
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env={**base_env, "HF_HUB_OFFLINE": "1", **env}, stdout=out, stderr=subprocess.STDOUT)
     wait_for_port(port, proc, 120, log)
     try:
         yield f"{scheme}://127.0.0.1:{port}", proc

@@ -1,0 +1,98 @@
+"""Filtered and ACL'd searches run with their own, deeper hnsw.ef_search (pgkb.retrieval.search
+FILTERED_EF_SEARCH), set for that statement's transaction only.
+
+The setting is observed from inside the search statement itself: the visibility predicate passed as
+`acl` compares each row's text with `current_setting(...)`, so the row that comes back names the value
+the statement ran with."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from pgkb.retrieval.search import (
+    EF_SEARCH,
+    FILTERED_EF_SEARCH,
+    search,
+    settings_statement,
+    statement_settings,
+)
+from pgkb.store.vector_table import (
+    ChunkRow,
+    FieldMapping,
+    TableRef,
+    create_table,
+    index_statements,
+    write_rows,
+)
+
+M = FieldMapping()
+SETTING_VALUES = list(dict.fromkeys([str(EF_SEARCH), str(FILTERED_EF_SEARCH), "40", "100", "160", "relaxed_order", "strict_order", "off"]))
+
+
+@pytest.fixture(scope="module")
+def table(session_db_url: str) -> Iterator[tuple[psycopg.Connection, TableRef]]:
+    with psycopg.connect(session_db_url, autocommit=True) as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(c)
+        schema = "fef_" + uuid.uuid4().hex[:8]
+        c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        t = TableRef(schema, "kb")
+        create_table(c, t, M, 4)
+        rng = np.random.default_rng(3)
+        rows = []
+        for i, text in enumerate(SETTING_VALUES):  # one row per value a setting could have
+            v = rng.normal(size=4).astype(np.float32)
+            rows.append(ChunkRow(uuid.uuid5(uuid.NAMESPACE_URL, text), text, v / np.linalg.norm(v),
+                                 {"x-amz-bedrock-kb-source-uri": f"s3://b/{i}", "x-amz-bedrock-kb-data-source-id": "DS"}, {}))
+        with c.transaction():
+            write_rows(c, t, M, rows)
+        for stmt in index_statements(t, M):
+            c.execute(stmt)  # type: ignore[arg-type]
+        yield c, t
+        c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def seen_by_statement(conn: psycopg.Connection, t: TableRef, setting: str, **kw) -> list[str]:
+    """Texts of the rows visible when each row's text must equal `setting`'s value in the statement."""
+    pred = sql.SQL("(c.{} = current_setting({}))").format(sql.Identifier(M.text), sql.Literal(setting))
+    hits = search(conn, t, M, query_embedding=[1.0, 0.0, 0.0, 0.0], query_text=None, k=5, acl=(pred, {}), **kw)
+    return [h.text for h in hits]
+
+
+def test_an_acl_search_runs_with_the_filtered_ef_search(table) -> None:
+    conn, t = table
+    assert FILTERED_EF_SEARCH > EF_SEARCH
+    assert seen_by_statement(conn, t, "hnsw.ef_search") == [str(FILTERED_EF_SEARCH)]
+    assert seen_by_statement(conn, t, "hnsw.iterative_scan") == ["relaxed_order"]
+    # An explicit ef_search (benchmarks) still wins.
+    assert seen_by_statement(conn, t, "hnsw.ef_search", ef_search=100) == ["100"]
+    # Transaction-local: nothing is left on the connection afterwards.
+    assert conn.execute("SELECT current_setting('hnsw.ef_search')").fetchone()[0] == "40"  # pgvector's default
+    assert conn.execute("SELECT current_setting('hnsw.iterative_scan')").fetchone()[0] == "off"
+
+
+def test_settings_per_kind_of_statement(table) -> None:
+    conn, _ = table
+
+    def in_transaction(settings: list[tuple[str, str]]) -> dict[str, str]:
+        stmt, params = settings_statement(settings)
+        with conn.transaction():
+            conn.execute(stmt, params)
+            return {name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0]
+                    for name in ("hnsw.ef_search", "hnsw.iterative_scan")}
+
+    # Unfiltered: the default, untouched by the filtered rule.
+    assert in_transaction(statement_settings(10, filtered=False, iterative=True)) == {
+        "hnsw.ef_search": str(EF_SEARCH), "hnsw.iterative_scan": "off"}
+    # A metadata filter gets the filtered rule as an ACL does.
+    assert in_transaction(statement_settings(10, filtered=True, iterative=True))["hnsw.ef_search"] == str(FILTERED_EF_SEARCH)
+    # Candidates beyond the rule (HYBRID's, or k up to 100 on larger values) widen it; 1,000 is pgvector's cap.
+    assert in_transaction(statement_settings(300, filtered=True, iterative=True))["hnsw.ef_search"] == "300"
+    assert in_transaction(statement_settings(5000, filtered=False, iterative=True))["hnsw.ef_search"] == "1000"
