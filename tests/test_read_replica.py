@@ -19,7 +19,7 @@ from typing import Any
 import corpus
 import psycopg
 import pytest
-from server_helpers import free_port
+from helpers.servers import free_port
 
 from pgkb.config import Settings
 from pgkb.db.embedded import ensure_embedded, stop_embedded

@@ -242,7 +242,7 @@ def two_servers(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     """Two `pgkb serve` processes over the same database (and data dir, for the key's encryption)."""
     import boto3
     from botocore.config import Config
-    from server_helpers import pgkb_serve
+    from helpers.servers import pgkb_serve
 
     from pgkb.server.keys import create_key
 
