@@ -120,24 +120,12 @@ def clear_ended(conn: psycopg.Connection, ds_id: str) -> None:
     )
 
 
-# The data source's ingestion claim (pgkb.ingestion.claim: an advisory lock on hashtext of this key),
-# as pg_locks shows it: the bigint key split into classid (high 32 bits) and objid (low 32 bits).
-_CLAIM_HELD = (
-    "EXISTS (SELECT 1 FROM pg_locks l, (SELECT hashtext('pgkb-ingestion:' || j.ds_id)::bigint AS k) h"
-    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    " AND l.objid::bigint = (h.k & 4294967295) AND l.classid::bigint = ((h.k >> 32) & 4294967295))"
-)
-
-
 def jobs_with_work(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Running jobs that have batches waiting and whose coordinator is alive (holds the data source's
-    claim; a dead one's job is reported interrupted, not worked for nothing): (job id, kb id, ds id),
-    oldest first."""
+    """Running jobs that have batches waiting: (job id, kb id, ds id), oldest first."""
     rows = conn.execute(
         "SELECT j.id, j.kb_id, j.ds_id FROM pgkb.ingestion_jobs j WHERE j.status = %s AND EXISTS"
         " (SELECT 1 FROM pgkb.job_batches b WHERE b.job_id = j.id AND b.status = 'PENDING')"
-        f" AND {_CLAIM_HELD} ORDER BY j.started_at",
+        " ORDER BY j.started_at",
         (ACTIVE,),
     ).fetchall()
     return [{"id": r[0], "kb_id": r[1], "ds_id": r[2]} for r in rows]
