@@ -163,7 +163,12 @@ def test_two_worker_processes_write_what_one_process_writes(
     workers = [Worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
     try:
         kb_id, ds_id = make_kb(svc, folder)
-        job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
+        job_id = svc.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
+        deadline = time.time() + 120
+        while not any(holding_claim(svc, w.proc.pid) for w in workers):
+            assert time.time() < deadline, "no worker process claimed a batch"
+            time.sleep(0.01)
+        job = wait_for_job(svc, kb_id, ds_id, job_id)
     finally:
         finished = [w.stop() for w in workers]
     assert job["status"] == "COMPLETE", job
