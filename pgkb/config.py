@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_platform_data_dir,
                            description="Where pgkb keeps its data (embedded PostgreSQL, keys, models).")
     database_url: str | None = Field(None, description="PostgreSQL URL; unset means the embedded server.")
+    read_database_url: str | None = Field(
+        None, description="Read-only PostgreSQL URL (a streaming replica, an Aurora reader endpoint) Retrieve reads "
+        "the home database's knowledge bases from; writes stay on the primary (docs/scaling.md).")
     admin_database_url: str | None = Field(
         None, description="Default `--database-url` of the `pgkb db` commands (an administrator's connection).")
     region: str = Field("us-east-1", description="Region in the ARNs pgkb makes.")
@@ -55,6 +58,8 @@ class Settings(BaseSettings):
     model_threads: int | None = Field(
         None, ge=1, description="Threads each local embedding model (ONNX Runtime, torch) computes with; unset means "
         "every core, or cores / workers in each `pgkb serve --workers` process.")
+    sync_batch_docs: int = Field(32, gt=0, description="Documents per work-queue batch of a sync (the unit a "
+                                 "`pgkb worker` claims).")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint for S3 data sources (MinIO, moto, ...).")
     bedrock_endpoint_url: str | None = Field(
         None, description="Amazon Bedrock runtime endpoint for Bedrock embedding and generation models.")
@@ -90,7 +95,7 @@ class Settings(BaseSettings):
     def _empty_data_dir(cls, v: Any) -> Any:
         return v if v not in ("", None) else _platform_data_dir()
 
-    @field_validator("database_url", "admin_database_url", "s3_endpoint_url", "bedrock_endpoint_url",
+    @field_validator("database_url", "read_database_url", "admin_database_url", "s3_endpoint_url", "bedrock_endpoint_url",
                      "bedrock_rerank_endpoint_url", "secretsmanager_endpoint_url", "access_key_encryption_key",
                      mode="before")
     @classmethod

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from pgkb.cli import db, ds, jobs, kb, keys, models, query, secrets, serve
+from pgkb.cli import db, ds, jobs, kb, keys, models, query, secrets, serve, worker
 from pgkb.cli.common import err
 from pgkb.config import current, quiet_model_libraries
 from pgkb.errors import PgkbError
@@ -29,6 +29,7 @@ app.command()(query.ask)
 app.command()(models.models)
 app.add_typer(keys.app, name="keys")
 app.command()(serve.serve)
+app.command()(worker.worker)
 app.command("eval")(query.eval_cmd)
 app.add_typer(secrets.app, name="secrets")
 app.command()(db.doctor)

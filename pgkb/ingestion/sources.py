@@ -69,6 +69,17 @@ class LocalFolderSource:
                 path = Path(dirpath) / name
                 yield self._document(path, names)
 
+    def get_uri(self, uri: str) -> bytes:
+        """A document's bytes by its file:// URI (how a worker of another process reads it)."""
+        p = urlparse(uri)
+        path = Path(unquote(p.path))
+        if p.scheme != "file" or not path.resolve().is_relative_to(self.root):
+            raise ValidationError(f"{uri} is not in this data source's folder {self.root}")
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ValidationError(f"cannot read file: {exc.strerror or exc}") from None
+
     def _document(self, path: Path, siblings: set[str]) -> SourceDocument:
         uri = file_uri(path)
         sidecar = None

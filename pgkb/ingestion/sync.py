@@ -1,42 +1,41 @@
 """An ingestion job: scan a source, classify each document, index what changed, remove what went away.
 
-Parsing and chunking run in a reader thread, the model in the calling thread, database writes in a
-writer thread, so the model (the bottleneck) never waits for either.
+The process that starts the job (the coordinator) scans, classifies, deletes and rewrites metadata
+itself, then writes the documents to index to the job's work queue in batches and works the queue
+(`pgkb.ingestion.worker`) alongside any `pgkb worker` process of the database. When the queue is
+drained it sums the batches' statistics in SQL, builds a deferred HNSW index and ends the job. Alone,
+it is one process doing what it always did: parsing, the model and writes overlap in three threads.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from pgkb import config
 from pgkb.db import Database
 from pgkb.errors import PgkbError
 from pgkb.ingestion.acl import NO_ACL_SKIPPED, GlobalAcl, effective_acl
+from pgkb.ingestion.batches import WorkItem, describe
 from pgkb.ingestion.claim import ClaimLost, JobClaim
-from pgkb.ingestion.documents import PreparedDocument, prepare_document, read_sidecar
+from pgkb.ingestion.documents import read_sidecar
+from pgkb.ingestion.reading import READ_AHEAD_BYTES, READ_AHEAD_DOCS, READ_WORKERS, read_ahead
 from pgkb.ingestion.sources import Source, SourceDocument
+from pgkb.ingestion.worker import BatchWorker, Stopped
 from pgkb.ingestion.writer import DocumentWriter
 from pgkb.kb import KnowledgeBase
 from pgkb.parsing import MAX_FILE_BYTES
-from pgkb.store import catalog
+from pgkb.store import catalog, work_queue
+
+__all__ = ["READ_AHEAD_BYTES", "READ_AHEAD_DOCS", "READ_WORKERS", "IngestionRun", "JobProgress", "Stopped",
+           "classify", "read_ahead"]
 
 log = logging.getLogger(__name__)
 
 MAX_FAILURE_REASONS = 50
-# Reading documents ahead of the parser (S3 GETs are network round trips; local reads are cheap).
-READ_WORKERS = 8
-READ_AHEAD_DOCS = 32
-READ_AHEAD_BYTES = 64 * 1024 * 1024
 
 STAT_NAMES = (
     "numberOfDocumentsScanned",
@@ -48,10 +47,6 @@ STAT_NAMES = (
     "numberOfDocumentsFailed",
     "numberOfDocumentsSkipped",
 )
-
-
-class Stopped(Exception):
-    """The job was asked to stop."""
 
 
 @dataclass
@@ -68,11 +63,9 @@ class JobProgress:
             self.failures.append(f"{uri}: {reason}")
 
 
-@dataclass
-class _Work:
-    doc: SourceDocument
-    kind: str  # "new" | "modified"
-    acl: Any = None  # its DocAcl, on an ACL-enabled source
+_Work = WorkItem
+# How long a stopping job waits for the batches other workers are in the middle of.
+STOP_WAIT_S = 60.0
 
 
 def _supported(name: str) -> bool:
@@ -112,33 +105,6 @@ def classify(
     return work, meta_only, deleted, failures, skips
 
 
-def read_ahead(docs: Iterable[SourceDocument]) -> Iterator[tuple[SourceDocument, bytes | Exception]]:
-    """Each document with its bytes (or the error reading them), in order, read by a small pool ahead
-    of the consumer, so S3 GETs overlap instead of running one after another. At most
-    READ_AHEAD_DOCS documents and about READ_AHEAD_BYTES are in flight."""
-    pending: collections.deque[tuple[SourceDocument, int, Future[bytes]]] = collections.deque()
-    ahead = 0
-    todo = iter(docs)
-    with ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pgkb-read") as pool:
-        while True:
-            while len(pending) < READ_AHEAD_DOCS and (not pending or ahead < READ_AHEAD_BYTES):
-                d = next(todo, None)
-                if d is None:
-                    break
-                size = max(int(d.size or 0), 0)
-                pending.append((d, size, pool.submit(d.read)))
-                ahead += size
-            if not pending:
-                return
-            d, size, fut = pending.popleft()
-            ahead -= size
-            try:
-                data: bytes | Exception = fut.result()
-            except Exception as exc:
-                data = exc
-            yield d, data
-
-
 class IngestionRun:
     """Runs one ingestion job to the end; `should_stop()` is polled between batches."""
 
@@ -168,6 +134,7 @@ class IngestionRun:
         self._last_flush = 0.0
         self._pending_ignored: list[tuple[str, str]] = []
         self._pending_failed: list[tuple[str, str]] = []
+        self._worker: BatchWorker | None = None  # this process's share of the queue, while it works it
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -177,9 +144,26 @@ class IngestionRun:
             return
         self._last_flush = now
         with self.catalog_db.connection() as conn:
-            catalog.update_running_job(
-                conn, self.job_id, statistics=self.progress.stats, failure_reasons=self.progress.failures, **fields
-            )
+            stats, failures = self._merged(conn)
+            catalog.update_running_job(conn, self.job_id, statistics=stats, failure_reasons=failures, **fields)
+
+    def _merged(self, conn: Any) -> tuple[dict[str, int], list[str]]:
+        """The job's statistics: this process's own counts (scan, deletions, metadata) plus the
+        queue's finished batches, summed by SQL (whichever worker did them)."""
+        worker = self._worker
+        if worker is None:
+            done, reasons, chunks = work_queue.totals(conn, self.job_id, MAX_FAILURE_REASONS)
+        else:  # while it works: add what it wrote in batches it has not settled yet
+            with worker.lock:
+                done, reasons, chunks = work_queue.totals(conn, self.job_id, MAX_FAILURE_REASONS)
+                live, live_reasons, live_chunks = worker.live()
+            done = {k: done.get(k, 0) + live.get(k, 0) for k in {*done, *live}}
+            reasons, chunks = reasons + live_reasons, chunks + live_chunks
+        stats = {k: self.progress.stats[k] + done.get(k, 0) for k in STAT_NAMES}
+        self.progress.indexed = done.get("numberOfNewDocumentsIndexed", 0) + done.get(
+            "numberOfModifiedDocumentsIndexed", 0)
+        self.progress.chunks = chunks
+        return stats, (self.progress.failures + reasons)[:MAX_FAILURE_REASONS]
 
     def _tick(self) -> None:
         if self.on_progress:
@@ -216,6 +200,7 @@ class IngestionRun:
             log.warning("ingestion job %s stopped: %s", self.job_id, exc)
             return self._current()
         except Stopped:
+            self._wait_for_workers()
             return self._finish("STOPPED")
         except PgkbError as exc:
             self.progress.failures.insert(0, exc.message)
@@ -238,16 +223,30 @@ class IngestionRun:
         assert row is not None
         return row
 
+    def _wait_for_workers(self) -> None:
+        """A stopping job: cancel the batches nobody holds and let the workers settle theirs (each
+        stops after its current model call), so the statistics count what they wrote."""
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline:
+            with self.catalog_db.connection() as conn:
+                work_queue.cancel_waiting(conn, self.job_id)
+                if not work_queue.pending(conn, self.job_id):
+                    return
+            time.sleep(0.2)
+        log.warning("ingestion job %s: workers still hold batches %.0f s after the stop", self.job_id, STOP_WAIT_S)
+
     def _finish(self, status: str) -> dict[str, Any]:
         with self.catalog_db.connection() as conn:
+            stats, failures = self._merged(conn)
             row = catalog.update_running_job(
                 conn,
                 self.job_id,
                 status=status,
-                statistics=self.progress.stats,
-                failure_reasons=self.progress.failures[:MAX_FAILURE_REASONS],
+                statistics=stats,
+                failure_reasons=failures,
                 ended_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             )
+        self._clear_queue()
         if row is None:  # ended meanwhile by another process: its word stands
             return self._current()
         if self.on_progress:
@@ -255,9 +254,20 @@ class IngestionRun:
         self._compact_statistics()
         return row
 
+    def _clear_queue(self) -> None:
+        """The job has ended: its queue goes (a worker still settling a batch is waited for a while;
+        past that the next job of the data source clears it)."""
+        try:
+            with self.catalog_db.connection() as conn, conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '10s'")
+                work_queue.clear(conn, self.job_id)
+        except Exception as exc:
+            log.warning("ingestion job %s: work queue not cleared: %s", self.job_id, str(exc).splitlines()[0])
+
     def _compact_statistics(self) -> None:
         """Fold the BM25 deltas this job's writes appended (queries read fewer rows); best effort."""
-        st = self.progress.stats
+        with self.catalog_db.connection() as conn:
+            st, _ = self._merged(conn)
         if not any(st.get(k) for k in ("numberOfNewDocumentsIndexed", "numberOfModifiedDocumentsIndexed",
                                        "numberOfDocumentsDeleted")):
             return
@@ -377,117 +387,36 @@ class IngestionRun:
         with self.catalog_db.connection() as conn:
             catalog.mark_documents_failed(conn, self.kb.id, self.ds["id"], [(uri, reason)])
 
-    def _prepared(self, work: list[_Work]) -> Iterator[tuple[_Work, PreparedDocument | str]]:
-        model = self.kb.model()
-        for w, (d, data) in zip(work, read_ahead(w.doc for w in work), strict=True):
-            try:
-                sidecar = read_sidecar(d.sidecar)
-            except PgkbError as exc:
-                yield w, f"metadata file: {exc.message}"
-                continue
-            try:
-                if isinstance(data, Exception):
-                    raise data
-                prepared = prepare_document(
-                    ds_id=self.ds["id"], uri=d.uri, name=d.name, data=data, sidecar=sidecar,
-                    chunking=self.chunking, model=model, fingerprint=d.fingerprint,
-                    sidecar_hash=d.sidecar_hash, location=d.location,
-                )
-                prepared.acl = w.acl
-                yield w, prepared
-            except PgkbError as exc:
-                yield w, exc.message
-            except Exception as exc:  # a parser library choking on a corrupt file
-                yield w, f"cannot parse: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+    # ------------------------------------------------------------------ the queue
 
     def _index(self, work: list[_Work]) -> None:
+        """Queue the documents to index, work the queue, and wait for batches other workers hold."""
         if not work:
             return
-        model = self.kb.model()
-        prepared_q: queue.Queue[Any] = queue.Queue(maxsize=64)
-        write_q: queue.Queue[Any] = queue.Queue(maxsize=2)
-        errors: list[BaseException] = []
-        done = object()
-
-        abort = threading.Event()
-
-        def put(item: Any) -> bool:
-            while not abort.is_set():
-                try:
-                    prepared_q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def reader() -> None:
-            try:
-                for item in self._prepared(work):
-                    if not put(item):
-                        return
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                put(done)
-
-        def writer() -> None:
-            while True:
-                item = write_q.get()
-                if item is done:
-                    return
-                if errors:
-                    continue  # drain after a failure elsewhere
-                batch, vectors = item
-                try:
-                    self._check_claim()
-                    self.writer.write([d for _, d in batch], vectors)
-                    for w, d in batch:
-                        key = "numberOfNewDocumentsIndexed" if w.kind == "new" else "numberOfModifiedDocumentsIndexed"
-                        self.progress.stats[key] += 1
-                        self.progress.indexed += 1
-                        self.progress.chunks += d.n_rows
-                except BaseException as exc:
-                    errors.append(exc)
-
-        threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
-        for t in threads:
-            t.start()
-        batch: list[tuple[_Work, PreparedDocument]] = []
-        pending = 0
-        # Rows per model call: large enough to amortise, small enough to keep progress fluid and commits frequent.
-        embed_batch = config.current().embed_batch
-        try:
-            while True:
-                item = prepared_q.get()
-                if item is done:
-                    break
-                if errors:
-                    raise errors[0]
-                w, d = item
-                if isinstance(d, str):
-                    self._record_failure(w.doc.uri, d)
-                    self._tick()
-                    continue
-                batch.append((w, d))
-                pending += d.n_to_embed
-                if pending >= embed_batch:
-                    self._flush(model, batch, write_q)
-                    batch, pending = [], 0
-                    self._check_stop()
-                    self._tick()
-            if batch:
-                self._flush(model, batch, write_q)
-        finally:
-            abort.set()  # the reader may be blocked on a full queue after a stop or an error
-            write_q.put(done)
-            for t in threads:
-                t.join()
-        if errors:
-            raise errors[0]
+        size = config.current().sync_batch_docs
+        with self.catalog_db.connection() as conn:
+            work_queue.enqueue(conn, self.job_id, [[describe(w) for w in work[i : i + size]]
+                                                   for i in range(0, len(work), size)])
+        local = {w.doc.uri: w.doc for w in work}  # this process reads through the scan's own readers
+        worker = BatchWorker(self.catalog_db, self.kb, self.ds, self.job_id, self.source, writer=self.writer,
+                             check_stop=self._check_stop, check_claim=self._check_claim, on_flush=self._tick,
+                             local=local)
+        self._worker = worker
+        while True:
+            worker.run()
+            with self.catalog_db.connection() as conn:
+                reason = work_queue.failed(conn, self.job_id)
+                left = work_queue.pending(conn, self.job_id)
+            if reason is not None:
+                raise BatchFailed(reason)
+            if not left:
+                break
+            # Batches held by other workers: wait for them (a dead worker's batch comes back to the queue).
+            self._check_stop()
+            self._tick()
+            time.sleep(0.2)
         self._tick()
 
-    @staticmethod
-    def _flush(model: Any, batch: list[tuple[_Work, PreparedDocument]], write_q: queue.Queue[Any]) -> None:
-        texts = [t for _, d in batch for t in d.embed_texts if t is not None]
-        vectors = model.embed_documents(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-        write_q.put((batch, vectors))
+
+class BatchFailed(PgkbError):
+    """A worker could not work a batch of the job; the job fails with its reason."""

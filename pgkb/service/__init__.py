@@ -155,6 +155,7 @@ class KnowledgeBaseService:
     stop_ingestion_job = _forward("jobs", JobControl.stop_ingestion_job)
     wait_for_jobs = _forward("jobs", JobControl.wait_for_jobs)
     stop_jobs = _forward("jobs", JobControl.stop_jobs)
+    work_ingestion_queue = _forward("jobs", JobControl.work_ingestion_queue)
     source_for = _forward("jobs", JobControl.source_for)
 
     ingest_knowledge_base_documents = _forward("documents", DocumentOps.ingest_knowledge_base_documents)

@@ -37,10 +37,25 @@ class ServiceCore:
         self._owns_db = database is None
         self._lock = threading.Lock()
         self._registered: Any = None  # pgkb.admin.registry.RegisteredDatabases, made on first use
+        self._reader: Database | None = None  # the read replica's pool, opened on first use
         with self.db.connection() as conn:
             self.database_name = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
 
+    def reader(self, database: Database) -> Database:
+        """Where queries on `database` read: the read replica (`read_database_url`) for the home
+        database when one is configured, else `database` itself. Writes never come here."""
+        url = self.settings.read_database_url
+        if not url or database is not self.db:
+            return database
+        with self._lock:
+            if self._reader is None:
+                self._reader = Database(url, max_size=self.settings.pool_max_size,
+                                        timeout_s=self.settings.connect_timeout_s, name="pgkb-read").open()
+            return self._reader
+
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if self._registered is not None:
             self._registered.close()
         if self._owns_db:

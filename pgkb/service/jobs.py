@@ -14,15 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pgkb.errors import ConflictError, ValidationError
+import psycopg
+
+from pgkb.errors import ConflictError, PgkbError, ValidationError
 from pgkb.ingestion.acl import GlobalAcl
-from pgkb.ingestion.claim import JobClaim, lock_is_free
+from pgkb.ingestion.claim import ClaimLost, JobClaim, lock_is_free
 from pgkb.ingestion.sources import LocalFolderSource, S3Source, Source, file_uri
 from pgkb.ingestion.sync import IngestionRun, JobProgress
+from pgkb.ingestion.worker import BatchWorker, Stopped, job_still_running
 from pgkb.service import shapes
 from pgkb.service.base import Collaborator, KnowledgeBases, ServiceCore
 from pgkb.service.connectors import settings_of
-from pgkb.store import catalog
+from pgkb.store import catalog, work_queue
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,7 @@ class JobControl(Collaborator):
         ).fetchall()
         if rows:
             log.warning("marked %d interrupted ingestion job(s) of data source %s as FAILED", len(rows), ds_id)
+        work_queue.clear_ended(claim.connection, ds_id)
 
     def _run(self, job: dict[str, Any], kb: Any, ds: dict[str, Any], claim: JobClaim,
              on_progress: Callable[[JobProgress], None] | None) -> dict[str, Any]:
@@ -185,6 +189,54 @@ class JobControl(Collaborator):
             self._job_threads().append((t, job["id"]))
             t.start()
         return {"ingestionJob": shapes.ingestion_job(job)}
+
+    def work_ingestion_queue(self, *, stop: threading.Event | None = None, idle_s: float = 0.5,
+                             until_idle: bool = False) -> int:
+        """Join the running jobs of this database (`pgkb worker`): claim their queued batches, parse,
+        embed and write them, until `stop` is set (or, with `until_idle`, no batch is left). A stop
+        here hands the batches held back to the queue. Returns the batches this process finished."""
+        stop = stop or threading.Event()
+
+        def leaving() -> None:
+            if stop.is_set():
+                raise ClaimLost("this worker is shutting down")
+
+        finished = 0
+        while not stop.is_set():
+            with self.db.connection() as conn:
+                jobs = work_queue.jobs_with_work(conn)
+            if not jobs:
+                if until_idle:
+                    break
+                stop.wait(idle_s)
+                continue
+            for job in jobs:
+                if stop.is_set():
+                    break
+                worker = None
+                try:
+                    with self.db.connection() as conn:
+                        ds = catalog.get_data_source(conn, job["kb_id"], job["ds_id"])
+                    source = self.source_for(ds)
+                    job_id = job["id"]
+
+                    def check_stop(job_id: str = job_id) -> None:
+                        leaving()
+                        job_still_running(self.db, job_id)
+
+                    worker = BatchWorker(self.db, self.resolve(job["kb_id"]), ds, job_id, source,
+                                         check_stop=check_stop, check_claim=leaving)
+                    worker.run()
+                except (Stopped, ClaimLost):
+                    pass
+                except PgkbError as exc:  # settled FAILED: the job's coordinator fails the job with it
+                    log.warning("ingestion job %s: %s", job["id"], exc.message)
+                except psycopg.OperationalError as exc:  # the database went away: the claims went with it
+                    log.warning("ingestion job %s: %s", job["id"], str(exc).splitlines()[0])
+                    stop.wait(idle_s)
+                finally:
+                    finished += worker.batches_done if worker is not None else 0
+        return finished
 
     def get_ingestion_job(self, *, knowledgeBaseId: str, dataSourceId: str, ingestionJobId: str) -> dict[str, Any]:
         with self.db.connection() as conn:

@@ -157,7 +157,7 @@ class RetrieveOps(Collaborator):
         # HYBRID's evidence of whether the model can read the query (its own tokenizer's coverage).
         coverage = model_coverage(kb.model(), text) if search_type == "HYBRID" else None
         want = k  # the window numberOfResults asks for; an offset only skips into it
-        with kb.database.connection() as conn:
+        with self.core.reader(kb.database).connection() as conn:  # a read replica when configured
             acl = None
             if kb.managed:
                 from pgkb.store.acl import lookup_principal
