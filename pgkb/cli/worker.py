@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import Annotated, Any
@@ -19,6 +20,8 @@ def worker(
     data_dir: DataDir = None,
 ) -> None:
     """Work the queued batches of every running ingestion job of the database (run as many as you like)."""
+    # Warnings (a batch that failed, a database that went away) must reach the operator's terminal.
+    logging.basicConfig(level=logging.INFO, format="pgkb worker: %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
 
     def leave(*_: Any) -> None:  # the batches held go back to the queue for another worker

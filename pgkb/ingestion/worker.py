@@ -123,7 +123,7 @@ class BatchWorker:
             for w in batch.items:
                 yield batch, w
 
-    def _prepared(self, claimed: Iterator[tuple[ClaimedBatch, WorkItem]]
+    def _prepared(self, claimed: Iterator[tuple[ClaimedBatch, WorkItem]], more: Callable[[], bool]
                   ) -> Iterator[tuple[ClaimedBatch, WorkItem, PreparedDocument | str]]:
         model = self.kb.model()
         # read_ahead yields in the order it pulls: each document's batch and item wait here in step.
@@ -134,7 +134,7 @@ class BatchWorker:
                 waiting.append((ref, w))
                 yield w.doc
 
-        for d, data in read_ahead(docs()):
+        for d, data in read_ahead(docs(), more):
             ref, w = waiting.popleft()
             try:
                 sidecar = read_sidecar(d.sidecar)
@@ -196,6 +196,10 @@ class BatchWorker:
         def hungry() -> bool:  # the model's next call is not full yet: claim more, whatever is held
             return unflushed[0] < embed_batch
 
+        def may_claim() -> bool:  # read-ahead's question: the same rule _claimed waits on, asked without waiting
+            with lock:
+                return len(held) < CLAIMS_AHEAD or hungry()
+
         def put(item: Any) -> bool:
             while not abort.is_set():
                 try:
@@ -207,7 +211,7 @@ class BatchWorker:
 
         def reader() -> None:
             try:
-                for item in self._prepared(self._claimed(claimer, held, lock, abort, hungry)):
+                for item in self._prepared(self._claimed(claimer, held, lock, abort, hungry), may_claim):
                     if not isinstance(item[2], str):
                         with lock:
                             unflushed[0] += item[2].n_to_embed

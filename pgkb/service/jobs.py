@@ -227,8 +227,8 @@ class JobControl(Collaborator):
                     worker = BatchWorker(self.db, self.resolve(job["kb_id"]), ds, job_id, source,
                                          check_stop=check_stop, check_claim=leaving)
                     worker.run()
-                except (Stopped, ClaimLost):
-                    pass
+                except (Stopped, ClaimLost) as exc:
+                    log.info("ingestion job %s: left (%s)", job["id"], str(exc) or type(exc).__name__)
                 except PgkbError as exc:  # settled FAILED: the job's coordinator fails the job with it
                     log.warning("ingestion job %s: %s", job["id"], exc.message)
                 except psycopg.OperationalError as exc:  # the database went away: the claims went with it
