@@ -15,7 +15,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,9 +139,10 @@ def test_strands_retrieve_tool_returns_the_top_hits(kb: Kb) -> None:
         {"text": query, "knowledgeBaseId": kb.id, "numberOfResults": 2, "score": 0.0, "enableMetadata": True,
          "retrieveFilter": {"equals": {"key": "kind", "value": "nature"}}},
         {"text": query, "knowledgeBaseId": kb.id},  # the tool's defaults: 10 results, score >= 0.4
+        {"text": query, "knowledgeBaseId": kb.id, "score": 0.6},
         {"text": query, "knowledgeBaseId": "NOSUCHKB00"},
     ]
-    top, filtered, defaults, missing = kb.run("strands-tools", "strands_client.py", json.dumps(inputs))
+    top, filtered, defaults, floored, missing = kb.run("strands-tools", "strands_client.py", json.dumps(inputs))
     expected = kb.retrieve(query, {"vectorSearchConfiguration": {"numberOfResults": 3}})
     assert top["status"] == "success", top
     got = _hits(top["content"][0]["text"])
@@ -161,5 +161,8 @@ def test_strands_retrieve_tool_returns_the_top_hits(kb: Kb) -> None:
     assert len(everything) == len(DOCS)
     assert [i for i, _ in _hits(defaults["content"][0]["text"])] == [
         r["location"]["customDocumentLocation"]["id"] for r in everything if r["score"] >= 0.4]
+    above = [r["location"]["customDocumentLocation"]["id"] for r in everything if r["score"] >= 0.6]
+    assert 0 < len(above) < len(DOCS)  # the floor drops some of pgkb's hits and keeps others
+    assert [i for i, _ in _hits(floored["content"][0]["text"])] == above
 
     assert missing["status"] == "error" and "ResourceNotFoundException" in missing["content"][0]["text"]
