@@ -48,8 +48,8 @@ def _document(doc_id: str, text: str, kind: str) -> dict[str, Any]:
 
 
 class Kb:
-    def __init__(self, server: Server, kb_id: str, env: dict[str, str]) -> None:
-        self.server, self.id, self.env = server, kb_id, env
+    def __init__(self, server: Server, settings: Settings, kb_id: str, env: dict[str, str]) -> None:
+        self.server, self.settings, self.id, self.env = server, settings, kb_id, env
 
     def retrieve(self, query: str, config: dict[str, Any]) -> list[dict[str, Any]]:
         """boto3's Retrieve: the reference each framework's answer is compared with."""
@@ -89,15 +89,17 @@ def kb(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             time.sleep(0.2)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            "AWS_ENDPOINT_URL_BEDROCK_AGENT": url,
             "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME": url,
             "AWS_ACCESS_KEY_ID": key["accessKeyId"],
             "AWS_SECRET_ACCESS_KEY": key["secretAccessKey"],
-            "AWS_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",  # what the retrieve tool reads
+            "AWS_DEFAULT_REGION": "us-east-1",  # what boto3 reads
             "AWS_CONFIG_FILE": str(home / "config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
             "AWS_MAX_ATTEMPTS": "1",
         }
-        yield Kb(server, kb_id, env)
+        yield Kb(server, settings, kb_id, env)
 
 
 def test_llama_index_retriever_matches_boto3(kb: Kb) -> None:
@@ -166,3 +168,27 @@ def test_strands_retrieve_tool_returns_the_top_hits(kb: Kb) -> None:
     assert [i for i, _ in _hits(floored["content"][0]["text"])] == above
 
     assert missing["status"] == "error" and "ResourceNotFoundException" in missing["content"][0]["text"]
+
+
+def test_strands_knowledge_base_store_writes_and_searches_by_scope(kb: Kb) -> None:
+    """strands' BedrockKnowledgeBaseStore (the retrieve tool's named successor) adds memories through
+    IngestKnowledgeBaseDocuments with its scope as an inline attribute, and each scope's search (after
+    GetKnowledgeBase) finds its own memory and never the other scope's. A knowledge base of its own: the
+    shared one's contents are what the other tests count."""
+    agent = kb.server.client("bedrock-agent")
+    kb_id = create_kb(kb.server, kb.settings, f"rag-mem-{uuid.uuid4().hex[:8]}")
+    ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="memories",
+                                     dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
+    memories = {"alice": "Alice's favourite colour is teal and she paints her boat with it.",
+                "bob": "Bob's favourite colour is orange, like the sunsets over his town."}
+    out = kb.run("strands-tools", "strands_store_client.py", kb_id, ds_id, "which colour does the user like",
+                 *(f"{scope}={text}" for scope, text in memories.items()))
+    for scope, text in memories.items():
+        found = out["found"][scope]
+        assert [e["content"] for e in found] == [text]  # its own memory, the other scope's filtered out
+        meta = found[0]["metadata"]
+        assert meta["namespace"] == scope and meta["source"] == "chat"
+        assert meta["_source_location"] == {"type": "CUSTOM", "customDocumentLocation": {"id": out["added"][scope]}}
+        assert 0 < meta["_relevance_score"] <= 1
+    listed = agent.list_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id)["documentDetails"]
+    assert sorted(d["identifier"]["custom"]["id"] for d in listed) == sorted(out["added"].values())
