@@ -13,7 +13,7 @@ Run:  . .venv/bin/activate && python bench/bench_workers.py [--docs 2000] [--lat
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import json
 import os
 import shutil
@@ -21,46 +21,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import bench_data
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-MODEL_ID = "bench.remote-embeddings"
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' latency-adding embeddings server, used as is
 
-
-def embeddings_server(latency_s: float, dimensions: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-            time.sleep(latency_s)
-            data = []
-            for i, t in enumerate(texts):
-                seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
-                v = np.random.default_rng(seed).standard_normal(dimensions)
-                data.append({"object": "embedding", "index": i, "embedding": (v / np.linalg.norm(v)).tolist()})
-            raw = json.dumps({"object": "list", "data": data}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+from embed_server import embeddings_server, model_arn, model_config  # noqa: E402
 
 
 def start_workers(n: int, log_dir: Path) -> list[tuple[subprocess.Popen[bytes], Path]]:
@@ -121,7 +93,8 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="pgkb-bw-"))
     os.chmod(root, 0o755)
-    server = embeddings_server(a.latency / 1000, a.dimensions)
+    servers = contextlib.ExitStack()
+    model_url, _ = servers.enter_context(embeddings_server(a.latency / 1000, a.dimensions))
     try:
         folder = root / "docs"
         folder.mkdir()
@@ -131,9 +104,7 @@ def main() -> None:
         os.environ.update({
             "PGKB_DATABASE_URL": url, "PGKB_DATA_DIR": str(root), "PGKB_EMBED_BATCH": str(a.embed_batch),
             "PGKB_SYNC_BATCH_DOCS": str(a.batch_docs),
-            "PGKB_OPENAI_EMBEDDINGS": json.dumps([{
-                "id": MODEL_ID, "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1", "model": "bench",
-                "dimensions": a.dimensions, "batch_size": 4096}]),
+            "PGKB_OPENAI_EMBEDDINGS": model_config(model_url, a.dimensions),
         })
         from pgkb.service import KnowledgeBaseService
 
@@ -146,7 +117,7 @@ def main() -> None:
                 kb = svc.create_knowledge_base(
                     name=f"bw{n}-{uuid.uuid4().hex[:6]}",
                     knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
-                        "embeddingModelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{MODEL_ID}"}},
+                        "embeddingModelArn": model_arn()}},
                 )["knowledgeBase"]
                 ds = svc.create_data_source(
                     knowledgeBaseId=kb["knowledgeBaseId"], name="docs",
@@ -172,7 +143,7 @@ def main() -> None:
                       f"rows {digest[0]}  statistics+table vs 1 process: {same}  "
                       f"batches by pgkb worker processes: {finished}  load average: {os.getloadavg()[0]:.2f}")
     finally:
-        server.shutdown()
+        servers.close()
         stop_embedded(root)
         shutil.rmtree(root, ignore_errors=True)
 
