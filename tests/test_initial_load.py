@@ -10,13 +10,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import corpus
 import pytest
-from helpers.jobs import wait_claim_released
+from helpers.jobs import folder_kb, wait_claim_released
 
 from pgkb.config import Settings
 from pgkb.retrieval import bm25
@@ -33,17 +32,7 @@ def svc(settings: Settings) -> Any:
 
 
 def make_kb(svc: Any, folder: Path) -> tuple[str, str]:
-    kb = svc.create_knowledge_base(
-        name=f"load{uuid.uuid4().hex[:8]}",
-        knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": ARN}},
-    )["knowledgeBase"]
-    ds = svc.create_data_source(
-        knowledgeBaseId=kb["knowledgeBaseId"], name="docs",
-        dataSourceConfiguration={"type": "LOCAL", "localConfiguration": {"path": str(folder)}},
-        vectorIngestionConfiguration={"chunkingConfiguration": {
-            "chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {"maxTokens": 40, "overlapPercentage": 10}}},
-    )["dataSource"]
-    return kb["knowledgeBaseId"], ds["dataSourceId"]
+    return folder_kb(svc, folder, ARN)
 
 
 def hnsw(svc: Any, kb_id: str) -> list[tuple[int, bool, bool]]:

@@ -21,6 +21,7 @@ import corpus
 import psycopg
 import pytest
 from embed_server import embeddings_server, model_arn, model_config
+from helpers.jobs import folder_kb
 
 from pgkb.config import Settings
 from pgkb.embeddings.registry import clear_cache
@@ -76,18 +77,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_kb(svc: Any, folder: Path) -> tuple[str, str]:
-    kb = svc.create_knowledge_base(
-        name=f"w{uuid.uuid4().hex[:8]}",
-        knowledgeBaseConfiguration={"type": "VECTOR",
-                                    "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": model_arn()}},
-    )["knowledgeBase"]
-    ds = svc.create_data_source(
-        knowledgeBaseId=kb["knowledgeBaseId"], name="docs",
-        dataSourceConfiguration={"type": "LOCAL", "localConfiguration": {"path": str(folder)}},
-        vectorIngestionConfiguration={"chunkingConfiguration": {
-            "chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {"maxTokens": 40, "overlapPercentage": 10}}},
-    )["dataSource"]
-    return kb["knowledgeBaseId"], ds["dataSourceId"]
+    return folder_kb(svc, folder, model_arn())
 
 
 def table_rows(svc: Any, kb_id: str) -> list[tuple[str, str, str]]:
@@ -192,6 +182,13 @@ def holding_claim(svc: Any, pid: int) -> bool:
     return bool(row and row[0])
 
 
+def wait_for_claim(svc: Any, pid: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not holding_claim(svc, pid):
+        assert time.time() < deadline, f"worker process {pid} never claimed a batch"
+        time.sleep(0.01)
+
+
 def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(
     svc: Any, folder: Path, env: dict[str, str], reference: Any, tmp_path: Path, slow_coordinator: None
 ) -> None:
@@ -201,10 +198,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(
     try:
         kb_id, ds_id = make_kb(svc, folder)
         job_id = svc.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
-        deadline = time.time() + 120
-        while not holding_claim(svc, victim.proc.pid):
-            assert time.time() < deadline, "the worker never claimed a batch"
-            time.sleep(0.01)
+        wait_for_claim(svc, victim.proc.pid)
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(30)
         job = wait_for_job(svc, kb_id, ds_id, job_id)
@@ -224,10 +218,7 @@ def test_stop_through_the_coordinator_stops_the_workers_and_counts_what_they_wro
     try:
         kb_id, ds_id = make_kb(svc, folder)
         job_id = svc.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
-        deadline = time.time() + 120
-        while not holding_claim(svc, worker.proc.pid):
-            assert time.time() < deadline, "the worker never claimed a batch"
-            time.sleep(0.01)
+        wait_for_claim(svc, worker.proc.pid)
         svc.stop_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)
         job = wait_for_job(svc, kb_id, ds_id, job_id)
         assert worker.proc.poll() is None, "a stopped job does not stop the worker process"

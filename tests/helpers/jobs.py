@@ -1,9 +1,30 @@
-"""Who holds a data source's ingestion claim (`pgkb.ingestion.claim`), seen from pg_locks."""
+"""Ingestion jobs in tests: a folder knowledge base to sync, and who holds a data source's ingestion claim
+(`pgkb.ingestion.claim`), seen from pg_locks."""
 
 from __future__ import annotations
 
 import time
+import uuid
+from pathlib import Path
 from typing import Any
+
+
+def folder_kb(svc: Any, folder: Path, model_arn: str) -> tuple[str, str]:
+    """(knowledge base id, data source id) of a new KB syncing `folder` in small FIXED_SIZE chunks
+    (40 tokens), so a few documents make many rows."""
+    kb = svc.create_knowledge_base(
+        name=f"kb{uuid.uuid4().hex[:8]}",
+        knowledgeBaseConfiguration={"type": "VECTOR",
+                                    "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": model_arn}},
+    )["knowledgeBase"]
+    ds = svc.create_data_source(
+        knowledgeBaseId=kb["knowledgeBaseId"], name="docs",
+        dataSourceConfiguration={"type": "LOCAL", "localConfiguration": {"path": str(folder)}},
+        vectorIngestionConfiguration={"chunkingConfiguration": {
+            "chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {"maxTokens": 40, "overlapPercentage": 10}}},
+    )["dataSource"]
+    return kb["knowledgeBaseId"], ds["dataSourceId"]
+
 
 # The advisory lock's bigint key is split into classid (high 32 bits) and objid (low 32 bits).
 CLAIM_HOLDER = (
