@@ -9,9 +9,8 @@ Each block ends on its own line, so headings and list items become sentence unit
 from __future__ import annotations
 
 import re
-import warnings
 
-from bs4 import BeautifulSoup, CData, NavigableString, Tag, XMLParsedAsHTMLWarning
+from bs4 import BeautifulSoup, CData, NavigableString, Tag
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
@@ -122,13 +121,29 @@ _BLOCKS = frozenset(
 
 _LINES = frozenset(["li", "tr", "dt", "dd"])
 
-# XHTML pages (an XML declaration before <html>, as the PostgreSQL manual's) are HTML to us: reading
-# them with the HTML parser is the intent, not a mistake to warn a sync's log about.
-warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
+# An XML declaration opening an XHTML page (the PostgreSQL manual's pages have one). We read such
+# pages as HTML on purpose; handed to the HTML parser, the declaration only makes bs4 warn (into a
+# sync's output) that XML is being read as HTML. Its one useful part, the encoding, is kept.
+_XML_DECLARATION = re.compile(rb"\A\s*<\?xml\b[^>]*\?>")
+_XML_DECLARATION_TEXT = re.compile(r"\A\s*<\?xml\b[^>]*\?>")
+_DECLARED_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def _without_xml_declaration(data: bytes | str) -> tuple[bytes | str, str | None]:
+    """The page without a leading XML declaration, and the encoding it declared (bytes only)."""
+    if isinstance(data, str):
+        text = _XML_DECLARATION_TEXT.match(data)
+        return (data[text.end():] if text else data), None
+    found = _XML_DECLARATION.match(data)
+    if not found:
+        return data, None
+    named = _DECLARED_ENCODING.search(found.group(0))
+    return data[found.end():], named.group(1).decode() if named else None
 
 
 def html_to_text(data: bytes | str) -> str:
-    soup = BeautifulSoup(data, _html_parser())
+    markup, encoding = _without_xml_declaration(data)
+    soup = BeautifulSoup(markup, _html_parser(), from_encoding=encoding)
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     body = _soup_text(soup)
     if title and not body.startswith(title):
