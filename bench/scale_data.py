@@ -61,7 +61,7 @@ def real_vectors(datasets: Path = DATASETS) -> tuple[np.ndarray, np.ndarray, lis
 def docstring_texts(limit: int) -> tuple[list[str], list[str]]:
     """(passages, queries) of real English technical prose from the Python installed here: the
     docstrings of the standard library and of every package in this environment (numpy, torch,
-    botocore, ...), split into paragraphs of >= 100 characters that are mostly letters, deduplicated,
+    botocore, ...), split into paragraphs of >= 80 characters that are mostly letters, deduplicated,
     in a fixed order. Modules whose path hashes to 0 mod 20 are held out: their docstrings' first
     sentences are the queries (questions about code whose answers are elsewhere in the corpus, never
     a copy of a passage)."""
@@ -98,7 +98,7 @@ def docstring_texts(limit: int) -> tuple[list[str], list[str]]:
                     continue
                 for para in re.split(r"\n\s*\n", doc):
                     text = " ".join(para.split())[:1200]
-                    if len(text) >= 100 and sum(c.isalpha() for c in text) > 0.7 * len(text) and text not in seen:
+                    if len(text) >= 80 and sum(c.isalpha() for c in text) > 0.7 * len(text) and text not in seen:
                         seen.add(text)
                         passages.append(text)
                         if len(passages) >= limit:

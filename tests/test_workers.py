@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from embed_server import embeddings_server, model_arn, model_config
 from helpers.jobs import folder_kb
+from helpers.proxy import cuttable_proxy, target_of, through
 
 from pgkb.config import Settings
 from pgkb.embeddings.registry import clear_cache
@@ -302,3 +303,19 @@ def test_the_same_data_source_started_on_two_servers_at_once_runs_one_job(
     job = wait_for_job(svc, kb_id, ds_id, jobs[0]["ingestionJobId"])
     assert job["status"] == "COMPLETE", job
     assert len(svc.list_ingestion_jobs(**ids)["ingestionJobSummaries"]) == 1
+
+
+def test_a_worker_whose_database_went_away_still_stops_at_once(env: dict[str, str], tmp_path: Path) -> None:
+    """SIGTERM reaches a worker whose database is unreachable: it stops at once instead of waiting
+    out the pool's connection timeout (here 10 minutes, so the old behaviour cannot pass), and it
+    kept waiting for the database meanwhile instead of exiting with an error."""
+    with cuttable_proxy(target_of(env["PGKB_DATABASE_URL"])) as proxy:
+        worker = Worker({**env, "PGKB_DATABASE_URL": through(env["PGKB_DATABASE_URL"], proxy),
+                         "PGKB_CONNECT_TIMEOUT": "600"}, tmp_path / "worker.log")
+        proxy.cut()
+        deadline = time.time() + 120
+        while "waiting for the database" not in worker.log.read_text():
+            assert worker.proc.poll() is None and time.time() < deadline, worker.log.read_text()
+            time.sleep(0.1)
+        assert worker.stop() == 0  # within Worker.stop's 60 s wait, 10 times less than the pool's timeout
+        assert worker.proc.returncode == 0, worker.log.read_text()

@@ -223,10 +223,12 @@ class Database:
         self.pool.close()
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection; the block's work is committed on success, rolled back on error."""
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        """A pooled connection; the block's work is committed on success, rolled back on error.
+        `timeout`: seconds to wait for one (default: the pool's), for callers that must stay
+        responsive while the database is away (a worker told to stop)."""
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=timeout) as conn:
                 yield conn
         except psycopg.OperationalError as exc:
             if is_auth_failure(exc):

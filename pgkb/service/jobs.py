@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from pgkb.errors import ConflictError, PgkbError, ValidationError
+from pgkb.errors import ConflictError, DatabaseUnavailableError, PgkbError, ValidationError
 from pgkb.ingestion.acl import GlobalAcl
 from pgkb.ingestion.claim import ClaimLost, JobClaim, lock_is_free
 from pgkb.ingestion.sources import LocalFolderSource, S3Source, Source, file_uri
@@ -28,6 +28,7 @@ from pgkb.service.connectors import settings_of
 from pgkb.store import catalog, work_queue
 
 log = logging.getLogger(__name__)
+_WORKER_CONNECT_WAIT_S = 1.0  # how long `pgkb worker` waits for a connection before it looks at its stop flag
 
 INTERRUPTED = "Interrupted: the process running this ingestion job stopped before it finished; start the job again"
 
@@ -202,9 +203,22 @@ class JobControl(Collaborator):
                 raise ClaimLost("this worker is shutting down")
 
         finished = 0
+        unreachable = False
         while not stop.is_set():
-            with self.db.connection() as conn:
-                jobs = work_queue.jobs_with_work(conn)
+            try:
+                # A short wait for a connection: while the database is away this loop keeps
+                # trying, and a stop (SIGTERM) is seen within a second, not after the pool's timeout.
+                with self.db.connection(timeout=_WORKER_CONNECT_WAIT_S) as conn:
+                    jobs = work_queue.jobs_with_work(conn)
+            except DatabaseUnavailableError as exc:
+                if not unreachable:
+                    log.warning("%s; waiting for the database", exc.message)
+                unreachable = True
+                stop.wait(idle_s)
+                continue
+            if unreachable:
+                log.info("the database answers again")
+                unreachable = False
             if not jobs:
                 if until_idle:
                     break
@@ -215,7 +229,7 @@ class JobControl(Collaborator):
                     break
                 worker = None
                 try:
-                    with self.db.connection() as conn:
+                    with self.db.connection(timeout=_WORKER_CONNECT_WAIT_S) as conn:
                         ds = catalog.get_data_source(conn, job["kb_id"], job["ds_id"])
                     source = self.source_for(ds)
                     job_id = job["id"]
