@@ -248,13 +248,17 @@ class DocumentWriter:
         if len(indexes) < len(todo):
             with self.kb.database.connection() as conn:
                 index_build.lock_table_builds(conn, self.kb.table)
-                bm25.rebuild_bm25(conn, self.kb.table, self.kb.mapping, memory_kb=memory)
-            log.info("rebuilt BM25 statistics of %s in %.1f s", self.kb.table, time.monotonic() - t0)
+                steps: dict[str, float] = {}
+                bm25.rebuild_bm25(conn, self.kb.table, self.kb.mapping, memory_kb=memory, timings=steps)
+            log.info("rebuilt BM25 statistics of %s in %.1f s (%s)", self.kb.table, time.monotonic() - t0,
+                     ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
         if indexes:
             with self.kb.database.connection() as conn:
                 index_build.lock_table_builds(conn, self.kb.table)
-                for _, definition in indexes:
+                for name, definition in indexes:
+                    t1 = time.monotonic()
                     index_build.build(conn, definition, memory_kb=memory, workers=index_build.build_workers())
+                    log.info("built %s in %.1f s", name, time.monotonic() - t1)
         with self.catalog_db.connection() as conn:
             index_build.forget(conn, self.kb.id, [n for n, _ in todo])
         log.info("finished the initial load of %s in %.1f s", self.kb.table, time.monotonic() - t0)
