@@ -357,6 +357,93 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
     return raw, pg
 
 
+def bench_writer(dburl: str, n: int, vecs, texts, attrs, m: int, efc: int) -> None:
+    """pgkb's write path end to end, model left out: DocumentWriter.begin_initial_load, write() per batch
+    of documents (its catalog bookkeeping included: high-water marks, PENDING / INDEXED, the initial-load
+    check), finish_initial_load; against raw binary COPY of the same rows into a bare table, interleaved
+    batch by batch, and raw CREATE INDEX. A knowledge base on the bench database (catalog there too)."""
+    from pgkb.config import Settings
+    from pgkb.ingestion.documents import PreparedDocument
+    from pgkb.ingestion.writer import DocumentWriter
+    from pgkb.service import KnowledgeBaseService
+
+    conn = psycopg.connect(dburl, autocommit=True)
+    register_vector(conn)
+    raw = TableRef("bench", f"wraw_{n}")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(raw.ident))
+    conn.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, embedding vector({}), chunks text, metadata json,"
+                         " custom_metadata jsonb)").format(raw.ident, sql.Literal(DIM)))
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(raw.ident))
+    with KnowledgeBaseService(Settings(data_dir=OUT / "svc", database_url=dburl)) as svc:
+        kb_id = svc.create_knowledge_base(
+            name=f"bench{uuid.uuid4().hex[:8]}",
+            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+                "embeddingModelArn": "arn:aws:bedrock:us-east-1::foundation-model/sentence-transformers.all-minilm-l6-v2"}},
+        )["knowledgeBase"]["knowledgeBaseId"]
+        ds_id = svc.create_data_source(knowledgeBaseId=kb_id, name="bench",
+                                       dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
+        kb = svc.resolve(kb_id)
+        with kb.database.connection() as c:  # the benchmark's HNSW parameters, like the other tables
+            c.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(kb.table.schema, kb.table.name + "_embedding_idx")))
+            c.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
+                sql.Identifier(kb.table.name + "_embedding_idx"), kb.table.ident, sql.Identifier(kb.mapping.vector),
+                sql.Literal(m), sql.Literal(efc)))
+        writer = DocumentWriter(svc.db, kb, ds_id)
+        t0 = time.perf_counter()
+        assert writer.begin_initial_load()
+        begin = time.perf_counter() - t0
+        spent: dict[str, list[tuple[int, float]]] = {"raw COPY": [], "pgkb DocumentWriter": []}
+        prep = 0.0
+        per_doc = 8
+        for i0 in range(0, n, BATCH):
+            i1 = min(n, i0 + BATCH)
+            t0 = time.perf_counter()
+            docs = []
+            for d0 in range(i0, i1, per_doc):
+                uri = f"s3://bench-bucket/docs/{d0 // per_doc:07d}.txt"
+                rng = range(d0, min(i1, d0 + per_doc))
+                docs.append(PreparedDocument(
+                    uri, f"fp{d0}", None, [texts[i] for i in rng], [texts[i] for i in rng],
+                    [{SOURCE_URI: uri, DATA_SOURCE_ID: ds_id} for _ in rng],
+                    {k: ("yes" if v[d0] else "no") for k, v in attrs.items()} | {"doc": f"{d0 // per_doc:07d}"}))
+            emb = vecs[i0:i1]
+            rows = rows_of(i0, i1, vecs, texts, attrs)
+            prep += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            raw_copy(conn, raw, rows)
+            spent["raw COPY"].append((i1 - i0, time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            writer.write(docs, emb)
+            spent["pgkb DocumentWriter"].append((i1 - i0, time.perf_counter() - t0))
+        print(f"\npgkb's DocumentWriter (catalog bookkeeping included), {n:,} rows in batches of {BATCH}, interleaved with raw COPY ({load()})")
+        print(f"  {'path':24s} {'rows/s':>8s} {'first 10%':>10s} {'last 10%':>9s} {'seconds':>8s}")
+        secs = {}
+        for label, b in spent.items():
+            tot = sum(x for _, x in b)
+            k = max(1, len(b) // 10)
+            secs[label] = tot
+            print(f"  {label:24s} {n / tot:8.0f} {sum(r for r, _ in b[:k]) / sum(x for _, x in b[:k]):10.0f}"
+                  f" {sum(r for r, _ in b[-k:]) / sum(x for _, x in b[-k:]):9.0f} {tot:8.1f}")
+        print(f"  (begin_initial_load {begin:.2f} s; building the documents and rows in Python {prep:.1f} s, outside the timings)")
+        mem, workers = index_build.build_memory_kb(n, DIM), index_build.build_workers()
+        with conn.transaction():
+            conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
+                         (f"{mem}kB", str(workers)))
+            t0 = time.perf_counter()
+            conn.execute(sql.SQL("CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
+                raw.ident, sql.Literal(m), sql.Literal(efc)))
+            raw_ix = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        writer.finish_initial_load()
+        fin = time.perf_counter() - t0
+        w, r = secs["pgkb DocumentWriter"] + begin + fin, secs["raw COPY"] + raw_ix
+        print(f"  raw CREATE INDEX {raw_ix:.1f} s; finish_initial_load (BM25 rebuild, GIN, HNSW) {fin:.1f} s")
+        print(f"  first load through DocumentWriter / raw (COPY + CREATE INDEX): {w:.0f} s / {r:.0f} s = {w / r:.2f}x  ({load()})")
+        svc.delete_knowledge_base(knowledgeBaseId=kb_id)
+    conn.execute(sql.SQL("DROP TABLE {}").format(raw.ident))
+    conn.close()
+
+
 def bench_copy_load(conn, n, vecs, texts, attrs, m: int, efc: int):
     """pgkb's table (create_table: Bedrock layout, GIN indexes; no BM25 statistics) loaded with raw
     binary COPY, for sizes where pgkb's write path does not fit the session: secondary indexes set
@@ -632,6 +719,8 @@ def main() -> None:
     ap.add_argument("--before", action="store_true", help="also the first load as written before issue 19's third session"
                     " (staging table + upsert per batch, the same deferred builds): the before/after ratio in one run")
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--writer", action="store_true", help="only pgkb's DocumentWriter end to end (catalog bookkeeping"
+                    " included) against raw COPY + CREATE INDEX, on a knowledge base of its own; no queries")
     ap.add_argument("--sweep-only", action="store_true", help="the SEMANTIC ef_search sweep only (no HYBRID, no filters)")
     ap.add_argument("--halfvec", action="store_true", help="also a halfvec HNSW index beside the float32 one on the raw table")
     ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
@@ -650,6 +739,10 @@ def main() -> None:
           f" {len(qv)} queries")
     print_realism(real, vecs)
     conn, dburl = connect()
+    if a.writer:
+        bench_writer(dburl, a.chunks, vecs, texts, attrs, a.m, a.ef_construction)
+        print(f"\ndone in {time.perf_counter() - t0:.0f} s ({load()})")
+        return
     if a.reuse and a.copy_load:
         raw = pg = TableRef("bench", f"copy_{a.chunks}")
     elif a.reuse:  # the data are seeded: the same --chunks makes the same rows
