@@ -2,6 +2,7 @@
 
     python bench/bench_scale.py --chunks 100000            # add --skip-incremental to leave out
                                                            # the row-by-row HNSW load (the slowest part)
+    python bench/bench_scale.py --chunks 20000 --breakdown --skip-queries --skip-incremental   # the write path's breakdown
 
 Data (bench/scale_data.py): real text vectors (msmarco-5k + pydoc topics, embedded once with the
 default model, cached in ~/.cache/pgkb-bench) and synthetic neighbours mixed from them; its realism
@@ -10,13 +11,16 @@ vectors'. Chunk text with real words (Zipfian), attributes matching 50 %, 5 %, 0
 
 Three tables get the same rows, batch by batch, interleaved (so machine load hits all alike):
   raw        binary COPY into the bare Bedrock-layout table, then CREATE INDEX ... USING hnsw;
-  pgkb       pgkb's first-sync write path (write_rows: COPY to a stage + upsert) with the HNSW and
-             GIN indexes set aside and the BM25 statistics' triggers suspended, then the statistics
-             rebuilt in one pass and the indexes built after the rows (what DocumentWriter's
-             begin_initial_load / finish_initial_load do);
-  pgkb-inc   the write path of every later sync: BM25 triggers, GIN and HNSW indexes kept.
-With --breakdown also: pgkb's write path with triggers and GIN kept but HNSW after (the first sync
-before the deferred BM25 build), and without BM25 statistics / GIN indexes at all.
+  pgkb       pgkb's first-sync write path (write_rows(new=True): binary COPY straight into the table)
+             with the HNSW and GIN indexes set aside and the BM25 statistics' triggers suspended, then
+             the statistics rebuilt in one pass and the indexes built after the rows (what
+             DocumentWriter's begin_initial_load / write / finish_initial_load do), each step timed;
+  pgkb-inc   the write path of every later sync (COPY to a stage + upsert): BM25 triggers, GIN and
+             HNSW indexes kept.
+With --before also the first load as written before (stage + upsert, the same deferred builds), for
+the before/after ratio in one run. With --breakdown (implies --before) also: pgkb's write path with
+triggers and GIN kept but HNSW after (the first sync before the deferred BM25 build), and without BM25
+statistics / GIN indexes at all. Then where pgkb's first load goes, step by step against raw's.
 Then SEMANTIC recall@10 / p50 / p99 / QPS at 1 and 8 clients over an ef_search sweep, pgkb's
 search() on `pgkb` against raw SQL on `raw`, interleaved query by query; HYBRID p50; filtered
 recall@10 and p50 per selectivity; a filter matching nothing. Ground truth: exact scan (numpy).
@@ -175,38 +179,82 @@ def raw_copy(conn: psycopg.Connection, t: TableRef, rows: list[ChunkRow]) -> Non
             cp.write_row([r.id, r.embedding, r.text, r.metadata, r.custom_metadata])
 
 
-def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int, breakdown: bool = False):
+def pgkb_new(conn: psycopg.Connection, t: TableRef, rows: list[ChunkRow]) -> None:
+    """An initial load's batch of documents new to the catalog (DocumentWriter.write): straight COPY."""
+    write_rows(conn, t, M, rows, new=True)
+
+
+def pgkb_staged(conn: psycopg.Connection, t: TableRef, rows: list[ChunkRow]) -> None:
+    """Every other batch (and every initial-load batch before issue 19's third session): stage + upsert."""
+    write_rows(conn, t, M, rows)
+
+
+def make_pgkb_table(conn: psycopg.Connection, t: TableRef, hnsw_with: sql.Composable) -> None:
+    with conn.transaction():
+        create_table(conn, t, M, DIM)
+        # the knowledge base's HNSW with the benchmark's parameters (pgkb's default: m 16, ef_construction 128)
+        for name, _ in index_build.hnsw_indexes(conn, t):
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(t.schema, name)))
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+            sql.Identifier(t.name + "_embedding_idx"), t.ident) + hnsw_with)
+        bm25.install_bm25(conn, t, M)
+
+
+def defer_all(conn: psycopg.Connection, t: TableRef) -> list[tuple[str, str]]:
+    """What DocumentWriter.begin_initial_load does: HNSW and GIN set aside, BM25 triggers off."""
+    with conn.transaction():
+        deferred = index_build.deferrable_indexes(conn, t, ["hnsw", "gin"])
+        index_build.drop(conn, t, [nm for nm, _ in deferred])
+        assert bm25.suspend_bm25(conn, t)
+    return deferred
+
+
+def finish_all(conn: psycopg.Connection, t: TableRef, deferred: list[tuple[str, str]], mem: int, workers: int,
+               prefix: str, builds: dict[str, float]) -> None:
+    """What DocumentWriter.finish_initial_load does, each step timed into `builds`: the BM25 statistics
+    rebuilt (step by step), then each GIN index, then the HNSW index."""
+    steps: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bm25.rebuild_bm25(conn, t, M, memory_kb=mem, timings=steps)
+    builds[f"{prefix} BM25 rebuild"] = time.perf_counter() - t0
+    for k, v in steps.items():
+        builds[f"{prefix}   {k}"] = v
+    for method in ("gin", "hnsw"):
+        for name, d in deferred:
+            if f" USING {method} " in d:
+                with conn.transaction():
+                    t0 = time.perf_counter()
+                    index_build.build(conn, d, memory_kb=mem, workers=workers)
+                    what = "HNSW" if method == "hnsw" else "GIN " + ("full text" if "to_tsvector" in d else name.split("_", 2)[-1])
+                    builds[f"{prefix} {what} build"] = time.perf_counter() - t0
+
+
+def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int, breakdown: bool = False,
+                before: bool = False):
     raw, pg, inc = TableRef("bench", f"raw_{n}"), TableRef("bench", f"pgkb_{n}"), TableRef("bench", f"inc_{n}")
-    nob, trig = TableRef("bench", f"nobm25_{n}"), TableRef("bench", f"trig_{n}")
-    for t in (raw, pg, inc, nob, trig):
+    nob, trig, stg = TableRef("bench", f"nobm25_{n}"), TableRef("bench", f"trig_{n}"), TableRef("bench", f"staged_{n}")
+    for t in (raw, pg, inc, nob, trig, stg):
         bm25.uninstall_bm25(conn, t)
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t.ident))
     conn.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, embedding vector({}), chunks text, metadata json,"
                          " custom_metadata jsonb)").format(raw.ident, sql.Literal(DIM)))
     conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(raw.ident))
     hnsw_with = sql.SQL(" WITH (m = {}, ef_construction = {})").format(sql.Literal(m), sql.Literal(efc))
-    for t in [pg] + ([inc] if incremental else []) + ([trig] if breakdown else []):
-        with conn.transaction():
-            create_table(conn, t, M, DIM)
-            # the knowledge base's HNSW with the benchmark's parameters (pgkb's default: m 16, ef_construction 64)
-            for name, _ in index_build.hnsw_indexes(conn, t):
-                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(t.schema, name)))
-            conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-                sql.Identifier(t.name + "_embedding_idx"), t.ident) + hnsw_with)
-            bm25.install_bm25(conn, t, M)
-    # pgkb's first load: HNSW and GIN set aside, BM25 triggers off (what DocumentWriter.begin_initial_load does)
-    with conn.transaction():
-        deferred = index_build.deferrable_indexes(conn, pg, ["hnsw", "gin"])
-        index_build.drop(conn, pg, [nm for nm, _ in deferred])
-        assert bm25.suspend_bm25(conn, pg)
-    paths = [("raw COPY", raw, raw_copy), ("pgkb, all after", pg, None)]
+    for t in [pg] + ([inc] if incremental else []) + ([trig] if breakdown else []) + ([stg] if before else []):
+        make_pgkb_table(conn, t, hnsw_with)
+    # pgkb's first load: HNSW and GIN set aside, BM25 triggers off, rows COPYed straight in
+    deferred = defer_all(conn, pg)
+    paths = [("raw COPY", raw, raw_copy), ("pgkb, all after", pg, pgkb_new)]
+    if before:  # the same, written the way every initial load was before: staging table + upsert
+        stg_deferred = defer_all(conn, stg)
+        paths.append(("pgkb staged, all after", stg, pgkb_staged))
     if incremental:
-        paths.append(("pgkb, HNSW kept", inc, None))
+        paths.append(("pgkb, HNSW kept", inc, pgkb_staged))
     if breakdown:  # the first load before the deferred BM25 build: triggers and GIN kept, HNSW after
         with conn.transaction():
             trig_deferred = index_build.hnsw_indexes(conn, trig)
             index_build.drop(conn, trig, [nm for nm, _ in trig_deferred])
-        paths.append(("pgkb, BM25+GIN kept", trig, None))
+        paths.append(("pgkb, BM25+GIN kept", trig, pgkb_staged))
     if breakdown:  # where pgkb's write time goes: the same write_rows without the BM25 triggers,
         # and without the GIN indexes either (the bare Bedrock table, HNSW after, like raw)
         nog = TableRef("bench", f"nogin_{n}")
@@ -216,22 +264,24 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(nog.ident, raw.ident))
             for t in (nob, nog):
                 index_build.drop(conn, t, [nm for nm, _ in index_build.hnsw_indexes(conn, t)])
-        paths += [("pgkb, no BM25", nob, None), ("pgkb, no BM25, no GIN", nog, None)]
+        paths += [("pgkb, no BM25", nob, pgkb_staged), ("pgkb, no BM25, no GIN", nog, pgkb_staged)]
     spent = {p[0]: [] for p in paths}  # (rows, seconds) per batch
+    cpu = {p[0]: 0.0 for p in paths}  # this process's CPU seconds inside each path's writes (Python side of the COPY)
+    prep = 0.0  # building the batch's ChunkRows (ids, metadata dicts): the writer's Python-side row preparation
     t_start = time.perf_counter()
     for i0 in range(0, n, BATCH):
+        t0 = time.perf_counter()
         rows = rows_of(i0, min(n, i0 + BATCH), vecs, texts, attrs)
+        prep += time.perf_counter() - t0
         for label, t, fn in paths:
-            t0 = time.perf_counter()
-            if fn:
-                fn(conn, t, rows)
-            else:
-                write_rows(conn, t, M, rows)
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn(conn, t, rows)
             spent[label].append((len(rows), time.perf_counter() - t0))
+            cpu[label] += time.process_time() - c0
         if (i0 // BATCH) % 40 == 0:
             print(f"  {i0 + len(rows):>9,} rows  {time.perf_counter() - t_start:6.0f} s  {load()}", flush=True)
     print(f"\nwrite, {n:,} rows in batches of {BATCH} (interleaved; {load()})")
-    print(f"  {'path':22s} {'rows/s':>8s} {'first 10%':>10s} {'last 10%':>9s} {'seconds':>8s}")
+    print(f"  {'path':24s} {'rows/s':>8s} {'first 10%':>10s} {'last 10%':>9s} {'seconds':>8s} {'client CPU s':>12s}")
     secs = {}
     for label, b in spent.items():
         tot = sum(s for _, s in b)
@@ -239,12 +289,13 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
         f = sum(r for r, _ in b[:k]) / sum(s for _, s in b[:k])
         last = sum(r for r, _ in b[-k:]) / sum(s for _, s in b[-k:])
         secs[label] = tot
-        print(f"  {label:22s} {n / tot:8.0f} {f:10.0f} {last:9.0f} {tot:8.1f}")
+        print(f"  {label:24s} {n / tot:8.0f} {f:10.0f} {last:9.0f} {tot:8.1f} {cpu[label]:12.1f}")
+    print(f"  (building the rows in Python, once for all paths: {prep:.1f} s; client CPU = psycopg serialising the COPY)")
 
     # Indexes: raw CREATE INDEX and pgkb's deferred build, same parameters, memory and workers.
     mem = index_build.build_memory_kb(n, DIM)
     workers = index_build.build_workers()
-    builds = {}
+    builds: dict[str, float] = {}
     with conn.transaction():
         t0 = time.perf_counter()
         conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
@@ -253,16 +304,9 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
             sql.Identifier(raw.name + "_embedding_idx"), raw.ident) + hnsw_with)
         builds["raw CREATE INDEX"] = time.perf_counter() - t0
     # pgkb's finish_initial_load: the statistics rebuilt (its own transaction), then the indexes.
-    t0 = time.perf_counter()
-    bm25.rebuild_bm25(conn, pg, M, memory_kb=mem)
-    builds["pgkb BM25 rebuild"] = time.perf_counter() - t0
-    for method in ("gin", "hnsw"):
-        with conn.transaction():
-            t0 = time.perf_counter()
-            for _, d in deferred:
-                if f" USING {method} " in d:
-                    index_build.build(conn, d, memory_kb=mem, workers=workers)
-            builds[f"pgkb {method.upper()} build"] = time.perf_counter() - t0
+    finish_all(conn, pg, deferred, mem, workers, "pgkb", builds)
+    if before:
+        finish_all(conn, stg, stg_deferred, mem, workers, "staged", builds)
     if breakdown:
         with conn.transaction():
             t0 = time.perf_counter()
@@ -276,7 +320,7 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(t.ident))
     print(f"\nindexes (m={m}, ef_construction={efc}, maintenance_work_mem {mem // 1024} MB, {workers} parallel worker(s); {load()})")
     for label, s in builds.items():
-        print(f"  {label:28s} {s:7.1f} s")
+        print(f"  {label:58s} {s:7.1f} s")
     print(f"  BM25 statistics: rebuilt after the load (above); fold of the deltas {fold:.1f} s")
     print(f"\n  {'table':10s} {'total MB':>9s} {'bytes/chunk':>11s}  indexes (MB)")
     sized = [("raw", raw), ("pgkb", pg)] + ([("pgkb-inc", inc)] if incremental else []) + ([("trig", trig)] if breakdown else [])
@@ -285,16 +329,119 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
         ix = index_sizes(conn, t)
         parts = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in ix.items())
         print(f"  {label:10s} {total / 2**20:9.0f} {total / n:11.0f}  {parts}; BM25 {bm25_bytes(conn, t) / 2**20:.0f}")
-    w = secs["pgkb, all after"] + sum(v for k, v in builds.items() if k.startswith("pgkb "))
+
+    def total(prefix: str, write_label: str) -> float:
+        return secs[write_label] + sum(v for k, v in builds.items() if k.startswith(prefix + " ") and not k.startswith(prefix + "   "))
+
     r = secs["raw COPY"] + builds["raw CREATE INDEX"]
-    print(f"\n  first load, pgkb (write + BM25 rebuild + GIN + HNSW builds) / raw (COPY + CREATE INDEX): {w:.0f} s / {r:.0f} s = {w / r:.2f}x")
+    w = total("pgkb", "pgkb, all after")
+    print(f"\n  first load, pgkb (straight COPY + BM25 rebuild + GIN + HNSW builds) / raw (COPY + CREATE INDEX): {w:.0f} s / {r:.0f} s = {w / r:.2f}x")
+    if before:
+        b = total("staged", "pgkb staged, all after")
+        print(f"  first load before (staged upsert + the same builds) / raw: {b:.0f} s / {r:.0f} s = {b / r:.2f}x")
     if breakdown:
         old = secs["pgkb, BM25+GIN kept"] + builds["BM25+GIN kept: HNSW build"]
-        print(f"  first load with BM25 triggers and GIN kept (before) / raw: {old:.0f} s / {r:.0f} s = {old / r:.2f}x")
+        print(f"  first load with BM25 triggers and GIN kept (two sessions ago) / raw: {old:.0f} s / {r:.0f} s = {old / r:.2f}x")
     if incremental:
         print(f"  pgkb, HNSW kept (every row into the graph) / HNSW after: {secs['pgkb, HNSW kept']:.0f} s / {w:.0f} s"
               f" = {secs['pgkb, HNSW kept'] / w:.2f}x")
+    # Where pgkb's first load goes, against raw's two steps.
+    parts = [("rows written (straight COPY)", secs["pgkb, all after"], secs["raw COPY"]),
+             ("BM25 statistics rebuilt", builds["pgkb BM25 rebuild"], 0.0)]
+    parts += [(k[5:], v, 0.0) for k, v in builds.items() if k.startswith("pgkb GIN")]
+    parts.append(("HNSW build", builds["pgkb HNSW build"], builds["raw CREATE INDEX"]))
+    print(f"\n  where pgkb's first load goes ({n:,} chunks)      pgkb s    raw s   share of pgkb   excess over raw")
+    for label, sp, sr in parts:
+        print(f"  {label:42s} {sp:8.1f} {sr:8.1f} {sp / w:14.0%} {(sp - sr) / r:+16.2f}x")
+    print(f"  {'total':42s} {w:8.1f} {r:8.1f} {1:14.0%} {(w - r) / r:+16.2f}x   ({load()})")
     return raw, pg
+
+
+def bench_writer(dburl: str, n: int, vecs, texts, attrs, m: int, efc: int) -> None:
+    """pgkb's write path end to end, model left out: DocumentWriter.begin_initial_load, write() per batch
+    of documents (its catalog bookkeeping included: high-water marks, PENDING / INDEXED, the initial-load
+    check), finish_initial_load; against raw binary COPY of the same rows into a bare table, interleaved
+    batch by batch, and raw CREATE INDEX. A knowledge base on the bench database (catalog there too)."""
+    from pgkb.config import Settings
+    from pgkb.ingestion.documents import PreparedDocument
+    from pgkb.ingestion.writer import DocumentWriter
+    from pgkb.service import KnowledgeBaseService
+
+    conn = psycopg.connect(dburl, autocommit=True)
+    register_vector(conn)
+    raw = TableRef("bench", f"wraw_{n}")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(raw.ident))
+    conn.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, embedding vector({}), chunks text, metadata json,"
+                         " custom_metadata jsonb)").format(raw.ident, sql.Literal(DIM)))
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(raw.ident))
+    with KnowledgeBaseService(Settings(data_dir=OUT / "svc", database_url=dburl)) as svc:
+        kb_id = svc.create_knowledge_base(
+            name=f"bench{uuid.uuid4().hex[:8]}",
+            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+                "embeddingModelArn": "arn:aws:bedrock:us-east-1::foundation-model/sentence-transformers.all-minilm-l6-v2"}},
+        )["knowledgeBase"]["knowledgeBaseId"]
+        ds_id = svc.create_data_source(knowledgeBaseId=kb_id, name="bench",
+                                       dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
+        kb = svc.resolve(kb_id)
+        with kb.database.connection() as c:  # the benchmark's HNSW parameters, like the other tables
+            c.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(kb.table.schema, kb.table.name + "_embedding_idx")))
+            c.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
+                sql.Identifier(kb.table.name + "_embedding_idx"), kb.table.ident, sql.Identifier(kb.mapping.vector),
+                sql.Literal(m), sql.Literal(efc)))
+        writer = DocumentWriter(svc.db, kb, ds_id)
+        t0 = time.perf_counter()
+        assert writer.begin_initial_load()
+        begin = time.perf_counter() - t0
+        spent: dict[str, list[tuple[int, float]]] = {"raw COPY": [], "pgkb DocumentWriter": []}
+        prep = 0.0
+        per_doc = 8
+        for i0 in range(0, n, BATCH):
+            i1 = min(n, i0 + BATCH)
+            t0 = time.perf_counter()
+            docs = []
+            for d0 in range(i0, i1, per_doc):
+                uri = f"s3://bench-bucket/docs/{d0 // per_doc:07d}.txt"
+                rng = range(d0, min(i1, d0 + per_doc))
+                docs.append(PreparedDocument(
+                    uri, f"fp{d0}", None, [texts[i] for i in rng], [texts[i] for i in rng],
+                    [{SOURCE_URI: uri, DATA_SOURCE_ID: ds_id} for _ in rng],
+                    {k: ("yes" if v[d0] else "no") for k, v in attrs.items()} | {"doc": f"{d0 // per_doc:07d}"}))
+            emb = vecs[i0:i1]
+            rows = rows_of(i0, i1, vecs, texts, attrs)
+            prep += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            raw_copy(conn, raw, rows)
+            spent["raw COPY"].append((i1 - i0, time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            writer.write(docs, emb)
+            spent["pgkb DocumentWriter"].append((i1 - i0, time.perf_counter() - t0))
+        print(f"\npgkb's DocumentWriter (catalog bookkeeping included), {n:,} rows in batches of {BATCH}, interleaved with raw COPY ({load()})")
+        print(f"  {'path':24s} {'rows/s':>8s} {'first 10%':>10s} {'last 10%':>9s} {'seconds':>8s}")
+        secs = {}
+        for label, b in spent.items():
+            tot = sum(x for _, x in b)
+            k = max(1, len(b) // 10)
+            secs[label] = tot
+            print(f"  {label:24s} {n / tot:8.0f} {sum(r for r, _ in b[:k]) / sum(x for _, x in b[:k]):10.0f}"
+                  f" {sum(r for r, _ in b[-k:]) / sum(x for _, x in b[-k:]):9.0f} {tot:8.1f}")
+        print(f"  (begin_initial_load {begin:.2f} s; building the documents and rows in Python {prep:.1f} s, outside the timings)")
+        mem, workers = index_build.build_memory_kb(n, DIM), index_build.build_workers()
+        with conn.transaction():
+            conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
+                         (f"{mem}kB", str(workers)))
+            t0 = time.perf_counter()
+            conn.execute(sql.SQL("CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops) WITH (m = {}, ef_construction = {})").format(
+                raw.ident, sql.Literal(m), sql.Literal(efc)))
+            raw_ix = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        writer.finish_initial_load()
+        fin = time.perf_counter() - t0
+        w, r = secs["pgkb DocumentWriter"] + begin + fin, secs["raw COPY"] + raw_ix
+        print(f"  raw CREATE INDEX {raw_ix:.1f} s; finish_initial_load (BM25 rebuild, GIN, HNSW) {fin:.1f} s")
+        print(f"  first load through DocumentWriter / raw (COPY + CREATE INDEX): {w:.0f} s / {r:.0f} s = {w / r:.2f}x  ({load()})")
+        svc.delete_knowledge_base(knowledgeBaseId=kb_id)
+    conn.execute(sql.SQL("DROP TABLE {}").format(raw.ident))
+    conn.close()
 
 
 def bench_copy_load(conn, n, vecs, texts, attrs, m: int, efc: int):
@@ -567,8 +714,13 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=128, help="pgkb's default since issue 19 (64 before)")
     ap.add_argument("--skip-incremental", action="store_true", help="leave out the table whose HNSW index exists during the load")
-    ap.add_argument("--breakdown", action="store_true", help="also write through pgkb into tables without BM25 triggers / GIN indexes")
+    ap.add_argument("--breakdown", action="store_true", help="also write through pgkb into tables without BM25 triggers / GIN indexes"
+                    " (implies --before)")
+    ap.add_argument("--before", action="store_true", help="also the first load as written before issue 19's third session"
+                    " (staging table + upsert per batch, the same deferred builds): the before/after ratio in one run")
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--writer", action="store_true", help="only pgkb's DocumentWriter end to end (catalog bookkeeping"
+                    " included) against raw COPY + CREATE INDEX, on a knowledge base of its own; no queries")
     ap.add_argument("--sweep-only", action="store_true", help="the SEMANTIC ef_search sweep only (no HYBRID, no filters)")
     ap.add_argument("--halfvec", action="store_true", help="also a halfvec HNSW index beside the float32 one on the raw table")
     ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
@@ -587,6 +739,10 @@ def main() -> None:
           f" {len(qv)} queries")
     print_realism(real, vecs)
     conn, dburl = connect()
+    if a.writer:
+        bench_writer(dburl, a.chunks, vecs, texts, attrs, a.m, a.ef_construction)
+        print(f"\ndone in {time.perf_counter() - t0:.0f} s ({load()})")
+        return
     if a.reuse and a.copy_load:
         raw = pg = TableRef("bench", f"copy_{a.chunks}")
     elif a.reuse:  # the data are seeded: the same --chunks makes the same rows
@@ -594,7 +750,8 @@ def main() -> None:
     elif a.copy_load:
         raw, pg = bench_copy_load(conn, a.chunks, vecs, texts, attrs, a.m, a.ef_construction)
     else:
-        raw, pg = bench_write(conn, a.chunks, vecs, texts, attrs, not a.skip_incremental, a.m, a.ef_construction, a.breakdown)
+        raw, pg = bench_write(conn, a.chunks, vecs, texts, attrs, not a.skip_incremental, a.m, a.ef_construction, a.breakdown,
+                              a.before or a.breakdown)
     if not a.skip_queries:
         bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")], a.sweep_only)
     if a.halfvec:

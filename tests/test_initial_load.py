@@ -4,6 +4,7 @@ statistics row by row; a first sync killed mid-way leaves the work for the next 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pgkb.config import Settings
 from pgkb.retrieval import bm25
 from pgkb.service import KnowledgeBaseService
 from pgkb.store import index_build
+from pgkb.store.vector_table import chunk_id
 
 ARN = "arn:aws:bedrock:us-east-1::foundation-model/sentence-transformers.all-minilm-l6-v2"
 
@@ -108,6 +110,24 @@ def assert_statistics_exact(svc: Any, kb_id: str) -> None:
     assert df == set(counts.items())
 
 
+def assert_every_row_once(svc: Any, kb_id: str, ds_id: str) -> None:
+    """The table holds exactly the rows the catalog's documents own: each chunk once, nothing stale."""
+    with svc.db.connection() as conn:
+        docs = conn.execute("SELECT uri, chunk_count, status FROM pgkb.documents WHERE ds_id = %s", (ds_id,)).fetchall()
+    assert docs and all(st == "INDEXED" for _, _, st in docs)
+    want = sorted(str(chunk_id(ds_id, uri, i)) for uri, n, _ in docs for i in range(n))
+    kb = svc.resolve(kb_id)
+    with kb.database.connection() as conn:
+        got = sorted(str(r[0]) for r in conn.execute(f'SELECT id FROM "{kb.table.schema}"."{kb.table.name}"'))
+    assert got == want
+
+
+def writes(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
+    """(batches copied straight into the table, batches upserted) that the writer logged."""
+    msgs = [r.getMessage() for r in caplog.records if r.name == "pgkb.ingestion.writer"]
+    return sum("copied straight" in m for m in msgs), sum("upserted into" in m for m in msgs)
+
+
 def uses_hnsw(svc: Any, kb_id: str) -> bool:
     """Whether a nearest-neighbour query on the table plans an HNSW index scan."""
     kb = svc.resolve(kb_id)
@@ -149,6 +169,58 @@ def test_first_sync_builds_the_index_after_the_rows_later_syncs_keep_it(svc: Any
     assert_statistics_exact(svc, kb_id)  # kept by the triggers, row by row
     hits = svc.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "the"})["retrievalResults"]
     assert hits
+
+
+def test_an_initial_load_copies_new_documents_straight_in_later_syncs_upsert(
+    svc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "docs"
+    corpus.write_folder(folder, 20)
+    kb_id, ds_id = make_kb(svc, folder)
+    monkeypatch.setenv("PGKB_EMBED_BATCH", "16")  # several batches
+    with caplog.at_level(logging.DEBUG, logger="pgkb.ingestion.writer"):
+        assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    straight, upserted = writes(caplog)
+    assert straight >= 2 and upserted == 0
+    assert_every_row_once(svc, kb_id, ds_id)
+    assert_statistics_exact(svc, kb_id)
+
+    caplog.clear()
+    corpus.write_folder(folder, 3, offset=400)  # new documents, but the table is not empty: upserted
+    (folder / "doc0001.txt").write_text(corpus.paragraphs(1, 450)[0])
+    (folder / "doc0003.txt").unlink()
+    with caplog.at_level(logging.DEBUG, logger="pgkb.ingestion.writer"):
+        job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
+    assert job["status"] == "COMPLETE" and job["statistics"]["numberOfNewDocumentsIndexed"] == 3
+    assert job["statistics"]["numberOfModifiedDocumentsIndexed"] == 1 and job["statistics"]["numberOfDocumentsDeleted"] == 1
+    straight, upserted = writes(caplog)
+    assert straight == 0 and upserted >= 1
+    assert_every_row_once(svc, kb_id, ds_id)
+    assert_statistics_exact(svc, kb_id)
+
+
+def test_rows_already_there_for_documents_new_to_the_catalog_are_upserted(
+    svc: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The straight COPY's fallback: an initial load owed (a record) while the table holds the rows of
+    documents the catalog has forgotten. The COPY meets a duplicate, the batch is upserted instead."""
+    folder = tmp_path / "docs"
+    corpus.write_folder(folder, 6)
+    kb_id, ds_id = make_kb(svc, folder)
+    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    with svc.db.connection() as conn:
+        conn.execute("DELETE FROM pgkb.documents WHERE ds_id = %s", (ds_id,))
+        index_build.record(conn, kb_id, [index_build.BM25_RECORD])
+    kb = svc.resolve(kb_id)
+    with kb.database.connection() as conn:
+        assert bm25.suspend_bm25(conn, kb.table)
+    with caplog.at_level(logging.DEBUG, logger="pgkb.ingestion.writer"):
+        job = svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
+    assert job["status"] == "COMPLETE" and job["statistics"]["numberOfNewDocumentsIndexed"] == 6
+    assert any("already in" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert writes(caplog)[1] >= 1 and records(svc, kb_id) == 0
+    assert_every_row_once(svc, kb_id, ds_id)
+    assert_statistics_exact(svc, kb_id)
 
 
 def test_defer_can_be_turned_off(svc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,6 +302,7 @@ def test_first_sync_killed_mid_way_then_rerun_leaves_a_valid_index(svc: Any, set
     assert valid and ready and records(svc, kb_id) == 0 and len(gin(svc, kb_id)) == 2
     assert uses_hnsw(svc, kb_id)
     assert_statistics_exact(svc, kb_id)
+    assert_every_row_once(svc, kb_id, ds_id)  # the killed job's documents upserted, the others copied straight in
 
 
 def test_a_job_with_nothing_to_index_still_builds_an_owed_index(svc: Any, tmp_path: Path) -> None:

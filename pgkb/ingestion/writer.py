@@ -5,6 +5,10 @@ Each batch takes three short transactions:
   2. vector table: delete the rows of every earlier version (ids below the high-water mark), then
      upsert the new rows with binary COPY (ids are deterministic, so a re-run overwrites, never duplicates);
   3. catalog: record the documents as INDEXED with their hashes and chunk counts.
+During an initial load (step 2), a batch of documents the catalog had never seen is COPYed straight
+into the table: step 1 commits a document's entry before any of its rows, so a document without one
+has no rows (a killed job's documents have entries: their re-run upserts). A duplicate all the same
+(UniqueViolation) falls back to the upsert.
 A process killed anywhere leaves at worst documents marked PENDING with the right high-water mark,
 which the next sync re-processes and cleans up. The catalog and the vector table may live in
 different databases.
@@ -87,6 +91,7 @@ class DocumentWriter:
             return
         with self.catalog_db.connection() as conn:
             high_water = catalog.get_documents(conn, self.ds_id, [d.uri for d in docs])
+            new = not high_water and index_build.owed(conn, self.kb.id)  # see the module's docstring
             catalog.mark_documents_pending(conn, self.kb.id, self.ds_id, [(d.uri, d.n_rows) for d in docs])
         stale: list[Any] = []
         rows: list[ChunkRow] = []
@@ -108,8 +113,18 @@ class DocumentWriter:
                 rows.append(ChunkRow(new_ids[i], d.texts[i], vec, {**extra, **d.metadata[i]}, custom, acl))
         with self.kb.database.connection() as conn:
             delete_rows(conn, self.kb.table, self.kb.mapping, stale)
-            write_rows(conn, self.kb.table, self.kb.mapping, rows, attribute_cols=self.kb.attribute_cols,
-                       acl=self.kb.managed)
+            if new:
+                try:
+                    write_rows(conn, self.kb.table, self.kb.mapping, rows, attribute_cols=self.kb.attribute_cols,
+                               acl=self.kb.managed, new=True)
+                    log.debug("%d rows of %d new documents copied straight into %s", len(rows), len(docs), self.kb.table)
+                except psycopg.errors.UniqueViolation:
+                    log.warning("rows of %d documents new to the catalog already in %s: upserted", len(docs), self.kb.table)
+                    new = False
+            if not new:
+                write_rows(conn, self.kb.table, self.kb.mapping, rows, attribute_cols=self.kb.attribute_cols,
+                           acl=self.kb.managed)
+                log.debug("%d rows of %d documents upserted into %s", len(rows), len(docs), self.kb.table)
         with self.catalog_db.connection() as conn:
             catalog.mark_documents_indexed(
                 conn, self.ds_id, [(d.uri, d.fingerprint, d.sidecar_hash, d.n_rows) for d in docs]
@@ -233,13 +248,17 @@ class DocumentWriter:
         if len(indexes) < len(todo):
             with self.kb.database.connection() as conn:
                 index_build.lock_table_builds(conn, self.kb.table)
-                bm25.rebuild_bm25(conn, self.kb.table, self.kb.mapping, memory_kb=memory)
-            log.info("rebuilt BM25 statistics of %s in %.1f s", self.kb.table, time.monotonic() - t0)
+                steps: dict[str, float] = {}
+                bm25.rebuild_bm25(conn, self.kb.table, self.kb.mapping, memory_kb=memory, timings=steps)
+            log.info("rebuilt BM25 statistics of %s in %.1f s (%s)", self.kb.table, time.monotonic() - t0,
+                     ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
         if indexes:
             with self.kb.database.connection() as conn:
                 index_build.lock_table_builds(conn, self.kb.table)
-                for _, definition in indexes:
+                for name, definition in indexes:
+                    t1 = time.monotonic()
                     index_build.build(conn, definition, memory_kb=memory, workers=index_build.build_workers())
+                    log.info("built %s in %.1f s", name, time.monotonic() - t1)
         with self.catalog_db.connection() as conn:
             index_build.forget(conn, self.kb.id, [n for n, _ in todo])
         log.info("finished the initial load of %s in %.1f s", self.kb.table, time.monotonic() - t0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -393,24 +394,43 @@ def suspend_bm25(conn: psycopg.Connection, table: TableRef) -> bool:
     return True
 
 
-def rebuild_bm25(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, *, memory_kb: int = 256 * 1024) -> bool:
+def rebuild_bm25(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, *, memory_kb: int = 256 * 1024,
+                 timings: dict[str, float] | None = None) -> bool:
     """All of a table's statistics rebuilt from its rows in one pass, then its row triggers turned back
     on: one transaction, which blocks writers (SHARE ROW EXCLUSIVE) so none slips between the two;
     readers of the table go on. Idempotent (it recomputes from the table whatever the statistics held),
-    so a job that died anywhere before or after it can simply run it again. False without statistics."""
+    so a job that died anywhere before or after it can simply run it again. False without statistics.
+    `timings`, when given, receives the seconds of each step (benchmarks' breakdowns)."""
     ix = lookup(conn, table)
     if ix is None or not ix.has_df:
         return False
     with conn.transaction():
         conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.ident))
-        _rebuild(conn, table, mapping, ix, memory_kb)
+        _rebuild(conn, table, mapping, ix, memory_kb, _Clock(timings))
         for name in _ROW_TRIGGERS:
             conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(table.ident, sql.Identifier(name)))
+    clock = _Clock(timings)
     conn.execute(sql.SQL("ANALYZE {}").format(ix.postings))
+    clock.lap("ANALYZE")
     return True
 
 
-def _rebuild(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, ix: Bm25Index, memory_kb: int) -> None:
+class _Clock:
+    """Seconds per step into `timings` (None: nothing recorded)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[step] = self.timings.get(step, 0.0) + now - self.t
+        self.t = now
+
+
+def _rebuild(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, ix: Bm25Index, memory_kb: int,
+             clock: _Clock) -> None:
     """Postings, df and stats from the table. The postings' indexes are dropped and built after the
     rows (a bulk build sorts once instead of growing two B-trees posting by posting); each row's text
     is tokenised once (its length and its postings from the same tsvector)."""
@@ -422,6 +442,7 @@ def _rebuild(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, i
     if pk:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(ix.postings, sql.Identifier(pk[0])))
     conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(SCHEMA, f"{ix.base}_impact")))
+    clock.lap("truncate, drop the postings' indexes")
     conn.execute(
         sql.SQL(
             # OFFSET 0 fences: without them the planner inlines the tsvector into both of its uses
@@ -437,6 +458,7 @@ def _rebuild(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, i
             txt=sql.Identifier(mapping.text), vec=sql.Identifier(mapping.vector),
         )
     )
+    clock.lap("postings INSERT (to_tsvector of every chunk)")
     conn.execute(sql.SQL("INSERT INTO {} (term, d) SELECT term, count(*) FROM {} GROUP BY term").format(ix.df, ix.postings))
     conn.execute(
         sql.SQL(
@@ -447,8 +469,11 @@ def _rebuild(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, i
             txt=sql.Identifier(mapping.text),
         )
     )
+    clock.lap("df (GROUP BY term) and stats")
     conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (term, doc) INCLUDE (tf, dl)").format(ix.postings))
+    clock.lap("primary key (term, doc)")
     _create_impact_index(conn, ix)
+    clock.lap("impact index")
 
 
 def uninstall_bm25(conn: psycopg.Connection, table: TableRef) -> None:

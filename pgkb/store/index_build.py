@@ -115,6 +115,12 @@ def deferred(conn: psycopg.Connection, kb_id: str) -> list[tuple[str, str]]:
     ]
 
 
+def owed(conn: psycopg.Connection, kb_id: str) -> bool:
+    """Whether an initial load of the knowledge base is under way (or was interrupted): anything recorded."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM pgkb.deferred_indexes WHERE kb_id = %s)", (kb_id,)).fetchone()
+    return bool(row and row[0])
+
+
 def forget(conn: psycopg.Connection, kb_id: str, names: Sequence[str]) -> None:
     conn.execute("DELETE FROM pgkb.deferred_indexes WHERE kb_id = %s AND index_name = ANY(%s)", (kb_id, list(names)))
 

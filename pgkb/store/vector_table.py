@@ -318,8 +318,14 @@ def write_rows(
     *,
     attribute_cols: dict[str, str] | None = None,
     acl: bool = False,
+    new: bool = False,
 ) -> None:
-    """Insert rows with binary COPY into a temp table, then upsert: one round trip per batch, idempotent."""
+    """Write rows with binary COPY, one transaction per call.
+
+    By default into a temp table, then upserted: idempotent, whatever the table holds. With `new`
+    (the caller knows no row with these ids exists: an initial load's documents that the catalog has
+    never seen) the COPY goes straight into the table, with no staging table, no second statement and
+    no catalog churn; a row that exists after all raises UniqueViolation and leaves the table unchanged."""
     if not rows:
         return
     attribute_cols = attribute_cols or {}
@@ -335,15 +341,9 @@ def write_rows(
     types += [attribute_cols[c] for c in extra]
     if acl:
         types += ["int4[]", "int4[]"]
-    updates = sql.SQL(", ").join(
-        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in cols[1:]
-    )
-    # A staging table per call, shaped like this target table, dropped when done: works on autocommit
-    # connections and for several tables on one connection.
-    stage = sql.Identifier("pgkb_stage_" + uuid.uuid4().hex[:12])
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, table.ident))
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(stage, col_ids)) as copy:
+
+    def copy_into(cur: psycopg.Cursor[Any], target: sql.Composable) -> None:
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(target, col_ids)) as copy:
             copy.set_types(types)
             for r in rows:
                 # json/jsonb columns: set_types makes psycopg serialise the dicts itself.
@@ -355,6 +355,20 @@ def write_rows(
                 if acl:
                     values += list(r.acl) if r.acl is not None else [None, None]
                 copy.write_row(values)
+
+    if new:
+        with conn.transaction(), conn.cursor() as cur:
+            copy_into(cur, table.ident)
+        return
+    updates = sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in cols[1:]
+    )
+    # A staging table per call, shaped like this target table, dropped when done: works on autocommit
+    # connections and for several tables on one connection.
+    stage = sql.Identifier("pgkb_stage_" + uuid.uuid4().hex[:12])
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, table.ident))
+        copy_into(cur, stage)
         cur.execute(
             sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT ({pk}) DO UPDATE SET {u}").format(
                 t=table.ident, c=col_ids, s=stage, pk=sql.Identifier(mapping.primary_key), u=updates
