@@ -478,7 +478,7 @@ def _statement(
     bm25_index: bm25.Bm25Index | None,
     acl: tuple[sql.Composable, dict[str, Any]] | None,
     index: VectorIndex,
-) -> tuple[sql.Composable | str, dict[str, Any]]:
+) -> tuple[sql.Composed | str, dict[str, Any]]:
     """build_query's statement and parameters; unfiltered ones rendered once per shape."""
     if filter is not None or acl is not None:
         return build_query(
