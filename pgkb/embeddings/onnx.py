@@ -303,7 +303,8 @@ class OnnxModel:
                 self._solo_made += 1
         if session is None:
             if not make:
-                return self._run([encoding])[0]
+                shared: np.ndarray = self._run([encoding])[0]
+                return shared
             try:
                 session = self._new_session(1)
             except BaseException:
