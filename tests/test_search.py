@@ -294,3 +294,39 @@ def test_unfiltered_statements_are_rendered_once_per_shape(conn, monkeypatch) ->
         hits = search(conn, t, m, query_embedding=axis(0), query_text=None, k=2, filter=flt)
         assert {h.text for h in hits} <= {"chunk 5", "chunk 6", "chunk 7"} and len(hits) == 2
     assert built == ["SEMANTIC"] * 4
+
+
+def test_a_search_on_an_idle_connection_is_one_round_trip(conn, session_db_url) -> None:
+    """On an idle connection (a pooled one) BEGIN, the statement's settings, the statement and COMMIT
+    go in one pipeline with one Sync: psycopg's transaction block would wait for BEGIN's answer and
+    for COMMIT's. Afterwards the connection is as it was (not autocommit, idle, settings gone), after
+    an error too; inside a caller's transaction the search runs in a savepoint."""
+    import tempfile
+
+    t, m = new_table(conn, "onetrip")
+    write(conn, t, m, [ChunkRow(uuid.uuid4(), f"c{i}", axis(i % DIM, 0.2, i), md(f"{i}.txt"), {}) for i in range(10)])
+    expected = [h.id for h in search(conn, t, m, query_embedding=axis(3), query_text=None, k=4)]
+    with psycopg.connect(session_db_url) as c:
+        register_vector(c)
+        search(c, t, m, query_embedding=axis(3), query_text=None, k=4)  # caches the table's index kind
+        ef_before = c.execute("SHOW hnsw.ef_search").fetchone()[0]  # pgvector's default (loaded by now)
+        c.commit()
+        with tempfile.TemporaryFile("w+") as trace:
+            c.pgconn.trace(trace.fileno())
+            c.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+            hits = search(c, t, m, query_embedding=axis(3), query_text=None, k=4)
+            c.pgconn.untrace()
+            trace.seek(0)
+            sent = [line.split("\t")[2] for line in trace.read().splitlines() if line.startswith("F\t")]
+        assert [h.id for h in hits] == expected
+        assert sent.count("Sync") == 1 and "Query" not in sent  # one round trip, no simple-query BEGIN
+        assert (c.autocommit, c.info.transaction_status) == (False, psycopg.pq.TransactionStatus.IDLE)
+        with pytest.raises(ValidationError, match="could not be run"):
+            search(c, t, m, query_embedding=np.ones(3), query_text=None, k=4)
+        assert (c.autocommit, c.info.transaction_status) == (False, psycopg.pq.TransactionStatus.IDLE)
+        assert c.execute("SHOW hnsw.ef_search").fetchone()[0] == ef_before
+        c.rollback()
+        with c.transaction():
+            c.execute("SELECT 1")
+            assert [h.id for h in search(c, t, m, query_embedding=axis(3), query_text=None, k=4)] == expected
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS

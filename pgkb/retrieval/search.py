@@ -599,10 +599,43 @@ def _run(
                            ef_search=ef_search)
     )
     try:
-        with conn.transaction(), conn.pipeline():
-            conn.execute(set_sql, set_params)  # constant text, values bound
-            cur = conn.execute(stmt, params)
-        rows = cur.fetchall()
+        rows = _execute(conn, set_sql, set_params, stmt, params)
     except psycopg.errors.DataException as exc:
         raise ValidationError(f"query could not be run against {table}: {str(exc).splitlines()[0]}") from None
     return [_hit(r) for r in rows]
+
+
+
+def _execute(
+    conn: psycopg.Connection, set_sql: str, set_params: list[str], stmt: sql.Composed | str, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """The settings and the statement in a transaction of their own, in one round trip.
+
+    An idle connection (a pooled one, as Retrieve uses) sends BEGIN, the settings, the statement
+    and COMMIT in one pipeline: psycopg's own transaction block waits for BEGIN's answer before the
+    pipeline and for COMMIT's after it, and the first wait after the query embedding pays the
+    database process's wake-up on busy cores. A connection inside a transaction (or a pipeline)
+    runs them in a savepoint as before."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with conn.transaction(), conn.pipeline():
+            conn.execute(set_sql, set_params)  # constant text, values bound
+            cur = conn.execute(stmt, params)
+        return cur.fetchall()
+    autocommit = conn.autocommit
+    conn.autocommit = True  # the block's own BEGIN and COMMIT, sent without waiting
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(set_sql, set_params)
+            cur = conn.execute(stmt, params)
+            conn.execute("COMMIT")
+        return cur.fetchall()
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        raise
+    finally:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.autocommit = autocommit
+        else:  # cannot be put back as it was: a pool must not hand it out in autocommit
+            conn.close()
