@@ -605,7 +605,6 @@ def _run(
     return [_hit(r) for r in rows]
 
 
-
 def _execute(
     conn: psycopg.Connection, set_sql: str, set_params: list[str], stmt: sql.Composed | str, params: dict[str, Any]
 ) -> list[tuple[Any, ...]]:
@@ -614,8 +613,8 @@ def _execute(
     An idle connection (a pooled one, as Retrieve uses) sends BEGIN, the settings, the statement
     and COMMIT in one pipeline: psycopg's own transaction block waits for BEGIN's answer before the
     pipeline and for COMMIT's after it, and the first wait after the query embedding pays the
-    database process's wake-up on busy cores. A connection inside a transaction (or a pipeline)
-    runs them in a savepoint as before."""
+    database process's wake-up on busy cores. A connection inside a transaction runs them in a
+    savepoint as before."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         with conn.transaction(), conn.pipeline():
             conn.execute(set_sql, set_params)  # constant text, values bound
