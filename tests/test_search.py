@@ -297,10 +297,10 @@ def test_unfiltered_statements_are_rendered_once_per_shape(conn, monkeypatch) ->
 
 
 def test_a_search_on_an_idle_connection_is_one_round_trip(conn, session_db_url) -> None:
-    """On an idle connection (a pooled one) BEGIN, the statement's settings, the statement and COMMIT
-    go in one pipeline with one Sync: psycopg's transaction block would wait for BEGIN's answer and
-    for COMMIT's. Afterwards the connection is as it was (not autocommit, idle, settings gone), after
-    an error too; inside a caller's transaction the search runs in a savepoint."""
+    """On an idle connection (a pooled one) the statement's settings and the statement go in one
+    pipeline with one Sync, their implicit transaction: psycopg's transaction block would wait for
+    BEGIN's answer and for COMMIT's. Afterwards the connection is as it was (not autocommit, idle,
+    settings gone), after an error too; inside a caller's transaction the search runs in a savepoint."""
     import tempfile
 
     t, m = new_table(conn, "onetrip")
@@ -320,6 +320,7 @@ def test_a_search_on_an_idle_connection_is_one_round_trip(conn, session_db_url) 
             sent = [line.split("\t")[2] for line in trace.read().splitlines() if line.startswith("F\t")]
         assert [h.id for h in hits] == expected
         assert sent.count("Sync") == 1 and "Query" not in sent  # one round trip, no simple-query BEGIN
+        assert sent.count("Execute") == 2  # the settings and the statement: no BEGIN, no COMMIT
         assert (c.autocommit, c.info.transaction_status) == (False, psycopg.pq.TransactionStatus.IDLE)
         with pytest.raises(ValidationError, match="could not be run"):
             search(c, t, m, query_embedding=np.ones(3), query_text=None, k=4)

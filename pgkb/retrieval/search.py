@@ -610,29 +610,24 @@ def _execute(
 ) -> list[tuple[Any, ...]]:
     """The settings and the statement in a transaction of their own, in one round trip.
 
-    An idle connection (a pooled one, as Retrieve uses) sends BEGIN, the settings, the statement
-    and COMMIT in one pipeline: psycopg's own transaction block waits for BEGIN's answer before the
-    pipeline and for COMMIT's after it, and the first wait after the query embedding pays the
-    database process's wake-up on busy cores. A connection inside a transaction runs them in a
-    savepoint as before."""
+    On an idle connection (a pooled one, as Retrieve uses) the two go in one pipeline without BEGIN
+    or COMMIT: PostgreSQL runs the messages up to a Sync as one implicit transaction, so the settings
+    (transaction-local) hold for the statement and end with it, an error included. psycopg's own
+    transaction block waited for BEGIN's answer before the statement and for COMMIT's after it, and
+    the first wait after the query embedding pays the database process's wake-up on busy cores. A
+    connection inside a transaction runs them in a savepoint as before."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         with conn.transaction(), conn.pipeline():
             conn.execute(set_sql, set_params)  # constant text, values bound
             cur = conn.execute(stmt, params)
         return cur.fetchall()
     autocommit = conn.autocommit
-    conn.autocommit = True  # the block's own BEGIN and COMMIT, sent without waiting
+    conn.autocommit = True  # no BEGIN of psycopg's: the pipeline's Sync delimits the transaction
     try:
         with conn.pipeline():
-            conn.execute("BEGIN")
             conn.execute(set_sql, set_params)
             cur = conn.execute(stmt, params)
-            conn.execute("COMMIT")
         return cur.fetchall()
-    except BaseException:
-        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        raise
     finally:
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             conn.autocommit = autocommit
