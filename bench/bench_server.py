@@ -550,7 +550,9 @@ def main() -> None:
         moto.terminate()
         moto.wait(30)
         stop_embedded(root)
-        if not a.keep:
+        if a.keep:
+            print(f"kept the data dir {root} (bench/server_segments.py --data-dir {root})")
+        else:
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -115,6 +115,35 @@ def test_unbatched_concurrent_callers(models, sample) -> None:
     np.testing.assert_array_equal(np.stack(one), expected[:6])
 
 
+def test_one_text_runs_on_a_single_threaded_session_in_the_callers_thread(models, sample) -> None:
+    """A query alone is not split over the shared session's threads: it runs on an idle
+    single-threaded session in the calling thread (at most model_threads() of them, reused), with
+    the vector the shared session gives it."""
+    import threading
+
+    from pgkb.embeddings.base import model_threads
+
+    texts, _ = sample
+    model = models["int8-unbatched"]
+    shared = np.stack([model._run([e])[0] for e in model.tokenizer.model_input.encode_batch(texts[:4])])
+    callers: set[str] = set()
+    real = model._run_one
+
+    def recording(session, encoding):
+        callers.add(threading.current_thread().name)
+        assert session.get_session_options().intra_op_num_threads == 1
+        return real(session, encoding)
+
+    model._run_one = recording  # type: ignore[method-assign]
+    try:
+        got = np.stack([model.embed_queries([t])[0] for t in texts[:4]])
+    finally:
+        del model._run_one
+    np.testing.assert_array_equal(got, shared)
+    assert callers == {threading.current_thread().name}
+    assert 1 <= model._solo_made <= model_threads() and len(model._solo) == model._solo_made
+
+
 def test_tokenizer_shared_with_reference(models, reference) -> None:
     text = "Tokenizers split unbelievably long words, don't they?"
     assert models["fp32"].tokenizer.offsets(text) == reference.tokenizer.offsets(text)

@@ -184,3 +184,35 @@ def test_openai_bad_config(monkeypatch) -> None:
     monkeypatch.setenv("PGKB_OPENAI_EMBEDDINGS", '[{"id": "x"}]')
     with pytest.raises(ValidationError, match="PGKB_OPENAI_EMBEDDINGS"):
         list_specs()
+
+
+def test_builtin_models_are_found_again_without_gathering_every_spec(bedrock_server, monkeypatch) -> None:
+    """Every Retrieve asks for its model: a built-in one, once loaded, is returned without get_spec
+    (which gathers every provider's specs and reads the configuration each time); clear_cache forgets it."""
+    from pgkb.embeddings import registry
+
+    asked: list[str] = []
+    real = registry.get_spec
+
+    def counting(model_id: str):
+        asked.append(model_id)
+        return real(model_id)
+
+    monkeypatch.setattr(registry, "get_spec", counting)
+    arn = "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"
+    model = get_model(arn, 256)
+    assert get_model(arn, 256) is model and get_model("amazon.titan-embed-text-v2:0", 256) is model
+    assert asked == [arn, "amazon.titan-embed-text-v2:0"]  # each spelling looked up once
+    with pytest.raises(ValidationError, match="dimensions"):
+        get_model(arn, 7)
+    clear_cache()
+    assert get_model(arn, 256) is not model and asked[-1] == arn
+
+
+def test_configured_models_are_looked_up_each_time(openai_server, monkeypatch) -> None:
+    """A model from PGKB_OPENAI_EMBEDDINGS follows the configuration: removed, it is refused."""
+    model = get_model("openai.tiny")
+    assert get_model("openai.tiny") is model
+    monkeypatch.setenv("PGKB_OPENAI_EMBEDDINGS", "[]")
+    with pytest.raises(ModelNotAvailableError, match="openai.tiny"):
+        get_model("openai.tiny")

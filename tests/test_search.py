@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import uuid
 from collections.abc import Iterator
@@ -243,3 +244,90 @@ def test_range_filters_fill_k_with_the_nearest_matches(conn, big) -> None:
         assert scores == sorted(scores, reverse=True)
     f = {"lessThan": {"key": "bucket", "value": -1}}
     assert search(conn, t, m, query_embedding=q, query_text="chunk", k=10, filter=f, search_type="HYBRID") == []
+
+
+def test_query_vector_is_sent_binary_when_the_connection_has_pgvector_adapters(conn, session_db_url) -> None:
+    """Pooled connections have pgvector's dumpers: the query vector goes as the float32 array (binary),
+    not as 384 floats formatted in Python; a connection without them still gets the text literal, and
+    both rank and score alike."""
+    search_mod = importlib.import_module("pgkb.retrieval.search")
+    t, m = new_table(conn, "binvec")
+    write(conn, t, m, [ChunkRow(uuid.uuid4(), f"row {i}", axis(i % DIM, noise=0.3, seed=i), md(f"{i}.txt"), {})
+                       for i in range(12)])
+    q = axis(2, noise=0.2, seed=99)
+    assert isinstance(search_mod._vector_param(conn, q), np.ndarray)
+    with psycopg.connect(session_db_url, autocommit=True) as plain:  # no register_vector
+        assert isinstance(search_mod._vector_param(plain, q), str)
+        as_text = search(plain, t, m, query_embedding=q, query_text="row", k=5)
+        as_text_hybrid = search(plain, t, m, query_embedding=q, query_text="row 2", k=5, search_type="HYBRID")
+    as_binary = search(conn, t, m, query_embedding=q, query_text="row", k=5)
+    assert [(h.id, h.score) for h in as_binary] == [(h.id, h.score) for h in as_text]
+    hybrid = search(conn, t, m, query_embedding=q, query_text="row 2", k=5, search_type="HYBRID")
+    assert [(h.id, h.score) for h in hybrid] == [(h.id, h.score) for h in as_text_hybrid]
+    with pytest.raises(ValidationError, match="finite"):
+        search(conn, t, m, query_embedding=np.full(DIM, np.nan), query_text="x", k=5)
+
+
+def test_unfiltered_statements_are_rendered_once_per_shape(conn, monkeypatch) -> None:
+    """Composing and rendering the search statement is done once per shape (table, mapping, k, search
+    type, ...) for searches without a filter: later ones reuse the text with their own values. Filtered
+    searches, whose statement follows the filter, are built each time."""
+    search_mod = importlib.import_module("pgkb.retrieval.search")
+    built: list[str] = []
+    real = search_mod.build_query
+
+    def counting(*args, **kwargs):
+        built.append(kwargs["search_type"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "build_query", counting)
+    t, m = new_table(conn, "shapes")
+    write(conn, t, m, [ChunkRow(uuid.uuid4(), f"chunk {i}", axis(i), md(f"{i}.txt", n=i), {"n": i})
+                       for i in range(DIM)])
+    for i in range(3):  # one shape, three queries: built once, each answered with its own vector
+        assert search(conn, t, m, query_embedding=axis(i), query_text=None, k=2)[0].text == f"chunk {i}"
+    assert built == ["SEMANTIC"]
+    assert len(search(conn, t, m, query_embedding=axis(0), query_text=None, k=3)) == 3  # another k
+    assert built == ["SEMANTIC", "SEMANTIC"]
+    flt = {"greaterThan": {"key": "n", "value": 4}}
+    for _ in range(2):
+        hits = search(conn, t, m, query_embedding=axis(0), query_text=None, k=2, filter=flt)
+        assert {h.text for h in hits} <= {"chunk 5", "chunk 6", "chunk 7"} and len(hits) == 2
+    assert built == ["SEMANTIC"] * 4
+
+
+def test_a_search_on_an_idle_connection_is_one_round_trip(conn, session_db_url) -> None:
+    """On an idle connection (a pooled one) the statement's settings and the statement go in one
+    pipeline with one Sync, their implicit transaction: psycopg's transaction block would wait for
+    BEGIN's answer and for COMMIT's. Afterwards the connection is as it was (not autocommit, idle,
+    settings gone), after an error too; inside a caller's transaction the search runs in a savepoint."""
+    import tempfile
+
+    t, m = new_table(conn, "onetrip")
+    write(conn, t, m, [ChunkRow(uuid.uuid4(), f"c{i}", axis(i % DIM, 0.2, i), md(f"{i}.txt"), {}) for i in range(10)])
+    expected = [h.id for h in search(conn, t, m, query_embedding=axis(3), query_text=None, k=4)]
+    with psycopg.connect(session_db_url) as c:
+        register_vector(c)
+        search(c, t, m, query_embedding=axis(3), query_text=None, k=4)  # caches the table's index kind
+        ef_before = c.execute("SHOW hnsw.ef_search").fetchone()[0]  # pgvector's default (loaded by now)
+        c.commit()
+        with tempfile.TemporaryFile("w+") as trace:
+            c.pgconn.trace(trace.fileno())
+            c.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+            hits = search(c, t, m, query_embedding=axis(3), query_text=None, k=4)
+            c.pgconn.untrace()
+            trace.seek(0)
+            sent = [line.split("\t")[2] for line in trace.read().splitlines() if line.startswith("F\t")]
+        assert [h.id for h in hits] == expected
+        assert sent.count("Sync") == 1 and "Query" not in sent  # one round trip, no simple-query BEGIN
+        assert sent.count("Execute") == 2  # the settings and the statement: no BEGIN, no COMMIT
+        assert (c.autocommit, c.info.transaction_status) == (False, psycopg.pq.TransactionStatus.IDLE)
+        with pytest.raises(ValidationError, match="could not be run"):
+            search(c, t, m, query_embedding=np.ones(3), query_text=None, k=4)
+        assert (c.autocommit, c.info.transaction_status) == (False, psycopg.pq.TransactionStatus.IDLE)
+        assert c.execute("SHOW hnsw.ef_search").fetchone()[0] == ef_before
+        c.rollback()
+        with c.transaction():
+            c.execute("SELECT 1")
+            assert [h.id for h in search(c, t, m, query_embedding=axis(3), query_text=None, k=4)] == expected
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS

@@ -258,6 +258,14 @@ class OnnxModel:
         # this way against 131-138 on the shared session (and 139-228 batched), identical vectors.
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
+        # One text (a query) runs on an idle single-threaded session in the caller's thread: on the
+        # shared session its one text is split over threads that wake, synchronise and sleep, which on
+        # cores busy with PostgreSQL, the server and other work cost 1.0-2.5x a lone session's time
+        # (bench/bench_server.py, docs/server.md). At most `model_threads()` of them; beyond that, one
+        # text waits for the shared session as before.
+        self._solo: list[Any] = []  # idle single-threaded sessions
+        self._solo_made = 0
+        self._solo_lock = threading.Lock()
 
     def _new_session(self, threads: int) -> Any:
         import onnxruntime as ort
@@ -271,15 +279,43 @@ class OnnxModel:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
 
+    @staticmethod
+    def _run_one(session: Any, encoding: Any) -> np.ndarray:
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        out: np.ndarray = session.run(None, feeds)[0][0]
+        return out
+
     def _run_alone(self, encoding: Any) -> np.ndarray:
         """One text on this pool thread's own single-threaded session (ONNX Runtime releases the GIL)."""
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = self._new_session(1)
-        ids = np.asarray([encoding.ids], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        out: np.ndarray = session.run(None, feeds)[0][0]
-        return out
+        return self._run_one(session, encoding)
+
+    def _run_solo(self, encoding: Any) -> np.ndarray:
+        """One text on an idle single-threaded session, in this thread; the shared session when all
+        `model_threads()` of them are busy."""
+        with self._solo_lock:
+            session = self._solo.pop() if self._solo else None
+            make = session is None and self._solo_made < model_threads()
+            if make:
+                self._solo_made += 1
+        if session is None:
+            if not make:
+                shared: np.ndarray = self._run([encoding])[0]
+                return shared
+            try:
+                session = self._new_session(1)
+            except BaseException:
+                with self._solo_lock:
+                    self._solo_made -= 1
+                raise
+        try:
+            return self._run_one(session, encoding)
+        finally:
+            with self._solo_lock:
+                self._solo.append(session)
 
     def _parallel(self, encodings: Sequence[Any]) -> np.ndarray:
         if self._pool is None:
@@ -313,7 +349,7 @@ class OnnxModel:
         # Tokenize once (Rust, batched), then run length-sorted batches padded to their own longest.
         encodings = self.tokenizer.model_input.encode_batch(texts)
         if len(texts) == 1:
-            return self._run(encodings).astype(np.float32, copy=False)
+            return self._run_solo(encodings[0])[None, :].astype(np.float32, copy=False)
         if self.texts_per_run == 1:
             return self._parallel(encodings)
         lengths = [len(e.ids) for e in encodings]

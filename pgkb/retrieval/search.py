@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat
 
 from pgkb.errors import ValidationError
 from pgkb.retrieval import bm25, fusion
@@ -162,11 +163,28 @@ def validate_request(query_text: str | None, k: int, search_type: str) -> None:
         raise ValidationError(f"overrideSearchType: {search_type!r} must be SEMANTIC or HYBRID")
 
 
-def _vector_literal(v: Any) -> str:
+def _query_vector(v: Any) -> np.ndarray:
     arr = np.asarray(v, dtype=np.float32).reshape(-1)
     if arr.size == 0 or not np.all(np.isfinite(arr)):
         raise ValidationError("query embedding must be a non-empty vector of finite numbers")
-    return "[" + ",".join(map(repr, arr.tolist())) + "]"
+    return arr
+
+
+def _vector_literal(v: Any) -> str:
+    return "[" + ",".join(map(repr, _query_vector(v).tolist())) + "]"
+
+
+def _vector_param(conn: psycopg.Connection, v: Any) -> Any:
+    """The query vector as a statement parameter: the float32 array itself, sent in pgvector's binary
+    format, on connections with pgvector's dumpers (`register_vector`, as every pooled connection
+    has); else its text literal. Formatting 384 floats as text cost 0.2-0.35 ms of a Retrieve, about
+    half of PostgreSQL's whole top-k (bench/bench_server.py, docs/server.md)."""
+    arr = _query_vector(v)
+    try:
+        conn.adapters.get_dumper(np.ndarray, PyFormat.BINARY)
+    except psycopg.ProgrammingError:  # a connection without pgvector's adapters
+        return _vector_literal(arr)
+    return arr
 
 
 def _f8(x: float) -> sql.Composed:
@@ -440,6 +458,50 @@ def build_query(
     return _result_sql(t, mapping, ranked, attribute_cols), params
 
 
+# Rendered statements of searches without a filter or an ACL, by their shape (everything build_query
+# reads but the query's values): composing and rendering the statement cost about 0.15 ms per
+# Retrieve, a quarter of PostgreSQL's top-k. Filtered statements depend on the filter's structure
+# and are built each time.
+_STATEMENTS: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+STATEMENT_CACHE_SIZE = 256
+
+
+def _statement(
+    conn: psycopg.Connection,
+    table: TableRef,
+    mapping: FieldMapping,
+    *,
+    k: int,
+    search_type: SearchType,
+    filter: dict[str, Any] | None,
+    attribute_cols: dict[str, str] | None,
+    bm25_index: bm25.Bm25Index | None,
+    acl: tuple[sql.Composable, dict[str, Any]] | None,
+    index: VectorIndex,
+) -> tuple[sql.Composed | str, dict[str, Any]]:
+    """build_query's statement and parameters; unfiltered ones rendered once per shape."""
+    if filter is not None or acl is not None:
+        return build_query(
+            table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols,
+            bm25_index=bm25_index, acl=acl, index=index,
+        )
+    cols = None if attribute_cols is None else tuple(attribute_cols.items())
+    # The module's tunables are read at build time, so they are part of the shape (tests and
+    # benchmarks set them).
+    tunables = (RRF_K, DENSE_WEIGHT, FEEDBACK_WEIGHT, HYBRID_CANDIDATES, MAX_POSTINGS_PER_TERM, FTS_MAX_DF)
+    key = (table, mapping, k, search_type, cols, bm25_index, index, tunables)
+    hit = _STATEMENTS.get(key)
+    if hit is None:
+        stmt, params = build_query(
+            table, mapping, k=k, search_type=search_type, filter=None, attribute_cols=attribute_cols,
+            bm25_index=bm25_index, index=index,
+        )
+        if len(_STATEMENTS) >= STATEMENT_CACHE_SIZE:
+            _STATEMENTS.clear()
+        hit = _STATEMENTS[key] = (stmt.as_string(conn), params)
+    return hit[0], dict(hit[1])
+
+
 def statement_settings(
     cand: int, *, filtered: bool, iterative: bool, ef_search: int | None = None
 ) -> list[tuple[str, str]]:
@@ -491,7 +553,7 @@ def search(
     (`fusion.model_coverage`); None trusts the dense ranking fully.
     """
     validate_request(query_text, k, "SEMANTIC" if search_type == "LEXICAL" else search_type)
-    qvec = _vector_literal(query_embedding) if search_type != "LEXICAL" else "[0]"
+    qvec = _vector_param(conn, query_embedding) if search_type != "LEXICAL" else "[0]"
     if filter is not None and attribute_cols is None and not mapping.custom_metadata:
         attribute_cols = attribute_columns(conn, table, mapping)  # one catalog query; pass them to skip it
     for attempt in range(2):
@@ -510,7 +572,7 @@ def _run(
     conn: psycopg.Connection,
     table: TableRef,
     mapping: FieldMapping,
-    qvec: str,
+    qvec: Any,
     query_text: str | None,
     k: int,
     filter: dict[str, Any] | None,
@@ -521,9 +583,10 @@ def _run(
     acl: tuple[sql.Composable, dict[str, Any]] | None = None,
     dtrust: float = 1.0,
 ) -> list[SearchHit]:
-    stmt, params = build_query(
-        table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols, bm25_index=ix,
-        acl=acl, index=_vector_index(conn, table, mapping) if search_type != "LEXICAL" else vector_index.FLOAT32,
+    stmt, params = _statement(
+        conn, table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols,
+        bm25_index=ix, acl=acl,
+        index=_vector_index(conn, table, mapping) if search_type != "LEXICAL" else vector_index.FLOAT32,
     )
     filtered = filter is not None or acl is not None
     params["qvec"] = qvec
@@ -536,10 +599,37 @@ def _run(
                            ef_search=ef_search)
     )
     try:
-        with conn.transaction(), conn.pipeline():
-            conn.execute(set_sql, set_params)  # constant text, values bound
-            cur = conn.execute(stmt, params)
-        rows = cur.fetchall()
+        rows = _execute(conn, set_sql, set_params, stmt, params)
     except psycopg.errors.DataException as exc:
         raise ValidationError(f"query could not be run against {table}: {str(exc).splitlines()[0]}") from None
     return [_hit(r) for r in rows]
+
+
+def _execute(
+    conn: psycopg.Connection, set_sql: str, set_params: list[str], stmt: sql.Composed | str, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """The settings and the statement in a transaction of their own, in one round trip.
+
+    On an idle connection (a pooled one, as Retrieve uses) the two go in one pipeline without BEGIN
+    or COMMIT: PostgreSQL runs the messages up to a Sync as one implicit transaction, so the settings
+    (transaction-local) hold for the statement and end with it, an error included. psycopg's own
+    transaction block waited for BEGIN's answer before the statement and for COMMIT's after it, and
+    the first wait after the query embedding pays the database process's wake-up on busy cores. A
+    connection inside a transaction runs them in a savepoint as before."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with conn.transaction(), conn.pipeline():
+            conn.execute(set_sql, set_params)  # constant text, values bound
+            cur = conn.execute(stmt, params)
+        return cur.fetchall()
+    autocommit = conn.autocommit
+    conn.autocommit = True  # no BEGIN of psycopg's: the pipeline's Sync delimits the transaction
+    try:
+        with conn.pipeline():
+            conn.execute(set_sql, set_params)
+            cur = conn.execute(stmt, params)
+        return cur.fetchall()
+    finally:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.autocommit = autocommit
+        else:  # cannot be put back as it was: a pool must not hand it out in autocommit
+            conn.close()

@@ -204,6 +204,7 @@ class BedrockApp:
     async def _read_body(self, scope: dict[str, Any], receive: Callable, *, hashed: bool) -> tuple[bytes, str]:
         """The body and (when `hashed`) its hex SHA-256, hashed chunk by chunk as it arrives; the size
         cap is enforced on the declared length and again as bytes arrive."""
+        declared: int | None = None
         for k, v in scope["headers"]:
             if k == b"content-length":
                 try:
@@ -226,7 +227,9 @@ class BedrockApp:
             if hashed:
                 digest.update(chunk)
             chunks.append(chunk)
-            if not message.get("more_body"):
+            # Done at the declared length: granian hands over the body, then an empty last message,
+            # and waiting for that one cost a hand-off from its runtime thread (0.07 ms per request).
+            if not message.get("more_body") or size == declared:
                 break
         return b"".join(chunks), digest.hexdigest()
 
