@@ -312,10 +312,15 @@ def test_a_worker_whose_database_went_away_still_stops_at_once(env: dict[str, st
     with cuttable_proxy(target_of(env["PGKB_DATABASE_URL"])) as proxy:
         worker = Worker({**env, "PGKB_DATABASE_URL": through(env["PGKB_DATABASE_URL"], proxy),
                          "PGKB_CONNECT_TIMEOUT": "600"}, tmp_path / "worker.log")
-        proxy.cut()
-        deadline = time.time() + 120
-        while "waiting for the database" not in worker.log.read_text():
-            assert worker.proc.poll() is None and time.time() < deadline, worker.log.read_text()
-            time.sleep(0.1)
-        assert worker.stop() == 0  # within Worker.stop's 60 s wait, 10 times less than the pool's timeout
-        assert worker.proc.returncode == 0, worker.log.read_text()
+        try:
+            proxy.cut()
+            deadline = time.time() + 120
+            while "waiting for the database" not in worker.log.read_text():
+                assert worker.proc.poll() is None and time.time() < deadline, worker.log.read_text()
+                time.sleep(0.1)
+            assert worker.stop() == 0  # within Worker.stop's 60 s wait, 10 times less than the pool's timeout
+            assert worker.proc.returncode == 0, worker.log.read_text()
+        finally:
+            if worker.proc.poll() is None:  # a failed assertion must not leave the process behind
+                worker.proc.kill()
+                worker.proc.wait()
