@@ -347,3 +347,47 @@ def test_a_job_with_nothing_to_index_finishes_an_owed_bm25_rebuild(svc: Any, tmp
     assert job["status"] == "COMPLETE" and job["statistics"]["numberOfNewDocumentsIndexed"] == 0
     assert records(svc, kb_id) == 0
     assert_statistics_exact(svc, kb_id)
+
+
+def test_the_statistics_and_the_indexes_of_an_initial_load_build_side_by_side(svc: Any, tmp_path: Path) -> None:
+    """The end of an initial load builds the HNSW and GIN indexes while the BM25 statistics are being
+    rebuilt (each only reads the rows), instead of after them: here the statistics are held up (a
+    lock on their postings table), and the indexes are built all the same; once let go, the job
+    completes with exact statistics and nothing owed."""
+    import threading
+
+    folder = tmp_path / "docs"
+    corpus.write_folder(folder, 8)
+    kb_id, ds_id = make_kb(svc, folder)
+    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    kb = svc.resolve(kb_id)
+    with kb.database.connection() as conn:  # owe everything again, as a job killed mid-load leaves it
+        defs = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s"
+            " AND (indexdef LIKE '%%USING hnsw%%' OR indexdef LIKE '%%USING gin%%')",
+            (kb.table.schema, kb.table.name)).fetchall()
+    assert len(defs) == 3
+    with svc.db.connection() as conn:
+        index_build.record(conn, kb_id, [*defs, index_build.BM25_RECORD])
+    with kb.database.connection() as conn:
+        for name, _ in defs:
+            conn.execute(f'DROP INDEX "{kb.table.schema}"."{name}"')
+        assert bm25.suspend_bm25(conn, kb.table)
+        ix = bm25.lookup(conn, kb.table)
+        assert ix is not None
+    jobs: list[dict[str, Any]] = []
+    with kb.database.connection() as blocker:
+        blocker.execute(f'LOCK TABLE "{bm25.SCHEMA}"."{ix.base}_postings" IN ACCESS SHARE MODE')
+        runner = threading.Thread(target=lambda: jobs.append(
+            svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]))
+        runner.start()
+        deadline = time.time() + 120
+        while not (len(hnsw(svc, kb_id)) == 1 and len(gin(svc, kb_id)) == 2):
+            assert runner.is_alive() and time.time() < deadline, "the indexes waited for the statistics"
+            time.sleep(0.1)
+        assert runner.is_alive()  # the statistics still held up (reading them here would queue behind them)
+    runner.join(120)
+    assert jobs and jobs[0]["status"] == "COMPLETE"
+    (_, valid, ready), = hnsw(svc, kb_id)
+    assert valid and ready and records(svc, kb_id) == 0
+    assert_statistics_exact(svc, kb_id)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -245,20 +246,33 @@ class DocumentWriter:
             # An exact count (statistics may not exist yet after a bulk load): sub-second at 1M rows.
             counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.kb.table.ident)).fetchone()
         memory = index_build.build_memory_kb(int(counted[0] if counted else 0), self.kb.dimensions)
-        if len(indexes) < len(todo):
+
+        def statistics() -> None:
             with self.kb.database.connection() as conn:
-                index_build.lock_table_builds(conn, self.kb.table)
+                index_build.lock_table_builds(conn, self.kb.table, "statistics")
                 steps: dict[str, float] = {}
                 bm25.rebuild_bm25(conn, self.kb.table, self.kb.mapping, memory_kb=memory, timings=steps)
             log.info("rebuilt BM25 statistics of %s in %.1f s (%s)", self.kb.table, time.monotonic() - t0,
                      ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
-        if indexes:
+
+        def build_indexes() -> None:
             with self.kb.database.connection() as conn:
-                index_build.lock_table_builds(conn, self.kb.table)
+                index_build.lock_table_builds(conn, self.kb.table, "indexes")
                 for name, definition in indexes:
                     t1 = time.monotonic()
                     index_build.build(conn, definition, memory_kb=memory, workers=index_build.build_workers())
                     log.info("built %s in %.1f s", name, time.monotonic() - t1)
+
+        # The statistics and the indexes side by side (both only read the rows; each holds SHARE on
+        # the table, and its own advisory lock): the whole tail of an initial load runs after the last model call, and one
+        # single-process step (BM25's tokenising, a GIN build) leaves the other cores idle.
+        steps_todo = ([statistics] if len(indexes) < len(todo) else []) + ([build_indexes] if indexes else [])
+        if len(steps_todo) == 1:
+            steps_todo[0]()
+        elif steps_todo:
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgkb-initial-load") as pool:
+                for done in [pool.submit(step) for step in steps_todo]:
+                    done.result()  # the first failure is raised (after both ended); the records stay
         with self.catalog_db.connection() as conn:
             index_build.forget(conn, self.kb.id, [n for n, _ in todo])
         log.info("finished the initial load of %s in %.1f s", self.kb.table, time.monotonic() - t0)

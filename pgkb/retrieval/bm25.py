@@ -397,15 +397,17 @@ def suspend_bm25(conn: psycopg.Connection, table: TableRef) -> bool:
 def rebuild_bm25(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, *, memory_kb: int = 256 * 1024,
                  timings: dict[str, float] | None = None) -> bool:
     """All of a table's statistics rebuilt from its rows in one pass, then its row triggers turned back
-    on: one transaction, which blocks writers (SHARE ROW EXCLUSIVE) so none slips between the two;
-    readers of the table go on. Idempotent (it recomputes from the table whatever the statistics held),
+    on: one transaction, which blocks writers (SHARE, then SHARE ROW EXCLUSIVE to turn the triggers on)
+    so none slips between the two; readers of the table go on, and so do index builds (CREATE INDEX
+    holds SHARE too), so an initial load builds its indexes beside this; turning the triggers on waits
+    for them. Idempotent (it recomputes from the table whatever the statistics held),
     so a job that died anywhere before or after it can simply run it again. False without statistics.
     `timings`, when given, receives the seconds of each step (benchmarks' breakdowns)."""
     ix = lookup(conn, table)
     if ix is None or not ix.has_df:
         return False
     with conn.transaction():
-        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.ident))
+        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table.ident))
         _rebuild(conn, table, mapping, ix, memory_kb, _Clock(timings))
         for name in _ROW_TRIGGERS:
             conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(table.ident, sql.Identifier(name)))

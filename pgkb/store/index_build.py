@@ -84,9 +84,14 @@ def is_empty(conn: psycopg.Connection, table: TableRef) -> bool:
     return bool(row and row[0])
 
 
-def lock_table_builds(conn: psycopg.Connection, table: TableRef) -> None:
-    """Serialise deferrals and builds of one table (transaction-scoped advisory lock)."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"pgkb.hnsw-build:{table}",))
+def lock_table_builds(conn: psycopg.Connection, table: TableRef, part: str = "all") -> None:
+    """Keep deferrals and builds of one table apart (transaction-scoped advisory locks, one for the BM25
+    statistics and one for the indexes): a deferral takes both (`all`, always in this order); an
+    initial load's end takes `statistics` and `indexes` in two transactions of its own, so the two
+    build side by side, while two jobs finishing loads of one table still build each part one at a time."""
+    parts = ("statistics", "indexes") if part == "all" else (part,)
+    for name in parts:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"pgkb.table-build:{name}:{table}",))
 
 
 # ---------------------------------------------------------------------------- catalog records
