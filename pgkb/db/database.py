@@ -163,11 +163,13 @@ class Database:
         timeout_s: float = 30.0,
         refresh: Refresh | None = None,
         revive: Revive | None = None,
+        alive: Callable[[], bool] | None = None,
         name: str = "pgkb",
     ) -> None:
         self._url = url
         self._refresh = refresh
         self._revive = revive
+        self._alive = alive
         self._revived_at = 0.0
         self._url_lock = threading.Lock()
         self.timeout_s = timeout_s
@@ -177,7 +179,7 @@ class Database:
             max_size=max_size,
             open=False,
             configure=self._configure,
-            check=_check_connection,  # a restarted server leaves dead connections behind
+            check=self._check,  # a restarted server leaves dead connections behind
             reconnect_timeout=timeout_s,
             timeout=timeout_s,
             name=name,
@@ -207,6 +209,14 @@ class Database:
                 except Exception as exc:  # not up yet: the pool's next attempt tries again
                     log.warning("cannot start the database again yet: %s", _one_line(exc))
             return self._url
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        """The pool's checkout check; for the embedded server also whether its postmaster lives: its
+        orphaned backends send their FATAL a moment after it dies, and a connection handed out in that
+        moment fails its first statement (a /proc read, about 20 us)."""
+        _check_connection(conn)
+        if self._alive is not None and not self._alive():
+            raise psycopg.OperationalError("the embedded PostgreSQL is not running")
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
@@ -304,10 +314,12 @@ def open_database(settings: Settings, *, run_migrations: bool = True) -> Databas
     else:
         url = resolve_url(settings)
     revive: Revive | None = None
+    alive: Callable[[], bool] | None = None
     if not settings.database_url:  # the embedded server: pgkb started it, pgkb starts it again
-        from pgkb.db.embedded import ensure_embedded
+        from pgkb.db.embedded import embedded_running, ensure_embedded
 
         revive = lambda: ensure_embedded(settings.data_dir)  # noqa: E731
+        alive = lambda: embedded_running(settings.data_dir)  # noqa: E731
     url = wait_for_database(url, settings.connect_timeout_s, refresh=refresh)
     if run_migrations:
         with psycopg.connect(url, autocommit=False) as conn:
@@ -318,4 +330,4 @@ def open_database(settings: Settings, *, run_migrations: bool = True) -> Databas
                     "pgkb's catalog needs migrations this role may not run: run `pgkb db setup` as the admin"
                 ) from None
     return Database(url, max_size=settings.pool_max_size, timeout_s=settings.connect_timeout_s, refresh=refresh,
-                    revive=revive).open()
+                    revive=revive, alive=alive).open()
