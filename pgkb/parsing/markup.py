@@ -176,8 +176,7 @@ def _lxml_title_and_text(text: str) -> tuple[str, str]:
     title = " ".join(s.strip() for s in found.itertext() if s.strip()) if found is not None else ""
     out: list[str] = []
     _lxml_walk(root, out)
-    lines = [_SPACES.sub(" ", line).strip().removesuffix(" |") for line in "".join(out).split("\n")]
-    return title, _tidy("\n".join(lines))
+    return title, _joined(out)
 
 
 def _lxml_walk(el: object, out: list[str]) -> None:
@@ -194,19 +193,8 @@ def _lxml_walk(el: object, out: list[str]) -> None:
             stack.append(tail)
         if not isinstance(tag, str):  # comment, processing instruction, entity: their text is not text
             continue
-        name = tag.rsplit("}", 1)[-1].lower()
-        if name in _DROP:
+        if not _enter(tag.rsplit("}", 1)[-1].lower(), out, stack):
             continue
-        if name == "br":
-            out.append("\n")
-            continue
-        if name in ("td", "th"):
-            stack.append(" | ")
-        elif name in _LINES:
-            out.append("\n")
-        elif name in _BLOCKS:
-            out.append("\n\n")
-            stack.append("\n\n")
         stack.extend(reversed(node))  # type: ignore[call-overload]
         if node.text:  # type: ignore[attr-defined]
             out.append(node.text)  # type: ignore[attr-defined]
@@ -228,21 +216,30 @@ def _soup_text(soup: BeautifulSoup) -> str:
         elif isinstance(node, NavigableString):
             if type(node) in (NavigableString, CData):
                 out.append(node)
-        elif isinstance(node, Tag):
-            name = node.name
-            if name in _DROP:
-                continue
-            if name == "br":
-                out.append("\n")
-                continue
-            if name in ("td", "th"):
-                stack.append(" | ")
-            elif name in _LINES:
-                out.append("\n")
-            elif name in _BLOCKS:
-                out.append("\n\n")
-                stack.append("\n\n")
+        elif isinstance(node, Tag) and _enter(node.name, out, stack):
             stack.extend(reversed(node.contents))
+    return _joined(out)
+
+
+def _enter(name: str, out: list[str], stack: list[object]) -> bool:
+    """The layout rules of one element, for both walks: what goes before its children (into `out`)
+    and after them (queued on `stack`). False: its children are not text (dropped, or a <br>)."""
+    if name in _DROP:
+        return False
+    if name == "br":
+        out.append("\n")
+        return False
+    if name in ("td", "th"):
+        stack.append(" | ")
+    elif name in _LINES:
+        out.append("\n")
+    elif name in _BLOCKS:
+        out.append("\n\n")
+        stack.append("\n\n")
+    return True
+
+
+def _joined(out: list[str]) -> str:
     lines = [_SPACES.sub(" ", line).strip().removesuffix(" |") for line in "".join(out).split("\n")]
     return _tidy("\n".join(lines))
 
