@@ -213,7 +213,7 @@ class Database:
     def _check(self, conn: psycopg.Connection) -> None:
         """The pool's checkout check; for the embedded server also whether its postmaster lives: its
         orphaned backends send their FATAL a moment after it dies, and a connection handed out in that
-        moment fails its first statement (a /proc read, about 20 us)."""
+        moment fails its first statement (it reads postmaster.pid and /proc)."""
         _check_connection(conn)
         if self._alive is not None and not self._alive():
             raise psycopg.OperationalError("the embedded PostgreSQL is not running")
