@@ -617,16 +617,21 @@ def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], client
     if sweep_only:
         return
     c = conn_()
-    lat: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
-    for qi in range(len(qv) if bm25.lookup(c, pg) else 0):
-        for st in ("SEMANTIC", "HYBRID"):
-            t0 = time.perf_counter()
-            search(c, pg, M, query_embedding=qv[qi], query_text=qtext[qi], k=10, search_type=st)
-            lat[st].append((time.perf_counter() - t0) * 1000)
-    s50, h50 = pct(lat["SEMANTIC"], 50), pct(lat["HYBRID"], 50)
-    print("\nHYBRID: not measured (no BM25 statistics on this table: --bm25 installs them)" if not lat["HYBRID"] else
-          f"\nHYBRID vs SEMANTIC (pgkb defaults, 1 client, interleaved): p50 {h50:.2f} ms vs {s50:.2f} ms = {h50 / s50:.2f}x;"
-          f" p99 {pct(lat['HYBRID'], 99):.2f} vs {pct(lat['SEMANTIC'], 99):.2f} ms  ({load()})", flush=True)
+    # Two passes: in the first each query's postings may be read for the first time (at 1M the BM25
+    # statistics are larger than shared_buffers); the second is the same queries, pages cached.
+    for pass_ in ("first pass", "second pass"):
+        lat: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
+        for qi in range(len(qv) if bm25.lookup(c, pg) else 0):
+            for st in ("SEMANTIC", "HYBRID"):
+                t0 = time.perf_counter()
+                search(c, pg, M, query_embedding=qv[qi], query_text=qtext[qi], k=10, search_type=st)
+                lat[st].append((time.perf_counter() - t0) * 1000)
+        if not lat["HYBRID"]:
+            print("\nHYBRID: not measured (no BM25 statistics on this table)")
+            break
+        s50, h50 = pct(lat["SEMANTIC"], 50), pct(lat["HYBRID"], 50)
+        print(f"\nHYBRID vs SEMANTIC, {pass_} (pgkb defaults, 1 client, interleaved): p50 {h50:.2f} ms vs {s50:.2f} ms ="
+              f" {h50 / s50:.2f}x; p99 {pct(lat['HYBRID'], 99):.2f} vs {pct(lat['SEMANTIC'], 99):.2f} ms  ({load()})", flush=True)
 
     print(f"\nfiltered SEMANTIC (pgkb defaults: ef_search {EF_SEARCH}, iterative scan), 1 client, interleaved with unfiltered")
     print(f"  {'filter':28s} {'matches':>8s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'unfiltered p50':>14s}")
