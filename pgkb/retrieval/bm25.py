@@ -423,9 +423,43 @@ def rebuild_bm25(conn: psycopg.Connection, table: TableRef, mapping: FieldMappin
         for name in _ROW_TRIGGERS:
             conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(table.ident, sql.Identifier(name)))
     clock = _Clock(timings)
-    conn.execute(sql.SQL("ANALYZE {}").format(ix.postings))
-    clock.lap("ANALYZE")
+    _vacuum_analyze(conn, ix)
+    clock.lap("VACUUM ANALYZE" if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE else "ANALYZE")
     return True
+
+
+def vacuum_statistics(conn: psycopg.Connection, table: TableRef) -> None:
+    """VACUUM (ANALYZE) a table's postings after a rebuild (`rebuild_bm25` does it itself when called
+    outside a transaction; a caller that held one calls this after its commit). Queries read postings
+    index-only, which needs their pages marked all-visible: until autovacuum got to freshly written
+    ones (minutes at 1M chunks) every posting a query read was a heap fetch too."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        ix = lookup(conn, table)
+        if ix is not None:
+            _vacuum_analyze(conn, ix)  # ANALYZE only
+        return
+    autocommit = conn.autocommit
+    conn.autocommit = True  # the lookup must not open the transaction VACUUM cannot run in
+    try:
+        ix = lookup(conn, table)
+        if ix is not None:
+            _vacuum_analyze(conn, ix)
+    finally:
+        conn.autocommit = autocommit
+
+
+def _vacuum_analyze(conn: psycopg.Connection, ix: Bm25Index) -> None:
+    """VACUUM (ANALYZE) the postings on an idle connection; inside a transaction (where VACUUM cannot
+    run) only ANALYZE. Without the rights to VACUUM, PostgreSQL only warns."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.execute(sql.SQL("ANALYZE {}").format(ix.postings))
+        return
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(ix.postings))
+    finally:
+        conn.autocommit = autocommit
 
 
 class _Clock:
