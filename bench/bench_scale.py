@@ -94,6 +94,15 @@ def connect() -> tuple[psycopg.Connection, str]:
     return conn, dburl
 
 
+#: --build-memory: maintenance_work_mem for the HNSW builds instead of pgkb's estimate (which is
+#: sized for pgkb's m = 16: an m = 32 graph at 1M needs more).
+BUILD_MEMORY_KB: int | None = None
+
+
+def build_memory(n: int) -> int:
+    return BUILD_MEMORY_KB or index_build.build_memory_kb(n, DIM)
+
+
 def load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -314,7 +323,7 @@ def bench_write(conn, n, vecs, texts, attrs, incremental: bool, m: int, efc: int
     print(f"  (building the rows in Python, once for all paths: {prep:.1f} s; client CPU = psycopg serialising the COPY)")
 
     # Indexes: raw CREATE INDEX and pgkb's deferred build, same parameters, memory and workers.
-    mem = index_build.build_memory_kb(n, DIM)
+    mem = build_memory(n)
     workers = index_build.build_workers()
     builds: dict[str, float] = {}
     with conn.transaction():
@@ -450,7 +459,7 @@ def bench_writer(dburl: str, n: int, vecs, texts, attrs, m: int, efc: int) -> No
             print(f"  {label:24s} {n / tot:8.0f} {sum(r for r, _ in b[:k]) / sum(x for _, x in b[:k]):10.0f}"
                   f" {sum(r for r, _ in b[-k:]) / sum(x for _, x in b[-k:]):9.0f} {tot:8.1f}")
         print(f"  (begin_initial_load {begin:.2f} s; building the documents and rows in Python {prep:.1f} s, outside the timings)")
-        mem, workers = index_build.build_memory_kb(n, DIM), index_build.build_workers()
+        mem, workers = build_memory(n), index_build.build_workers()
         with conn.transaction():
             conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
                          (f"{mem}kB", str(workers)))
@@ -501,7 +510,7 @@ def bench_copy_load(conn, n, vecs, texts, attrs, m: int, efc: int):
         conn.execute(d)
     gin_s = time.perf_counter() - t0
     conn.execute(sql.SQL("VACUUM ANALYZE {}").format(pg.ident))
-    mem = index_build.build_memory_kb(n, DIM)
+    mem = build_memory(n)
     workers = index_build.build_workers()
     print(f"\ncopy load, {n:,} rows: binary COPY {copy_s:.0f} s ({n / copy_s:.0f} rows/s), GIN indexes after {gin_s:.0f} s  ({load()})",
           flush=True)
@@ -523,7 +532,7 @@ def bench_copy_load(conn, n, vecs, texts, attrs, m: int, efc: int):
 def bench_raw_twin(conn: psycopg.Connection, table: TableRef, n: int, m: int, efc: int) -> None:
     """A plain CREATE INDEX with pgkb's build parameters, memory and workers on the same table, timed
     beside pgkb's deferred build (then dropped: two graphs on one column would split the queries)."""
-    mem, workers = index_build.build_memory_kb(n, DIM), index_build.build_workers()
+    mem, workers = build_memory(n), index_build.build_workers()
     twin = table.name + "_raw_twin_idx"
     with conn.transaction():
         conn.execute("SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true)",
@@ -758,7 +767,12 @@ def main() -> None:
                     help="load pgkb's table with raw COPY instead of pgkb's write path (sizes where that path does not fit); no BM25")
     ap.add_argument("--raw-build", action="store_true", help="with --copy-load: also time a plain CREATE INDEX beside pgkb's build")
     ap.add_argument("--binary", default="", help="candidate counts, e.g. 40,100,200: also a binary-quantized HNSW with exact re-ranking")
+    ap.add_argument("--build-memory", default="", help="maintenance_work_mem for the index builds, e.g. 5GB"
+                    " (default: pgkb's estimate for m = 16)")
     a = ap.parse_args()
+    global BUILD_MEMORY_KB
+    if a.build_memory:
+        BUILD_MEMORY_KB = index_build._kb(a.build_memory)
     if not (scale_data.DATASETS / "msmarco-5k" / "corpus.jsonl").exists():
         print(f"bench_scale: msmarco-5k not found under {scale_data.DATASETS}; set PGKB_BENCH_DATASETS or place it there")
         return
