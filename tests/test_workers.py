@@ -215,16 +215,20 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(
 def test_stop_through_the_coordinator_stops_the_workers_and_counts_what_they_wrote(
     svc: Any, folder: Path, env: dict[str, str], tmp_path: Path, slow_coordinator: None
 ) -> None:
-    worker = Worker(env, tmp_path / "worker.log")
-    try:
-        kb_id, ds_id = make_kb(svc, folder)
-        job_id = svc.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
-        wait_for_claim(svc, worker.proc.pid)
-        svc.stop_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)
-        job = wait_for_job(svc, kb_id, ds_id, job_id)
-        assert worker.proc.poll() is None, "a stopped job does not stop the worker process"
-    finally:
-        worker.stop()
+    # The worker's model answers slowly too (the same model id on a slower server): unslowed, it could
+    # take every batch before this process saw its first claim, and the stop then came after the last
+    # batch (seen once in a loaded CI run: COMPLETE).
+    with embeddings_server(4 * LATENCY_S) as (slow_url, _):
+        worker = Worker({**env, "PGKB_OPENAI_EMBEDDINGS": model_config(slow_url)}, tmp_path / "worker.log")
+        try:
+            kb_id, ds_id = make_kb(svc, folder)
+            job_id = svc.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
+            wait_for_claim(svc, worker.proc.pid)
+            svc.stop_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)
+            job = wait_for_job(svc, kb_id, ds_id, job_id)
+            assert worker.proc.poll() is None, "a stopped job does not stop the worker process"
+        finally:
+            worker.stop()
     assert job["status"] == "STOPPED", job
     indexed = job["statistics"]["numberOfNewDocumentsIndexed"]
     assert 0 < indexed < DOCS
