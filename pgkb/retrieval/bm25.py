@@ -406,14 +406,15 @@ def suspend_bm25(conn: psycopg.Connection, table: TableRef) -> bool:
 
 
 def rebuild_bm25(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, *, memory_kb: int = 256 * 1024,
-                 timings: dict[str, float] | None = None) -> bool:
+                 timings: dict[str, float] | None = None, vacuum: bool = True) -> bool:
     """All of a table's statistics rebuilt from its rows in one pass, then its row triggers turned back
     on: one transaction, which blocks writers (SHARE, then SHARE ROW EXCLUSIVE to turn the triggers on)
     so none slips between the two; readers of the table go on, and so do index builds (CREATE INDEX
     holds SHARE too), so an initial load builds its indexes beside this; turning the triggers on waits
     for them. Idempotent (it recomputes from the table whatever the statistics held),
     so a job that died anywhere before or after it can simply run it again. False without statistics.
-    `timings`, when given, receives the seconds of each step (benchmarks' breakdowns)."""
+    `timings`, when given, receives the seconds of each step (benchmarks' breakdowns). `vacuum=False`:
+    the caller runs `vacuum_statistics` itself once its own transaction has committed."""
     ix = lookup(conn, table)
     if ix is None or not ix.has_df:
         return False
@@ -422,42 +423,28 @@ def rebuild_bm25(conn: psycopg.Connection, table: TableRef, mapping: FieldMappin
         _rebuild(conn, table, mapping, ix, memory_kb, _Clock(timings))
         for name in _ROW_TRIGGERS:
             conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(table.ident, sql.Identifier(name)))
-    clock = _Clock(timings)
-    _vacuum_analyze(conn, ix)
-    clock.lap("VACUUM ANALYZE" if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE else "ANALYZE")
+    if vacuum:
+        clock = _Clock(timings)
+        clock.lap(vacuum_statistics(conn, table))
     return True
 
 
-def vacuum_statistics(conn: psycopg.Connection, table: TableRef) -> None:
-    """VACUUM (ANALYZE) a table's postings after a rebuild (`rebuild_bm25` does it itself when called
-    outside a transaction; a caller that held one calls this after its commit). Queries read postings
-    index-only, which needs their pages marked all-visible: until autovacuum got to freshly written
-    ones (minutes at 1M chunks) every posting a query read was a heap fetch too."""
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        ix = lookup(conn, table)
-        if ix is not None:
-            _vacuum_analyze(conn, ix)  # ANALYZE only
-        return
+def vacuum_statistics(conn: psycopg.Connection, table: TableRef) -> str:
+    """VACUUM (ANALYZE) a table's postings after a rebuild; inside a transaction (where VACUUM cannot run)
+    only ANALYZE. Returns which ran ("" without statistics). Queries read postings index-only, which
+    needs their pages marked all-visible: until autovacuum got to freshly written ones (minutes at 1M
+    chunks) every posting a query read was a heap fetch too. Without the rights to VACUUM, PostgreSQL
+    only warns."""
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     autocommit = conn.autocommit
-    conn.autocommit = True  # the lookup must not open the transaction VACUUM cannot run in
+    conn.autocommit = autocommit or idle  # on an idle connection even the lookup must not open a transaction
     try:
         ix = lookup(conn, table)
-        if ix is not None:
-            _vacuum_analyze(conn, ix)
-    finally:
-        conn.autocommit = autocommit
-
-
-def _vacuum_analyze(conn: psycopg.Connection, ix: Bm25Index) -> None:
-    """VACUUM (ANALYZE) the postings on an idle connection; inside a transaction (where VACUUM cannot
-    run) only ANALYZE. Without the rights to VACUUM, PostgreSQL only warns."""
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.execute(sql.SQL("ANALYZE {}").format(ix.postings))
-        return
-    autocommit = conn.autocommit
-    conn.autocommit = True
-    try:
-        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(ix.postings))
+        if ix is None:
+            return ""
+        what = "VACUUM (ANALYZE)" if idle else "ANALYZE"
+        conn.execute(sql.SQL(what + " {}").format(ix.postings))
+        return what
     finally:
         conn.autocommit = autocommit
 
