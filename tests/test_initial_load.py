@@ -37,6 +37,15 @@ def make_kb(svc: Any, folder: Path) -> tuple[str, str]:
     return folder_kb(svc, folder, ARN)
 
 
+def synced_kb(svc: Any, tmp_path: Path, docs: int) -> tuple[str, str]:
+    """A knowledge base over a folder of `docs` documents, after a first sync that completed."""
+    folder = tmp_path / "docs"
+    corpus.write_folder(folder, docs)
+    kb_id, ds_id = make_kb(svc, folder)
+    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    return kb_id, ds_id
+
+
 def hnsw(svc: Any, kb_id: str) -> list[tuple[int, bool, bool]]:
     """(oid, valid, ready) of the table's HNSW indexes."""
     kb = svc.resolve(kb_id)
@@ -204,10 +213,7 @@ def test_rows_already_there_for_documents_new_to_the_catalog_are_upserted(
 ) -> None:
     """The straight COPY's fallback: an initial load owed (a record) while the table holds the rows of
     documents the catalog has forgotten. The COPY meets a duplicate, the batch is upserted instead."""
-    folder = tmp_path / "docs"
-    corpus.write_folder(folder, 6)
-    kb_id, ds_id = make_kb(svc, folder)
-    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    kb_id, ds_id = synced_kb(svc, tmp_path, 6)
     with svc.db.connection() as conn:
         conn.execute("DELETE FROM pgkb.documents WHERE ds_id = %s", (ds_id,))
         index_build.record(conn, kb_id, [index_build.BM25_RECORD])
@@ -263,10 +269,7 @@ def test_after_an_initial_load_queries_read_the_postings_index_only(svc: Any, tm
     """The rebuilt postings are vacuumed by the load itself: their pages are all-visible at once, so a
     query reads them from the index alone (at 1M chunks, until autovacuum got to them, every posting
     read was also a heap fetch: HYBRID p50 12-43 ms instead of about 5)."""
-    folder = tmp_path / "docs"
-    corpus.write_folder(folder, 25)
-    kb_id, ds_id = make_kb(svc, folder)
-    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    kb_id, ds_id = synced_kb(svc, tmp_path, 25)
     kb = svc.resolve(kb_id)
     with kb.database.connection() as conn:
         ix = bm25.lookup(conn, kb.table)
@@ -329,10 +332,7 @@ def test_first_sync_killed_mid_way_then_rerun_leaves_a_valid_index(svc: Any, set
 
 
 def test_a_job_with_nothing_to_index_still_builds_an_owed_index(svc: Any, tmp_path: Path) -> None:
-    folder = tmp_path / "docs"
-    corpus.write_folder(folder, 5)
-    kb_id, ds_id = make_kb(svc, folder)
-    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    kb_id, ds_id = synced_kb(svc, tmp_path, 5)
     # Simulate a job killed after its last write but before its build: drop the index, keep the record.
     kb = svc.resolve(kb_id)
     with kb.database.connection() as conn:
@@ -352,10 +352,7 @@ def test_a_job_with_nothing_to_index_still_builds_an_owed_index(svc: Any, tmp_pa
 
 
 def test_a_job_with_nothing_to_index_finishes_an_owed_bm25_rebuild(svc: Any, tmp_path: Path) -> None:
-    folder = tmp_path / "docs"
-    corpus.write_folder(folder, 6)
-    kb_id, ds_id = make_kb(svc, folder)
-    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    kb_id, ds_id = synced_kb(svc, tmp_path, 6)
     # Simulate a job killed mid-load: the record, the triggers off, statistics that lag the rows.
     kb = svc.resolve(kb_id)
     with svc.db.connection() as conn:
@@ -379,10 +376,7 @@ def test_the_statistics_and_the_indexes_of_an_initial_load_build_side_by_side(sv
     completes with exact statistics and nothing owed."""
     import threading
 
-    folder = tmp_path / "docs"
-    corpus.write_folder(folder, 8)
-    kb_id, ds_id = make_kb(svc, folder)
-    assert svc.run_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["status"] == "COMPLETE"
+    kb_id, ds_id = synced_kb(svc, tmp_path, 8)
     kb = svc.resolve(kb_id)
     with kb.database.connection() as conn:  # owe everything again, as a job killed mid-load leaves it
         defs = conn.execute(
