@@ -50,7 +50,7 @@ import scale_data  # noqa: E402
 from pgkb.db.embedded import ensure_embedded  # noqa: E402
 from pgkb.retrieval import bm25  # noqa: E402
 from pgkb.retrieval.search import EF_SEARCH, search  # noqa: E402
-from pgkb.store import index_build  # noqa: E402
+from pgkb.store import ddl, index_build  # noqa: E402
 from pgkb.store.vector_table import (  # noqa: E402
     DATA_SOURCE_ID,
     SOURCE_URI,
@@ -663,9 +663,55 @@ def bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, efs: list[int], client
     c.close()
 
 
+def bench_postings_caps(dburl: str, pg: TableRef, qv: np.ndarray, qtext: list[str], caps: list[int]) -> None:
+    """What HYBRID's bounded lexical half costs and loses: for each cap on the postings read per query
+    term (search.MAX_POSTINGS_PER_TERM, pgkb's default 1,000), the p50 of LEXICAL and HYBRID against
+    SEMANTIC (1 client, interleaved, a warm-up pass first), and how many of the top results agree with
+    the same searches reading every posting (exact BM25): LEXICAL top-50 and top-10, HYBRID top-10."""
+    import importlib
+
+    S = importlib.import_module("pgkb.retrieval.search")  # the module: the cap is read when a statement is built
+    c = psycopg.connect(dburl, autocommit=True)
+    register_vector(c)
+    if not bm25.lookup(c, pg):
+        print("\npostings caps: not measured (no BM25 statistics on this table)")
+        return
+    default = S.MAX_POSTINGS_PER_TERM
+
+    def run(st: str, k: int) -> tuple[list[list[str]], float]:
+        out, lat = [], []
+        for qi in range(len(qv)):
+            t0 = time.perf_counter()
+            out.append([h.id for h in search(c, pg, M, query_embedding=qv[qi], query_text=qtext[qi], k=k, search_type=st)])
+            lat.append((time.perf_counter() - t0) * 1000)
+        return out, pct(lat, 50)
+
+    def agree(got: list[list[str]], want: list[list[str]], k: int) -> float:
+        return statistics.mean(len(set(g[:k]) & set(w[:k])) / max(1, len(w[:k])) for g, w in zip(got, want, strict=True))
+
+    try:
+        S.MAX_POSTINGS_PER_TERM = 10**9  # every posting: exact BM25
+        exact_l, _ = run("LEXICAL", 50)
+        exact_h, _ = run("HYBRID", 10)
+        print(f"\npostings read per query term (pgkb: {default:,}), {len(qv)} queries, 1 client: p50 ms and agreement with"
+              " exact BM25 (the same searches reading every posting)")
+        print(f"  {'cap':>9s} {'SEMANTIC':>8s} {'LEXICAL':>8s} {'HYBRID':>8s} {'HYB/SEM':>7s} {'lex@50':>6s} {'lex@10':>6s} {'hyb@10':>6s}")
+        for cap in caps:
+            S.MAX_POSTINGS_PER_TERM = cap
+            run("HYBRID", 10)  # warm-up: this cap's postings pages
+            (lex, lp), (hyb, hp), (_, sp) = run("LEXICAL", 50), run("HYBRID", 10), run("SEMANTIC", 10)
+            print(f"  {cap:9,d} {sp:8.2f} {lp:8.2f} {hp:8.2f} {hp / sp:7.2f} {agree(lex, exact_l, 50):6.3f}"
+                  f" {agree(lex, exact_l, 10):6.3f} {agree(hyb, exact_h, 10):6.3f}")
+        print(f"  ({load()})", flush=True)
+    finally:
+        S.MAX_POSTINGS_PER_TERM = default
+        c.close()
+
+
 def bench_halfvec(conn: psycopg.Connection, raw: TableRef, vecs: np.ndarray, qv: np.ndarray, efs: list[int], m: int, efc: int) -> None:
-    """An HNSW index over `embedding::halfvec(384)` beside the float32 one, on the same table: build time,
-    size, recall@10 and p50 of each, query by query interleaved (1 client, raw SQL)."""
+    """An HNSW index over `embedding::halfvec(384)` with links `m` beside the float32 one, on the same
+    table (same ef_construction): build time, size, recall@10 and p50 of each, query by query
+    interleaved (1 client, raw SQL)."""
     idx = {str(uuid.uuid5(NS, str(i))): i for i in range(len(vecs))}
     want = truth(vecs, qv)
     name = sql.Identifier(raw.name + "_half_idx")
@@ -681,7 +727,7 @@ def bench_halfvec(conn: psycopg.Connection, raw: TableRef, vecs: np.ndarray, qv:
     sizes = index_sizes(conn, raw)
     full = next(v for k, v in sizes.items() if k.endswith("_embedding_idx"))
     half = next(v for k, v in sizes.items() if k.endswith("_half_idx"))
-    print(f"\nhalfvec HNSW on {raw} (same m / ef_construction): build {build:.1f} s, {half / 2**20:.0f} MB vs float32"
+    print(f"\nhalfvec HNSW on {raw} (m {m}, ef_construction {efc}): build {build:.1f} s, {half / 2**20:.0f} MB vs float32"
           f" {full / 2**20:.0f} MB ({1 - half / full:.0%} smaller)  ({load()})")
     q32 = sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %s LIMIT 10").format(raw.ident)
     q16 = sql.SQL("SELECT id FROM {} ORDER BY embedding::halfvec({}) <=> %s::vector::halfvec({}) LIMIT 10").format(
@@ -762,6 +808,10 @@ def main() -> None:
                     " included) against raw COPY + CREATE INDEX, on a knowledge base of its own; no queries")
     ap.add_argument("--sweep-only", action="store_true", help="the SEMANTIC ef_search sweep only (no HYBRID, no filters)")
     ap.add_argument("--halfvec", action="store_true", help="also a halfvec HNSW index beside the float32 one on the raw table")
+    ap.add_argument("--halfvec-m", type=int, default=ddl.HALFVEC_HNSW_M,
+                    help="the halfvec index's m (default: pgkb's for halfvec, %(default)s; --m for the float32 one)")
+    ap.add_argument("--postings-caps", default="", help="e.g. 250,500,1000: HYBRID's cost and agreement with exact BM25"
+                    " at each cap on the postings read per query term (pgkb's table; needs its BM25 statistics)")
     ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
     ap.add_argument("--copy-load", action="store_true",
                     help="load pgkb's table with raw COPY instead of pgkb's write path (sizes where that path does not fit); no BM25")
@@ -778,7 +828,7 @@ def main() -> None:
         return
     print(f"bench_scale --chunks {a.chunks:,}  ({os.cpu_count()} cores; {load()})")
     t0 = time.perf_counter()
-    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries, with_text=not (a.reuse and a.skip_queries))
+    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries, with_text=not (a.reuse and a.skip_queries and not a.postings_caps))
     print(f"data made in {time.perf_counter() - t0:.0f} s: {a.chunks:,} chunks, mean {statistics.mean(len(t) for t in texts[:10000]):.0f} characters,"
           f" {len(qv)} queries")
     print_realism(real, vecs)
@@ -798,8 +848,10 @@ def main() -> None:
                               a.before or a.breakdown, dburl)
     if not a.skip_queries:
         bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")], a.sweep_only)
+    if a.postings_caps:
+        bench_postings_caps(dburl, pg, qv, qtext, [int(x) for x in a.postings_caps.split(",")])
     if a.halfvec:
-        bench_halfvec(conn, raw, vecs, qv, [int(x) for x in a.ef.split(",")], a.m, a.ef_construction)
+        bench_halfvec(conn, raw, vecs, qv, [int(x) for x in a.ef.split(",")], a.halfvec_m, a.ef_construction)
     if a.binary:
         bench_binary(conn, raw, vecs, qv, [int(x) for x in a.binary.split(",")], a.m, a.ef_construction)
     if a.raw_build and a.copy_load:

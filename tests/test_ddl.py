@@ -33,6 +33,10 @@ def test_rendered_identifiers_are_always_quoted_and_escaped() -> None:
         'CREATE INDEX IF NOT EXISTS "n" ON "a""b"."C.d" USING hnsw ("v" vector_cosine_ops)'
         " WITH (m = 16, ef_construction = 128)"
     )
+    # halfvec: its own m, also when no ef_construction is given (doctor's fixes)
+    assert ddl.render(ddl.hnsw_index(t, "v", kind="halfvec", dimensions=384)) == (
+        'CREATE INDEX ON "a""b"."C.d" USING hnsw (("v"::halfvec(384)) halfvec_cosine_ops) WITH (m = 13)'
+    )
     assert ddl.index_name("x" * 70, "vec_hnsw") == "x" * 54 + "_vec_hnsw"
     with pytest.raises(ValueError):
         ddl.recreate_index("DROP TABLE x")

@@ -19,6 +19,7 @@ from psycopg import sql
 from pgkb.retrieval.search import (
     EF_SEARCH,
     FILTERED_EF_SEARCH,
+    HALFVEC_EF_SEARCH,
     search,
     settings_statement,
     statement_settings,
@@ -96,3 +97,8 @@ def test_settings_per_kind_of_statement(table) -> None:
     # Candidates beyond the rule (HYBRID's, or k up to 100 on larger values) widen it; 1,000 is pgvector's cap.
     assert in_transaction(statement_settings(300, filtered=True, iterative=True))["hnsw.ef_search"] == "300"
     assert in_transaction(statement_settings(5000, filtered=False, iterative=True))["hnsw.ef_search"] == "1000"
+    # A halfvec index searches deeper (its graph links fewer neighbours), filtered twice as deep.
+    assert in_transaction(statement_settings(10, filtered=False, iterative=True, kind="halfvec"))["hnsw.ef_search"] == str(
+        HALFVEC_EF_SEARCH)
+    assert in_transaction(statement_settings(10, filtered=True, iterative=True, kind="halfvec"))["hnsw.ef_search"] == str(
+        2 * HALFVEC_EF_SEARCH)

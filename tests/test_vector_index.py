@@ -6,15 +6,18 @@ a table that already exists (Bedrock-made) keeps the index it has."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import corpus
+import numpy as np
 import psycopg
 import pytest
 from helpers.acl import custom_source, inline_doc, managed_kb, retrieve, unique, uris
+from pgvector.psycopg import register_vector
 from psycopg import sql
 from test_admin import fresh_db, server  # noqa: F401  (fixtures: a fresh database on a password server)
 
@@ -27,6 +30,7 @@ from pgkb.store import ddl
 from pgkb.store.vector_index import FLOAT32, VECTOR_INDEX_TAG, VectorIndex, classify, detect
 from pgkb.store.vector_table import FieldMapping, TableRef
 
+search_module = importlib.import_module("pgkb.retrieval.search")  # the module (the package exports the function)
 DOCS = corpus.paragraphs(24)  # one ingestion call (at most 25 documents)
 # Queries: a few words of some documents (each should find its own document first).
 QUERIES = [" ".join(DOCS[i].split()[:12]) for i in (0, 6, 12, 18, 23)]
@@ -79,7 +83,9 @@ def test_each_knowledge_base_gets_the_index_it_asked_for(svc: KnowledgeBaseServi
     for label, kb_id in kbs.items():
         (_, definition), = _hnsw(svc, kb_id)  # one HNSW index, rebuilt after the first load
         assert classify(definition, "embedding") == want[label], definition
-        assert "m='16', ef_construction='128'" in definition  # pgkb's build defaults (docs/scaling.md)
+        # pgkb's build defaults (docs/scaling.md); halfvec links fewer neighbours so 8 nodes fit a page
+        m = ddl.HALFVEC_HNSW_M if label == "halfvec" else ddl.HNSW_M
+        assert f"m='{m}', ef_construction='128'" in definition, definition
         kb = svc.resolve(kb_id)
         with kb.database.connection() as conn:
             assert detect(conn, kb.table.schema, kb.table.name, "embedding") == want[label]
@@ -87,6 +93,61 @@ def test_each_knowledge_base_gets_the_index_it_asked_for(svc: KnowledgeBaseServi
             assert conn.execute(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass"
                 " AND attname = 'embedding'", (f'"{kb.table.schema}"."{kb.table.name}"',)).fetchone()[0] == "vector(384)"
+
+
+def test_halfvec_m_packs_eight_nodes_a_page(session_db_url: str) -> None:
+    """Why halfvec indexes get their own m: pgvector keeps each node's vector and layer-0 links on one
+    8 KB page, and 384-d halfvec nodes fit 8 a page at m 13 but only 7 at m 16 (ddl.HALFVEC_HNSW_M).
+    A guard on pgvector's layout: if it changes, the constant's reason is gone."""
+    rng = np.random.default_rng(7)
+    vecs = rng.standard_normal((4000, 384)).astype(np.float32)
+    t = TableRef("public", unique("halfpack"))
+    pages: dict[str, int] = {}
+    names = {kind: f"{t.name}_{kind}" for kind in ("halfvec", "halfvec16", "float32")}
+    stmts = {
+        "halfvec": ddl.hnsw_index(t, "embedding", ef_construction=32, name=names["halfvec"], kind="halfvec", dimensions=384),
+        "halfvec16": sql.SQL("CREATE INDEX {} ON {} USING hnsw ({}) WITH (m = 16, ef_construction = 32)").format(
+            sql.Identifier(names["halfvec16"]), t.ident, ddl.hnsw_expression("embedding", "halfvec", 384)),
+        "float32": ddl.hnsw_index(t, "embedding", ef_construction=32, name=names["float32"]),
+    }
+    with psycopg.connect(session_db_url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, embedding vector(384))").format(t.ident))
+        try:
+            with conn.cursor().copy(sql.SQL("COPY {} (id, embedding) FROM STDIN WITH (FORMAT BINARY)").format(t.ident)) as cp:
+                cp.set_types(["int4", "vector"])
+                for i, v in enumerate(vecs):
+                    cp.write_row((i, v))
+            for kind, stmt in stmts.items():
+                conn.execute(stmt)
+                pages[kind] = conn.execute("SELECT pg_relation_size(%s::regclass) / 8192",
+                                           (f'"{t.schema}"."{names[kind]}"',)).fetchone()[0]
+        finally:
+            conn.execute(sql.SQL("DROP TABLE {}").format(t.ident))
+    # nodes per page (a few pages are the metapage and upper layers' larger link lists)
+    assert 4000 / pages["float32"] < 4.1 and 4000 / pages["halfvec16"] < 7.1, pages
+    assert 4000 / pages["halfvec"] > 7.3, pages
+    assert pages["halfvec"] < 0.55 * pages["float32"], pages
+
+
+def test_halfvec_searches_at_its_own_ef_search(
+    svc: KnowledgeBaseService, kbs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retrieve on a halfvec knowledge base searches its graph deeper than on float32 (these MANAGED
+    knowledge bases' searches carry the visibility predicate, so both get the filtered rule)."""
+    seen: list[str] = []
+    real = search_module.statement_settings
+
+    def spy(*args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        out = real(*args, **kwargs)
+        seen.append(dict(out)["hnsw.ef_search"])
+        return out
+
+    monkeypatch.setattr(search_module, "statement_settings", spy)
+    for label, want in (("halfvec", 2 * search_module.HALFVEC_EF_SEARCH), ("float32", search_module.FILTERED_EF_SEARCH)):
+        seen.clear()
+        assert retrieve(svc, kbs[label], QUERIES[0], k=5)
+        assert seen == [str(want)], (label, seen)
 
 
 def test_retrieve_returns_the_same_top_results_as_float32(svc: KnowledgeBaseService, kbs: dict[str, str]) -> None:

@@ -74,6 +74,10 @@ EF_SEARCH = 64
 #: batch. bench/bench_acl.py --sweep (docs/managed-acl.md), 50 % tier recall@10: 0.896 at 64, 0.944 at
 #: 128, 0.948 at 160, 0.950 at 400; 160 cost more and gained nothing on chunk-like queries.
 FILTERED_EF_SEARCH = 2 * EF_SEARCH
+#: ef_search on a halfvec index (filtered: twice it). Its graph links fewer neighbours
+#: (ddl.HALFVEC_HNSW_M, so it is half the float32 index) and its distances are rounded: at 1M chunks
+#: recall@10 at ef 64 was 0.945 against float32's 0.958; at 100 it is 0.956 (docs/scaling.md, "halfvec").
+HALFVEC_EF_SEARCH = 100
 #: BM25, unfiltered: postings read per query term, best impact first (bounds a query's work).
 MAX_POSTINGS_PER_TERM = 1000
 #: Tables without BM25 statistics: query words found in this many chunks or more are left out.
@@ -503,12 +507,14 @@ def _statement(
 
 
 def statement_settings(
-    cand: int, *, filtered: bool, iterative: bool, ef_search: int | None = None
+    cand: int, *, filtered: bool, iterative: bool, ef_search: int | None = None, kind: str = "float32"
 ) -> list[tuple[str, str]]:
     """The settings of one search statement (set with SET LOCAL semantics in its transaction, so
     they never outlive it). `cand`: the rows the dense ranking takes; `iterative`: the server has
-    pgvector >= 0.8; `ef_search`: an explicit value (benchmarks), else pgkb's rule."""
-    rule = max(FILTERED_EF_SEARCH if filtered else EF_SEARCH, cand)
+    pgvector >= 0.8; `ef_search`: an explicit value (benchmarks), else pgkb's rule for the index
+    `kind` (vector_index)."""
+    base = HALFVEC_EF_SEARCH if kind == "halfvec" else EF_SEARCH
+    rule = max(base * FILTERED_EF_SEARCH // EF_SEARCH if filtered else base, cand)
     ef = max(int(ef_search), cand) if ef_search else rule  # the scan must still yield `cand` rows
     if filtered and not iterative:
         ef = max(ef, OLD_PGVECTOR_FILTER_EF)  # no iterative scans: search wider so filters keep k rows
@@ -583,10 +589,10 @@ def _run(
     acl: tuple[sql.Composable, dict[str, Any]] | None = None,
     dtrust: float = 1.0,
 ) -> list[SearchHit]:
+    index = _vector_index(conn, table, mapping) if search_type != "LEXICAL" else vector_index.FLOAT32
     stmt, params = _statement(
         conn, table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols,
-        bm25_index=ix, acl=acl,
-        index=_vector_index(conn, table, mapping) if search_type != "LEXICAL" else vector_index.FLOAT32,
+        bm25_index=ix, acl=acl, index=index,
     )
     filtered = filter is not None or acl is not None
     params["qvec"] = qvec
@@ -596,7 +602,7 @@ def _run(
     cand = params.pop("scan", params.get("cand", k))  # rows the index scan must yield
     set_sql, set_params = settings_statement(
         statement_settings(cand, filtered=filtered, iterative=filtered and _has_iterative_scan(conn),
-                           ef_search=ef_search)
+                           ef_search=ef_search, kind=index.kind)
     )
     try:
         rows = _execute(conn, set_sql, set_params, stmt, params)

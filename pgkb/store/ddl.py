@@ -31,6 +31,13 @@ Stmt: TypeAlias = sql.SQL | sql.Composed
 
 #: Columns an HNSW graph links per node (pgvector's default, said out loud where setup tunes a build).
 HNSW_M = 16
+#: m of a halfvec index. pgvector keeps a node's element tuple (72 bytes + its vector) and its layer-0
+#: neighbour tuple (4 + 2m x 6 bytes, 8-aligned) on one 8 KB page (8,160 usable bytes, 4 more per
+#: line pointer): for 384-d halfvecs a node takes 848 + 200 + 8 bytes at m = 16, so 7 fit a page, and
+#: 848 + 160 + 8 at m = 13, so 8 do; float32 nodes (1,616 bytes + links) fit 4 a page at any m up to
+#: 32. m 13 makes the halfvec index about half the float32 one instead of 43 % smaller
+#: (docs/scaling.md, "halfvec").
+HALFVEC_HNSW_M = 13
 #: Candidate list while building the graph of a table pgkb creates. pgvector's default, 64, gave
 #: recall@10 0.945 at ef_search 64 on 100k realistic chunks; 128 gave 0.993 for 1.8x the build time
 #: (docs/scaling.md, "Defaults").
@@ -121,8 +128,13 @@ def hnsw_index(table: TableRef, column: str, *, ef_construction: int | None = No
     then cosine on the candidates). `kind` and `dimensions`: hnsw_expression()."""
     stmt = sql.SQL("{} {} USING hnsw ({})").format(
         _create_index(name), table.ident, hnsw_expression(column, kind, dimensions))
+    opts = []
+    if ef_construction or kind == "halfvec":  # halfvec: never pgvector's default m (HALFVEC_HNSW_M)
+        opts.append(sql.SQL("m = {}").format(sql.Literal(HALFVEC_HNSW_M if kind == "halfvec" else HNSW_M)))
     if ef_construction:
-        stmt += sql.SQL(" WITH (m = {}, ef_construction = {})").format(sql.Literal(HNSW_M), sql.Literal(int(ef_construction)))
+        opts.append(sql.SQL("ef_construction = {}").format(sql.Literal(int(ef_construction))))
+    if opts:
+        stmt += sql.SQL(" WITH ({})").format(sql.SQL(", ").join(opts))
     return stmt
 
 

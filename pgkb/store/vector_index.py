@@ -5,7 +5,8 @@ Every kind indexes the Bedrock layout's `vector(n)` column, so the table stays w
 and writes (a Bedrock-made table has the float32 index and is never altered):
 
   float32   (embedding vector_cosine_ops)                                    Bedrock's own; ~2 KB a chunk at 384-d
-  halfvec   ((embedding::halfvec(n)) halfvec_cosine_ops)                     ~0.57x the float32 index, same recall
+  halfvec   ((embedding::halfvec(n)) halfvec_cosine_ops)                     ~0.53x the float32 index (m 13, searched
+                                                                             at ef_search 100: recall within 0.005)
   binary    ((binary_quantize(embedding)::bit(n)) bit_hamming_ops)           ~0.17x; hamming candidates re-ranked
                                                                              exactly (384-d: fine at 100k, -0.13
                                                                              recall@10 at 1M; docs/scaling.md)
