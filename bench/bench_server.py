@@ -17,6 +17,10 @@ Run:  . .venv/bin/activate && python bench/bench_server.py [--seconds 8] [--docs
       [--workers 2] [--data PATH] [--before ../main] [--uvicorn] [--rounds 2] [--clients 1,32] [--no-http2]
 (`--before PATH` serves the same knowledge base from another pgkb checkout too, for a before/after in
 one run; each 1-client window's p50 is also paired with a reference taken just before it.)
+`--database-url URL --table SCHEMA.NAME` serves a table that is already filled (e.g. bench_scale.py's
+1M table: `--database-url <its bench_scale URL> --table bench.pgkb_1000000`) instead of ingesting
+`--docs` passages: the servers run on that database, a VECTOR knowledge base is made over the table
+(left there, under a new name each run), and the queries are the dataset's.
 (default model: pgkb's default, the ONNX int8 MiniLM; `--model sentence-transformers.all-minilm-l6-v2`
 measures the torch reference). The dataset defaults to <repo>/../shared/datasets/msmarco-5k.
 """
@@ -288,7 +292,11 @@ def main() -> None:
     )
     ap.add_argument("--uvicorn", action="store_true", help="also measure the uvicorn server (HTTP/1.1, one process)")
     ap.add_argument("--no-http2", action="store_true", help="HTTP/1.1 windows only (a shorter run)")
+    ap.add_argument("--database-url", help="serve from this database (with --table) instead of a new embedded one")
+    ap.add_argument("--table", help="SCHEMA.NAME of a filled Bedrock-layout table on --database-url: no ingestion")
     a = ap.parse_args()
+    if bool(a.database_url) != bool(a.table):
+        raise SystemExit("--database-url and --table go together")
     if not (a.data / "corpus.jsonl").exists():
         raise SystemExit(f"no dataset at {a.data}: pass --data PATH (a BEIR folder with corpus.jsonl and queries.jsonl)")
 
@@ -316,10 +324,12 @@ def main() -> None:
         "AWS_DEFAULT_REGION": REGION,
         "PGKB_DATA_DIR": str(root),
     }
+    if a.database_url:
+        env["PGKB_DATABASE_URL"] = a.database_url
     servers: dict[str, tuple[int, subprocess.Popen, Path]] = {}
     try:
-        settings = Settings(data_dir=root, database_url=None)
-        db_url = ensure_embedded(root)
+        settings = Settings(data_dir=root, database_url=a.database_url)
+        db_url = a.database_url or ensure_embedded(root)
         key = create_key(settings)
         creds = Credentials(key["accessKeyId"], key["secretAccessKey"])
         # The servers compared, all over this data dir: the previous one (uvicorn, HTTP/1.1, one
@@ -364,18 +374,19 @@ def main() -> None:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        s3.create_bucket(Bucket="msmarco")
-        progress(f"uploading {len(corpus)} objects to S3 (moto)")
-        for d in corpus:
-            s3.put_object(Bucket="msmarco", Key=f"docs/{d['_id']}.txt", Body=d["text"].encode())
+        if not a.table:
+            s3.create_bucket(Bucket="msmarco")
+            progress(f"uploading {len(corpus)} objects to S3 (moto)")
+            for d in corpus:
+                s3.put_object(Bucket="msmarco", Key=f"docs/{d['_id']}.txt", Body=d["text"].encode())
 
         import psycopg
 
         with psycopg.connect(db_url) as conn:
             dbname = conn.execute("SELECT current_database()").fetchone()[0]
-        table = "bedrock_integration.bench_msmarco"
+        table = a.table or "bedrock_integration.bench_msmarco"
         kb = agent.create_knowledge_base(
-            name="bench-msmarco",
+            name=f"bench-{time.strftime('%Y%m%d-%H%M%S')}" if a.table else "bench-msmarco",
             roleArn="arn:aws:iam::000000000000:role/pgkb",
             knowledgeBaseConfiguration={
                 "type": "VECTOR",
@@ -401,27 +412,29 @@ def main() -> None:
             },
         )["knowledgeBase"]
         kb_id = kb["knowledgeBaseId"]
-        ds = agent.create_data_source(
-            knowledgeBaseId=kb_id,
-            name="msmarco",
-            dataSourceConfiguration={
-                "type": "S3",
-                "s3Configuration": {"bucketArn": "arn:aws:s3:::msmarco", "inclusionPrefixes": ["docs/"]},
-            },
-        )["dataSource"]
-        t0 = time.perf_counter()
-        progress("StartIngestionJob")
-        job = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds["dataSourceId"])[
-            "ingestionJob"
-        ]
-        while job["status"] not in ("COMPLETE", "FAILED", "STOPPED"):
-            time.sleep(0.5)
-            job = agent.get_ingestion_job(
-                knowledgeBaseId=kb_id, dataSourceId=ds["dataSourceId"], ingestionJobId=job["ingestionJobId"]
-            )["ingestionJob"]
-        ingest_s = time.perf_counter() - t0
-        if job["status"] != "COMPLETE":
-            raise SystemExit(f"ingestion {job['status']}: {job.get('failureReasons')}")
+        ingest_s = float("nan")
+        if not a.table:  # the table is filled already
+            ds = agent.create_data_source(
+                knowledgeBaseId=kb_id,
+                name="msmarco",
+                dataSourceConfiguration={
+                    "type": "S3",
+                    "s3Configuration": {"bucketArn": "arn:aws:s3:::msmarco", "inclusionPrefixes": ["docs/"]},
+                },
+            )["dataSource"]
+            t0 = time.perf_counter()
+            progress("StartIngestionJob")
+            job = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds["dataSourceId"])[
+                "ingestionJob"
+            ]
+            while job["status"] not in ("COMPLETE", "FAILED", "STOPPED"):
+                time.sleep(0.5)
+                job = agent.get_ingestion_job(
+                    knowledgeBaseId=kb_id, dataSourceId=ds["dataSourceId"], ingestionJobId=job["ingestionJobId"]
+                )["ingestionJob"]
+            ingest_s = time.perf_counter() - t0
+            if job["status"] != "COMPLETE":
+                raise SystemExit(f"ingestion {job['status']}: {job.get('failureReasons')}")
 
         # References, measured here while the server is idle.
         from pgkb.embeddings import get_model
@@ -437,6 +450,10 @@ def main() -> None:
 
         ref_conn = psycopg.connect(db_url)
         register_vector(ref_conn)
+        if a.table:  # a large graph: the reference searches as deep as pgkb does (its default is 40)
+            from pgkb.retrieval.search import EF_SEARCH
+
+            ref_conn.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
         ref_sql = (
             f"SELECT id, chunks, metadata, 1 - (embedding <=> %(v)s) FROM {table} "
             "ORDER BY embedding <=> %(v)s LIMIT %(k)s"
@@ -509,11 +526,17 @@ def main() -> None:
         ]
 
         print(f"\nload average at start {load_start}, at end {os.getloadavg()[0]:.2f} (the cores are shared)")
-        print(f"model {a.model}; {a.data.name}: {len(corpus)} passages, {len(queries)} queries, k={a.k}, {os.cpu_count()} cores")
-        print(
-            f"ingestion via StartIngestionJob: {ingest_s:.1f} s ({len(corpus) / ingest_s:.0f} docs/s); "
-            f"raw model embed_documents: {raw_embed_s:.1f} s -> ratio {raw_embed_s / ingest_s:.2f}"
-        )
+        if a.table:
+            with psycopg.connect(db_url) as conn:
+                rows = conn.execute("SELECT count(*) FROM " + table).fetchone()[0]
+            print(f"model {a.model}; table {table} as it is ({rows:,} rows); {a.data.name}: {len(queries)} queries,"
+                  f" k={a.k}, {os.cpu_count()} cores")
+        else:
+            print(f"model {a.model}; {a.data.name}: {len(corpus)} passages, {len(queries)} queries, k={a.k}, {os.cpu_count()} cores")
+            print(
+                f"ingestion via StartIngestionJob: {ingest_s:.1f} s ({len(corpus) / ingest_s:.0f} docs/s); "
+                f"raw model embed_documents: {raw_embed_s:.1f} s -> ratio {raw_embed_s / ingest_s:.2f}"
+            )
         print(
             f"reference embedding + SQL, 1 query at a time: p50 {ref_p50:.2f} ms "
             f"(per round {', '.join(f'{r[1]:.2f}' for r in refs)})"
@@ -549,7 +572,8 @@ def main() -> None:
                     proc.kill()
         moto.terminate()
         moto.wait(30)
-        stop_embedded(root)
+        if not a.database_url:
+            stop_embedded(root)
         if a.keep:
             print(f"kept the data dir {root} (bench/server_segments.py --data-dir {root})")
         else:
