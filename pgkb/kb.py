@@ -27,6 +27,13 @@ class KnowledgeBase:
         return (self.row.get("kb_config") or {}).get("type") == "MANAGED"
 
     @property
+    def ef_search(self) -> int | None:
+        """The search depth its tag `pgkb:efSearch` sets (checked when set); None: pgkb's rule."""
+        from pgkb.store.vector_index import ef_search_from_tags
+
+        return ef_search_from_tags(self.row.get("tags"))
+
+    @property
     def model_id(self) -> str:
         return str(self.row["model_id"])
 

@@ -27,7 +27,16 @@ from pgkb.errors import ValidationError
 from pgkb.retrieval.search import build_query, search
 from pgkb.service import KnowledgeBaseService
 from pgkb.store import ddl
-from pgkb.store.vector_index import FLOAT32, VECTOR_INDEX_TAG, VectorIndex, classify, detect
+from pgkb.store.vector_index import (
+    EF_CONSTRUCTION_TAG,
+    EF_SEARCH_TAG,
+    FLOAT32,
+    M_TAG,
+    VECTOR_INDEX_TAG,
+    VectorIndex,
+    classify,
+    detect,
+)
 from pgkb.store.vector_table import FieldMapping, TableRef
 
 search_module = importlib.import_module("pgkb.retrieval.search")  # the module (the package exports the function)
@@ -150,6 +159,56 @@ def test_halfvec_searches_at_its_own_ef_search(
         assert seen == [str(want)], (label, seen)
 
 
+def test_tags_choose_a_knowledge_bases_hnsw_build_and_search_depth(
+    svc: KnowledgeBaseService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pgkb:hnswM / pgkb:hnswEfConstruction build the graph of the table pgkb creates (kept through the
+    first load's deferred build); pgkb:efSearch sets the search depth, and TagResource changes it at once."""
+    kb_id = _fill(svc, managed_kb(svc, tags={M_TAG: "24", EF_CONSTRUCTION_TAG: "96", EF_SEARCH_TAG: "150"}))
+    (_, definition), = _hnsw(svc, kb_id)  # after the first load rebuilt it
+    assert "m='24', ef_construction='96'" in definition, definition
+    seen: list[str] = []
+    real = search_module.statement_settings
+
+    def spy(*args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        out = real(*args, **kwargs)
+        seen.append(dict(out)["hnsw.ef_search"])
+        return out
+
+    monkeypatch.setattr(search_module, "statement_settings", spy)
+    assert retrieve(svc, kb_id, QUERIES[0], k=5)["retrievalResults"]
+    assert seen == ["300"]  # a MANAGED knowledge base's search is filtered (its ACL): twice the tag's 150
+    arn = svc.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["knowledgeBaseArn"]
+    svc.tag_resource(resourceArn=arn, tags={EF_SEARCH_TAG: "40"})
+    seen.clear()
+    assert retrieve(svc, kb_id, QUERIES[0], k=5)["retrievalResults"]
+    assert seen == ["80"]
+    svc.untag_resource(resourceArn=arn, tagKeys=[EF_SEARCH_TAG])
+    seen.clear()
+    retrieve(svc, kb_id, QUERIES[0], k=5)
+    assert seen == [str(search_module.FILTERED_EF_SEARCH)]  # pgkb's rule again
+
+
+@pytest.mark.parametrize("tags", [
+    {M_TAG: "abc"}, {M_TAG: "1"}, {M_TAG: "101"}, {M_TAG: "16.5"}, {EF_CONSTRUCTION_TAG: "2000"},
+    {M_TAG: "32", EF_CONSTRUCTION_TAG: "40"},  # pgvector: ef_construction must be at least 2 m
+    {EF_SEARCH_TAG: "0"}, {EF_SEARCH_TAG: "1001"}, {EF_SEARCH_TAG: "-5"}, {EF_SEARCH_TAG: ""},
+])
+def test_bad_hnsw_tags_are_refused(svc: KnowledgeBaseService, tags: dict[str, str]) -> None:
+    name = unique("badtag")
+    with pytest.raises(ValidationError, match="tag pgkb:"):
+        managed_kb(svc, name=name, tags=tags)
+    assert name not in [k["name"] for k in svc.list_knowledge_bases(maxResults=1000)["knowledgeBaseSummaries"]]
+
+
+def test_tag_resource_refuses_a_bad_search_depth_and_keeps_the_tags(svc: KnowledgeBaseService, kbs: dict[str, str]) -> None:
+    arn = svc.get_knowledge_base(knowledgeBaseId=kbs["float32"])["knowledgeBase"]["knowledgeBaseArn"]
+    before = svc.list_tags_for_resource(resourceArn=arn)["tags"]
+    with pytest.raises(ValidationError, match="pgkb:efSearch"):
+        svc.tag_resource(resourceArn=arn, tags={EF_SEARCH_TAG: "many", "team": "x"})
+    assert svc.list_tags_for_resource(resourceArn=arn)["tags"] == before
+
+
 def test_retrieve_returns_the_same_top_results_as_float32(svc: KnowledgeBaseService, kbs: dict[str, str]) -> None:
     for q in QUERIES:
         ref = uris(retrieve(svc, kbs["float32"], q, k=5))
@@ -267,6 +326,15 @@ def test_kb_create_takes_the_index_kind(session_db_url: str, tmp_path: Path, svc
     r = run("kb", "create", unique("cli"), "--vector-index", "int8", *db)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode != 0 and len(lines) == 1 and "float32, halfvec, binary" in lines[0], r.stderr
+    r = run("kb", "create", unique("cli"), "--hnsw-m", "24", "--ef-construction", "96", "--ef-search", "150", "--json", *db)
+    assert r.returncode == 0, r.stderr
+    kb_id = json.loads(r.stdout)["knowledgeBaseId"]
+    (_, definition), = _hnsw(svc, kb_id)
+    assert "m='24', ef_construction='96'" in definition, definition
+    assert svc.resolve(kb_id).ef_search == 150
+    r = run("kb", "create", unique("cli"), "--ef-search", "5000", *db)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and "pgkb:efSearch" in lines[0], r.stderr
 
 
 def test_db_setup_makes_the_chosen_index_and_doctor_accepts_it(fresh_db: str) -> None:  # noqa: F811

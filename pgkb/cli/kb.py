@@ -23,6 +23,12 @@ def kb_create(
     vector_index: Annotated[str, typer.Option(
         "--vector-index", help="HNSW index of a table pgkb creates: float32 (Bedrock's), halfvec (about half the size),"
         " or binary (quantized, re-ranked exactly; smallest). docs/scaling.md.")] = "float32",
+    hnsw_m: Annotated[int | None, typer.Option(
+        "--hnsw-m", help="HNSW links per node of a table pgkb creates (default 16, halfvec 13; 32 for recall near 0.99).")] = None,
+    ef_construction: Annotated[int | None, typer.Option(
+        "--ef-construction", help="HNSW build candidate list of a table pgkb creates (default 128).")] = None,
+    ef_search: Annotated[int | None, typer.Option(
+        "--ef-search", help="Search depth of this knowledge base (default 64, halfvec 100; filtered searches twice it).")] = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
@@ -30,10 +36,12 @@ def kb_create(
     """Create a knowledge base. Without --table: a MANAGED one, whose storage pgkb creates and owns.
     With --table: a VECTOR one in that table (created, or validated if it exists)."""
     from pgkb.embeddings import DEFAULT_MODEL_ID, get_spec, model_arn
-    from pgkb.store.vector_index import VECTOR_INDEX_TAG, check_kind
+    from pgkb.store import vector_index as vi
 
-    index_kind: str = check_kind(vector_index, "--vector-index")
-    tags = {VECTOR_INDEX_TAG: index_kind} if index_kind != "float32" else None
+    index_kind: str = vi.check_kind(vector_index, "--vector-index")
+    chosen = {vi.VECTOR_INDEX_TAG: index_kind if index_kind != "float32" else None, vi.M_TAG: hnsw_m,
+              vi.EF_CONSTRUCTION_TAG: ef_construction, vi.EF_SEARCH_TAG: ef_search}
+    tags = {k: str(v) for k, v in chosen.items() if v is not None} or None  # checked by the service
     with service(database_url, data_dir) as svc:
         spec = get_spec(model)
         if table is None:

@@ -507,13 +507,14 @@ def _statement(
 
 
 def statement_settings(
-    cand: int, *, filtered: bool, iterative: bool, ef_search: int | None = None, kind: str = "float32"
+    cand: int, *, filtered: bool, iterative: bool, ef_search: int | None = None, kind: str = "float32",
+    default: int | None = None,
 ) -> list[tuple[str, str]]:
     """The settings of one search statement (set with SET LOCAL semantics in its transaction, so
     they never outlive it). `cand`: the rows the dense ranking takes; `iterative`: the server has
-    pgvector >= 0.8; `ef_search`: an explicit value (benchmarks), else pgkb's rule for the index
-    `kind` (vector_index)."""
-    base = HALFVEC_EF_SEARCH if kind == "halfvec" else EF_SEARCH
+    pgvector >= 0.8; `ef_search`: an explicit value (benchmarks), else pgkb's rule: the unfiltered
+    depth `default` (a knowledge base's tag) or the index `kind`'s (vector_index), twice it filtered."""
+    base = default or (HALFVEC_EF_SEARCH if kind == "halfvec" else EF_SEARCH)
     rule = max(base * FILTERED_EF_SEARCH // EF_SEARCH if filtered else base, cand)
     ef = max(int(ef_search), cand) if ef_search else rule  # the scan must still yield `cand` rows
     if filtered and not iterative:
@@ -547,8 +548,12 @@ def search(
     ef_search: int | None = None,
     query_coverage: float | None = None,
     acl: tuple[sql.Composable, dict[str, Any]] | None = None,
+    ef_search_default: int | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks for a query. HYBRID also needs `query_text`.
+
+    `ef_search`: exactly this hnsw.ef_search (benchmarks); `ef_search_default`: a knowledge base's own
+    unfiltered depth (its tag pgkb:efSearch) in place of pgkb's, filtered searches going twice as deep.
 
     `acl`: the visibility predicate of `filters.acl_predicate` (MANAGED knowledge bases), applied
     inside the statement like a filter, so pages are full and nothing hidden is ever ranked.
@@ -566,7 +571,7 @@ def search(
         ix = _bm25_index(conn, table) if search_type != "SEMANTIC" else None
         try:
             return _run(conn, table, mapping, qvec, query_text, k, filter, search_type, attribute_cols, ef_search, ix,
-                        acl=acl, dtrust=fusion.dense_trust(query_coverage))
+                        acl=acl, dtrust=fusion.dense_trust(query_coverage), ef_search_default=ef_search_default)
         except psycopg.errors.UndefinedTable:
             if ix is None or attempt:
                 raise
@@ -588,6 +593,7 @@ def _run(
     ix: bm25.Bm25Index | None,
     acl: tuple[sql.Composable, dict[str, Any]] | None = None,
     dtrust: float = 1.0,
+    ef_search_default: int | None = None,
 ) -> list[SearchHit]:
     index = _vector_index(conn, table, mapping) if search_type != "LEXICAL" else vector_index.FLOAT32
     stmt, params = _statement(
@@ -602,7 +608,7 @@ def _run(
     cand = params.pop("scan", params.get("cand", k))  # rows the index scan must yield
     set_sql, set_params = settings_statement(
         statement_settings(cand, filtered=filtered, iterative=filtered and _has_iterative_scan(conn),
-                           ef_search=ef_search, kind=index.kind)
+                           ef_search=ef_search, kind=index.kind, default=ef_search_default)
     )
     try:
         rows = _execute(conn, set_sql, set_params, stmt, params)

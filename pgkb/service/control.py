@@ -19,7 +19,13 @@ from pgkb.service.managed import (
 from pgkb.service.tags import MAX_TAGS
 from pgkb.store import catalog, ddl
 from pgkb.store.acl import drop_acl, enable_acl
-from pgkb.store.vector_index import VECTOR_INDEX_TAG, VectorIndexKind, check_kind
+from pgkb.store.vector_index import (
+    VECTOR_INDEX_TAG,
+    VectorIndexKind,
+    build_from_tags,
+    check_kind,
+    ef_search_from_tags,
+)
 from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
 
 _NAME = re.compile(r"^([0-9a-zA-Z][_-]?){1,100}$")
@@ -130,6 +136,8 @@ class ControlPlane(Collaborator):
         mode = check_user_context_mode(userContextModeForRetrieval, trustedIdentitySources)
         model_id, dims = self._embedding(knowledgeBaseConfiguration)
         index_kind = self._vector_index(knowledgeBaseConfiguration, tags)
+        build = build_from_tags(tags)  # pgkb:hnswM / pgkb:hnswEfConstruction, for a table pgkb creates
+        ef_search_from_tags(tags)  # pgkb:efSearch: refused now if malformed, read at each search
         self._check_model_available(model_id)
         kb_id = catalog.new_id()
         managed = knowledgeBaseConfiguration.get("type") == "MANAGED"
@@ -161,7 +169,7 @@ class ControlPlane(Collaborator):
             # Two creates over one table would race in CREATE TABLE/INDEX; the second waits here
             # (until the first's transaction commits) and then finds the table made.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"pgkb.table:{table}",))
-            ensure_table(conn, table, mapping, dims, model_id, vector_index=index_kind)
+            ensure_table(conn, table, mapping, dims, model_id, vector_index=index_kind, build=build)
             if managed:
                 enable_acl(conn, table)  # every MANAGED row carries its ACL (pgkb.store.acl)
             install_bm25(conn, table, mapping)  # statistics for HYBRID search, kept by triggers

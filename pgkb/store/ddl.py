@@ -123,14 +123,16 @@ def hnsw_expression(column: str, kind: str = "float32", dimensions: int = 0) -> 
 
 
 def hnsw_index(table: TableRef, column: str, *, ef_construction: int | None = None, name: str | None = None,
-               kind: str = "float32", dimensions: int = 0) -> Stmt:
+               kind: str = "float32", dimensions: int = 0, m: int | None = None) -> Stmt:
     """HNSW with cosine distance, the operator (<=>) every knowledge-base search uses (binary: hamming,
-    then cosine on the candidates). `kind` and `dimensions`: hnsw_expression()."""
+    then cosine on the candidates). `kind` and `dimensions`: hnsw_expression(). `m`: the links per
+    node, else the kind's default (HNSW_M, HALFVEC_HNSW_M)."""
     stmt = sql.SQL("{} {} USING hnsw ({})").format(
         _create_index(name), table.ident, hnsw_expression(column, kind, dimensions))
     opts = []
-    if ef_construction or kind == "halfvec":  # halfvec: never pgvector's default m (HALFVEC_HNSW_M)
-        opts.append(sql.SQL("m = {}").format(sql.Literal(HALFVEC_HNSW_M if kind == "halfvec" else HNSW_M)))
+    if m or ef_construction or kind == "halfvec":  # halfvec: never pgvector's default m (HALFVEC_HNSW_M)
+        m = m or (HALFVEC_HNSW_M if kind == "halfvec" else HNSW_M)
+        opts.append(sql.SQL("m = {}").format(sql.Literal(int(m))))
     if ef_construction:
         opts.append(sql.SQL("ef_construction = {}").format(sql.Literal(int(ef_construction))))
     if opts:
@@ -155,23 +157,25 @@ def jsonb_index(table: TableRef, column: str, *, name: str | None = None, path_o
 
 
 def vector_indexes(table: TableRef, mapping: FieldMapping, *, ef_construction: int | None = None,
-                   kind: str = "float32", dimensions: int = 0) -> list[Stmt]:
+                   kind: str = "float32", dimensions: int = 0, m: int | None = None) -> list[Stmt]:
     """The indexes a knowledge-base table needs: [HNSW, full-text] plus jsonb GIN with custom metadata."""
-    out = [hnsw_index(table, mapping.vector, ef_construction=ef_construction, kind=kind, dimensions=dimensions),
+    out = [hnsw_index(table, mapping.vector, ef_construction=ef_construction, kind=kind, dimensions=dimensions, m=m),
            fts_index(table, mapping.text)]
     if mapping.custom_metadata:
         out.append(jsonb_index(table, mapping.custom_metadata, path_ops=True))
     return out
 
 
-def table_statements(table: TableRef, mapping: FieldMapping, dimensions: int, kind: str = "float32") -> list[Stmt]:
+def table_statements(table: TableRef, mapping: FieldMapping, dimensions: int, kind: str = "float32",
+                     m: int | None = None, ef_construction: int | None = None) -> list[Stmt]:
     """A new knowledge-base table: schema, table, vector storage, indexes (the Aurora guide's SQL;
-    `kind` the HNSW index's, pgkb.store.vector_index)."""
+    `kind`, `m`, `ef_construction` the HNSW index's, pgkb.store.vector_index; None: pgkb's defaults)."""
     return [
         create_schema(table.schema),
         create_table(table, mapping, dimensions),
         storage_plain(table, mapping.vector),
-        *vector_indexes(table, mapping, kind=kind, dimensions=dimensions, ef_construction=HNSW_EF_CONSTRUCTION),
+        *vector_indexes(table, mapping, kind=kind, dimensions=dimensions, m=m,
+                        ef_construction=ef_construction or HNSW_EF_CONSTRUCTION),
     ]
 
 

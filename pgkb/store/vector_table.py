@@ -22,7 +22,7 @@ from psycopg import sql
 
 from pgkb.errors import ValidationError
 from pgkb.store import ddl
-from pgkb.store.vector_index import VectorIndexKind, classify
+from pgkb.store.vector_index import HnswBuild, VectorIndexKind, classify
 
 _COLUMN = re.compile(r"^[a-zA-Z0-9_\-]{1,63}$")
 _TABLE = re.compile(r"^[a-zA-Z0-9_\.\-]{1,63}$")
@@ -167,11 +167,13 @@ def inspect_table(conn: psycopg.Connection, table: TableRef) -> TableInfo:
 
 def create_table(
     conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int,
-    vector_index: VectorIndexKind = "float32",
+    vector_index: VectorIndexKind = "float32", build: HnswBuild | None = None,
 ) -> None:
     """Create the table and its indexes (one transaction; the caller commits). `vector_index`: the
-    HNSW index's kind (pgkb.store.vector_index)."""
-    for stmt in ddl.table_statements(table, mapping, dimensions, vector_index):
+    HNSW index's kind, `build` its m and ef_construction (pgkb.store.vector_index)."""
+    build = build or HnswBuild()
+    for stmt in ddl.table_statements(table, mapping, dimensions, vector_index, m=build.m,
+                                     ef_construction=build.ef_construction):
         conn.execute(stmt)
 
 
@@ -259,18 +261,19 @@ def _tag_model(conn: psycopg.Connection, table: TableRef, mapping: FieldMapping,
 
 def ensure_table(
     conn: psycopg.Connection, table: TableRef, mapping: FieldMapping, dimensions: int, model_id: str | None = None,
-    vector_index: VectorIndexKind = "float32",
+    vector_index: VectorIndexKind = "float32", build: HnswBuild | None = None,
 ) -> bool:
     """Create the table if it does not exist, else validate it. Returns True when created.
 
-    `vector_index` is the HNSW index a new table gets; an existing table keeps the one it has.
+    `vector_index` (and `build`) is the HNSW index a new table gets; an existing table keeps the one
+    it has.
 
     The vector column records which model wrote it: vectors of two models (or two variants of one
     model) in one table would make every score meaningless, so a different model is refused.
     Raises ValidationError naming the table, each problem and the SQL that fixes it.
     """
     if not inspect_table(conn, table).exists:
-        create_table(conn, table, mapping, dimensions, vector_index)
+        create_table(conn, table, mapping, dimensions, vector_index, build)
         if model_id:
             _tag_model(conn, table, mapping, model_id)
         return True
