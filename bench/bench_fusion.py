@@ -3,6 +3,7 @@
     python bench/bench_fusion.py                     # ../shared/datasets/* and bench/data/pgkb-docs
     python bench/bench_fusion.py --dataset DIR ...   # other BEIR folders as well
     python bench/bench_fusion.py --rounds 3          # latency rounds over each corpus's queries
+    python bench/bench_fusion.py --postings-caps 1000,250,50,5   # only: nDCG per cap on BM25 postings read
 
 Per corpus (one table each in bench/out/retrieval's embedded server, schema `fusion`, default model,
 one chunk per document): SEMANTIC, LEXICAL and HYBRID through pgkb's search() with the query
@@ -135,10 +136,33 @@ class Corpus:
         return sorted(union, key=second)
 
 
+def postings_caps(corpora: list[Corpus], caps: list[int]) -> None:
+    """LEXICAL and HYBRID nDCG@10 with every posting read, then with each cap (the corpus's own lists,
+    the same queries): what reading only a term's best postings costs on real text."""
+    default = S.MAX_POSTINGS_PER_TERM
+    print("\nnDCG@10 (linear gain) by postings read per query term; 'all' = exact BM25;"
+          f" pgkb reads {default:,}. The cap's share of the corpus is what compares across sizes.")
+    print(f"{'corpus':<12}{'docs':>6}  {'cap':>6} {'cap/docs':>9}  {'LEXICAL':>8} {'HYBRID':>8}")
+    try:
+        for c in corpora:
+            n = len(c.qs)
+            for cap in [10**9, *caps]:
+                S.MAX_POSTINGS_PER_TERM = cap
+                lex = c.ndcg([[d for d, _ in c.run(i, "LEXICAL", k=10)] for i in range(n)]).mean()
+                hyb = c.ndcg([[d for d, _ in c.run(i, "HYBRID", k=10)] for i in range(n)]).mean()
+                label, share = ("all", "") if cap == 10**9 else (f"{cap:,}", f"{cap / len(c.ids):.2%}")
+                print(f"{c.name:<12}{len(c.ids):>6}  {label:>6} {share:>9}  {lex:8.4f} {hyb:8.4f}", flush=True)
+    finally:
+        S.MAX_POSTINGS_PER_TERM = default
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", action="append", default=[], help="another BEIR folder (repeatable)")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--postings-caps", default="", help="only LEXICAL and HYBRID nDCG@10 per cap on the postings read"
+                    " per query term (search.MAX_POSTINGS_PER_TERM): at 1M chunks the cap truncates far more than here,"
+                    " so small caps on small corpora show what truncation costs on real text")
     args = ap.parse_args()
     paths = sorted(p for p in SHARED.iterdir() if (p / "corpus.jsonl").exists()) if SHARED.is_dir() else []
     if not paths:
@@ -147,6 +171,9 @@ def main() -> None:
     conn = B.connect()
     model = get_model(DEFAULT_MODEL_ID)
     corpora = [Corpus(conn, model, p) for p in paths]
+    if args.postings_caps:
+        postings_caps(corpora, [int(x) for x in args.postings_caps.split(",")])
+        return
 
     print(f"\nper corpus, {DEFAULT_MODEL_ID}, nDCG@10 linear gain (exponential gain in brackets)")
     print(f"{'corpus':<12}{'q':>4}  {'SEMANTIC':>16}{'LEXICAL':>16}{'HYBRID':>16}  hyb/best  hyb/sem"
