@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -714,6 +715,56 @@ def bench_postings_caps(dburl: str, pg: TableRef, qv: np.ndarray, qtext: list[st
         c.close()
 
 
+def agreement(got: dict[str, dict[str, list[list[str]]]], st: str, k: int) -> float:
+    """How many of pgkb's top k are the exact read's, averaged over the queries where it found any."""
+    pairs = zip(got["pgkb"][st], got["every posting"][st], strict=True)
+    return statistics.mean(len(set(a[:k]) & set(b[:k])) / len(b[:k]) for a, b in pairs if b)
+
+
+def bench_filtered_hybrid(dburl: str, pg: TableRef, qv: np.ndarray, qtext: list[str], n: int = 60) -> None:
+    """HYBRID and LEXICAL with a filter (50 %, 5 %, 0.5 %, and one every chunk passes: a MANAGED knowledge
+    base's ACL when no source has ACLs), pgkb's bounded read against reading every posting of the query
+    terms (exact filtered BM25, which pgkb did before the fifth session): p50 of each, and how many of
+    the top results agree. Each query's searches back to back, after a warm-up pass."""
+    import importlib
+
+    S = importlib.import_module("pgkb.retrieval.search")
+    c = psycopg.connect(dburl, autocommit=True)
+    register_vector(c)
+    if not bm25.lookup(c, pg):
+        print("\nfiltered HYBRID: not measured (no BM25 statistics on this table)")
+        return
+    saved = S.MAX_POSTINGS_PER_TERM, S.FILTERED_POSTINGS_FACTOR
+    modes = {"every posting": (10**9, 1), "pgkb": saved}
+    filters = [(f"{k} = yes ({p * 100:g} %)", {"equals": {"key": k, "value": "yes"}}) for k, p in scale_data.SELECTIVITY.items()]
+    filters.append(("every chunk passes", {"notEquals": {"key": "a50", "value": "never"}}))
+    print(f"\nfiltered HYBRID / LEXICAL (k 10 / 50), {n} queries, 1 client, p50 ms; agreement of pgkb's top results"
+          " with reading every posting (exact filtered BM25)")
+    print(f"  {'filter':22s} {'HYBRID all':>10s} {'HYBRID pgkb':>11s} {'LEX all':>8s} {'LEX pgkb':>8s} {'lex@10':>6s} {'hyb@10':>6s}")
+    try:
+        for label, f in filters:
+            got: dict[str, dict[str, list[list[str]]]] = {mode: {"HYBRID": [], "LEXICAL": []} for mode in modes}
+            lat: dict[str, dict[str, list[float]]] = {mode: {"HYBRID": [], "LEXICAL": []} for mode in modes}
+            for rnd in range(2):  # the first pass warms the pages of both modes
+                for qi in range(n):
+                    for mode, (cap, factor) in modes.items():
+                        S.MAX_POSTINGS_PER_TERM, S.FILTERED_POSTINGS_FACTOR = cap, factor
+                        for st, k in (("HYBRID", 10), ("LEXICAL", 50)):
+                            t0 = time.perf_counter()
+                            hits = search(c, pg, M, query_embedding=qv[qi], query_text=qtext[qi], k=k, search_type=st, filter=f)
+                            if rnd:
+                                lat[mode][st].append((time.perf_counter() - t0) * 1000)
+                                got[mode][st].append([h.id for h in hits])
+            agree = partial(agreement, got)
+            print(f"  {label:22s} {pct(lat['every posting']['HYBRID'], 50):10.2f} {pct(lat['pgkb']['HYBRID'], 50):11.2f}"
+                  f" {pct(lat['every posting']['LEXICAL'], 50):8.2f} {pct(lat['pgkb']['LEXICAL'], 50):8.2f}"
+                  f" {agree('LEXICAL', 10):6.3f} {agree('HYBRID', 10):6.3f}", flush=True)
+        print(f"  ({load()})", flush=True)
+    finally:
+        S.MAX_POSTINGS_PER_TERM, S.FILTERED_POSTINGS_FACTOR = saved
+        c.close()
+
+
 def bench_halfvec(conn: psycopg.Connection, raw: TableRef, vecs: np.ndarray, qv: np.ndarray, efs: list[int], m: int, efc: int) -> None:
     """An HNSW index over `embedding::halfvec(384)` with links `m` beside the float32 one, on the same
     table (same ef_construction): build time, size, recall@10 and p50 of each, query by query
@@ -818,6 +869,8 @@ def main() -> None:
                     help="the halfvec index's m (default: pgkb's for halfvec, %(default)s; --m for the float32 one)")
     ap.add_argument("--postings-caps", default="", help="e.g. 250,500,1000: HYBRID's cost and agreement with exact BM25"
                     " at each cap on the postings read per query term (pgkb's table; needs its BM25 statistics)")
+    ap.add_argument("--filtered-hybrid", action="store_true", help="HYBRID / LEXICAL with filters: pgkb's bounded"
+                    " postings read against every posting (pgkb's table; needs its BM25 statistics)")
     ap.add_argument("--reuse", action="store_true", help="queries only, on the tables an earlier run of the same --chunks left")
     ap.add_argument("--copy-load", action="store_true",
                     help="load pgkb's table with raw COPY instead of pgkb's write path (sizes where that path does not fit); no BM25")
@@ -834,7 +887,7 @@ def main() -> None:
         return
     print(f"bench_scale --chunks {a.chunks:,}  ({os.cpu_count()} cores; {load()})")
     t0 = time.perf_counter()
-    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries, with_text=not (a.reuse and a.skip_queries and not a.postings_caps))
+    real, vecs, texts, attrs, qv, qtext = make_data(a.chunks, a.queries, with_text=not (a.reuse and a.skip_queries and not (a.postings_caps or a.filtered_hybrid)))
     print(f"data made in {time.perf_counter() - t0:.0f} s: {a.chunks:,} chunks, mean {statistics.mean(len(t) for t in texts[:10000]):.0f} characters,"
           f" {len(qv)} queries")
     print_realism(real, vecs)
@@ -854,6 +907,8 @@ def main() -> None:
                               a.before or a.breakdown, dburl)
     if not a.skip_queries:
         bench_queries(dburl, raw, pg, vecs, attrs, qv, qtext, [int(x) for x in a.ef.split(",")], [int(x) for x in a.clients.split(",")], a.sweep_only)
+    if a.filtered_hybrid:
+        bench_filtered_hybrid(dburl, pg, qv, qtext)
     if a.postings_caps:
         bench_postings_caps(dburl, pg, qv, qtext, [int(x) for x in a.postings_caps.split(",")])
     if a.halfvec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgkb import kb_tags
 from pgkb.db import Database
 from pgkb.store.vector_table import FieldMapping, TableRef
 
@@ -29,9 +30,12 @@ class KnowledgeBase:
     @property
     def ef_search(self) -> int | None:
         """The search depth its tag `pgkb:efSearch` sets (checked when set); None: pgkb's rule."""
-        from pgkb.store.vector_index import ef_search_from_tags
+        return kb_tags.ef_search(self.row.get("tags"))
 
-        return ef_search_from_tags(self.row.get("tags"))
+    @property
+    def bm25_postings(self) -> int | None:
+        """BM25 postings read per query term, from its tag `pgkb:bm25PostingsPerTerm`; None: pgkb's."""
+        return kb_tags.bm25_postings(self.row.get("tags"))
 
     @property
     def model_id(self) -> str:

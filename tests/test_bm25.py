@@ -344,7 +344,8 @@ def test_statistics_of_an_older_install_are_upgraded(conn) -> None:
 
 def test_unfiltered_bm25_reads_each_terms_best_postings(conn, monkeypatch) -> None:
     """A term in more chunks than MAX_POSTINGS_PER_TERM: only its postings of highest impact (more
-    occurrences, shorter chunk) are read; a filtered query still reads them all."""
+    occurrences, shorter chunk) are read; a filtered query reads FILTERED_POSTINGS_FACTOR times as
+    many when too few of those pass, and no more."""
     search_mod = importlib.import_module("pgkb.retrieval.search")
     t, m = TableRef(conn.info_schema, "impact"), FieldMapping()
     create_table(conn, t, m, DIM)
@@ -360,7 +361,39 @@ def test_unfiltered_bm25_reads_each_terms_best_postings(conn, monkeypatch) -> No
     assert keys() == ["a", "b", "c", "d", "e"]
     monkeypatch.setattr(search_mod, "MAX_POSTINGS_PER_TERM", 2)
     assert keys() == ["a", "b"]
+    assert keys(filter={"in": {"key": "k", "value": ["c", "d", "e"]}}) == ["c", "d", "e"]  # 2 x 10 postings read
+    monkeypatch.setattr(search_mod, "FILTERED_POSTINGS_FACTOR", 2)
+    # the best 2 hold none that pass: the best 4 are read, and e (5th by impact) is not
+    assert keys(filter={"in": {"key": "k", "value": ["c", "d", "e"]}}) == ["c", "d"]
+    assert keys(filter={"in": {"key": "k", "value": ["a", "b", "c", "d", "e"]}}) == ["a", "b", "c", "d"]
+    monkeypatch.setattr(search_mod, "FILTERED_POSTINGS_FACTOR", None)  # every posting (exact)
     assert keys(filter={"in": {"key": "k", "value": ["c", "d", "e"]}}) == ["c", "d", "e"]
+
+
+def test_filtered_bm25_reads_deeper_only_when_too_few_pass(conn, monkeypatch) -> None:
+    """The deeper read of a filtered BM25 ranking is behind a one-time filter: when enough of the best
+    postings' chunks pass, PostgreSQL never runs it (a MANAGED knowledge base's every search is
+    filtered by its ACL: at 1M chunks reading every posting of its terms cost 150-330 ms)."""
+    search_mod = importlib.import_module("pgkb.retrieval.search")
+    t, m = TableRef(conn.info_schema, "deeper"), FieldMapping()
+    create_table(conn, t, m, DIM)
+    write(conn, t, m, [ChunkRow(uuid.uuid4(), "otter " * (1 + i % 7) + "river " * i, vec(i), {}, {"n": i})
+                       for i in range(40)])
+    bm25.install_bm25(conn, t, m)
+    ix = bm25.lookup(conn, t)
+    monkeypatch.setattr(search_mod, "MAX_POSTINGS_PER_TERM", 5)
+
+    def plan(values: list[int]) -> str:
+        stmt, params = search_mod.build_query(t, m, k=3, search_type="LEXICAL", filter={"in": {"key": "n", "value": values}},
+                                              attribute_cols=None, bm25_index=ix)
+        params.update(qvec="[0,0,0,0]", qtext="otter")
+        rows = conn.execute(sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ") + stmt, params).fetchall()
+        return "\n".join(r[0] for r in rows)
+
+    broad = plan(list(range(40)))
+    assert "CTE lx2" in broad and "never executed" in broad.split("CTE lx2")[1].split("CTE ")[0], broad
+    narrow = plan([39])  # not among the best 5: the deeper read runs
+    assert "CTE lx2" in narrow and "never executed" not in narrow.split("CTE lx2")[1].split("CTE ")[0], narrow
 
 
 def test_filtered_bm25_is_the_unfiltered_ranking_restricted(conn) -> None:

@@ -24,19 +24,11 @@ from test_admin import fresh_db, server  # noqa: F401  (fixtures: a fresh databa
 from pgkb.config import Settings
 from pgkb.embeddings import DEFAULT_MODEL_ID, model_arn
 from pgkb.errors import ValidationError
+from pgkb.kb_tags import BM25_POSTINGS_TAG, EF_CONSTRUCTION_TAG, EF_SEARCH_TAG, M_TAG
 from pgkb.retrieval.search import build_query, search
 from pgkb.service import KnowledgeBaseService
 from pgkb.store import ddl
-from pgkb.store.vector_index import (
-    EF_CONSTRUCTION_TAG,
-    EF_SEARCH_TAG,
-    FLOAT32,
-    M_TAG,
-    VECTOR_INDEX_TAG,
-    VectorIndex,
-    classify,
-    detect,
-)
+from pgkb.store.vector_index import FLOAT32, VECTOR_INDEX_TAG, VectorIndex, classify, detect
 from pgkb.store.vector_table import FieldMapping, TableRef
 
 search_module = importlib.import_module("pgkb.retrieval.search")  # the module (the package exports the function)
@@ -189,10 +181,35 @@ def test_tags_choose_a_knowledge_bases_hnsw_build_and_search_depth(
     assert seen == [str(search_module.FILTERED_EF_SEARCH)]  # pgkb's rule again
 
 
+def test_a_tag_sets_the_bm25_postings_a_search_reads(svc: KnowledgeBaseService, kbs: dict[str, str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """pgkb:bm25PostingsPerTerm reaches the statement of the knowledge base's HYBRID searches."""
+    seen: list[int | None] = []
+    real = search_module._statement
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("postings_per_term"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "_statement", spy)
+    kb_id = kbs["float32"]
+    arn = svc.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["knowledgeBaseArn"]
+    svc.tag_resource(resourceArn=arn, tags={BM25_POSTINGS_TAG: "5000"})
+    try:
+        assert retrieve(svc, kb_id, QUERIES[0], k=5)["retrievalResults"]
+        assert seen == [5000]
+    finally:
+        svc.untag_resource(resourceArn=arn, tagKeys=[BM25_POSTINGS_TAG])
+    seen.clear()
+    retrieve(svc, kb_id, QUERIES[0], k=5)
+    assert seen == [None]  # pgkb's default
+
+
 @pytest.mark.parametrize("tags", [
     {M_TAG: "abc"}, {M_TAG: "1"}, {M_TAG: "101"}, {M_TAG: "16.5"}, {EF_CONSTRUCTION_TAG: "2000"},
     {M_TAG: "32", EF_CONSTRUCTION_TAG: "40"},  # pgvector: ef_construction must be at least 2 m
     {EF_SEARCH_TAG: "0"}, {EF_SEARCH_TAG: "1001"}, {EF_SEARCH_TAG: "-5"}, {EF_SEARCH_TAG: ""},
+    {BM25_POSTINGS_TAG: "9"}, {BM25_POSTINGS_TAG: "lots"},
 ])
 def test_bad_hnsw_tags_are_refused(svc: KnowledgeBaseService, tags: dict[str, str]) -> None:
     name = unique("badtag")

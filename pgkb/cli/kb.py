@@ -29,18 +29,23 @@ def kb_create(
         "--ef-construction", help="HNSW build candidate list of a table pgkb creates (default 128).")] = None,
     ef_search: Annotated[int | None, typer.Option(
         "--ef-search", help="Search depth of this knowledge base (default 64, halfvec 100; filtered searches twice it).")] = None,
+    bm25_postings: Annotated[int | None, typer.Option(
+        "--bm25-postings", help="BM25 postings a HYBRID search reads per query term (default 1,000; more is closer to"
+        " exact BM25 on large tables, and slower).")] = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Create a knowledge base. Without --table: a MANAGED one, whose storage pgkb creates and owns.
     With --table: a VECTOR one in that table (created, or validated if it exists)."""
+    from pgkb import kb_tags
     from pgkb.embeddings import DEFAULT_MODEL_ID, get_spec, model_arn
     from pgkb.store import vector_index as vi
 
     index_kind: str = vi.check_kind(vector_index, "--vector-index")
-    chosen = {vi.VECTOR_INDEX_TAG: index_kind if index_kind != "float32" else None, vi.M_TAG: hnsw_m,
-              vi.EF_CONSTRUCTION_TAG: ef_construction, vi.EF_SEARCH_TAG: ef_search}
+    chosen = {vi.VECTOR_INDEX_TAG: index_kind if index_kind != "float32" else None, kb_tags.M_TAG: hnsw_m,
+              kb_tags.EF_CONSTRUCTION_TAG: ef_construction, kb_tags.EF_SEARCH_TAG: ef_search,
+              kb_tags.BM25_POSTINGS_TAG: bm25_postings}
     tags = {k: str(v) for k, v in chosen.items() if v is not None} or None  # checked by the service
     with service(database_url, data_dir) as svc:
         spec = get_spec(model)

@@ -80,6 +80,11 @@ FILTERED_EF_SEARCH = 2 * EF_SEARCH
 HALFVEC_EF_SEARCH = 100
 #: BM25, unfiltered: postings read per query term, best impact first (bounds a query's work).
 MAX_POSTINGS_PER_TERM = 1000
+#: BM25 with a filter or an ACL, when fewer than `cand` of the chunks the unfiltered read scores pass
+#: it: a second read of this many times as many postings per term. None: every posting (exact, but
+#: at 1M chunks a common term has ~250,000, and a MANAGED knowledge base's every HYBRID Retrieve
+#: carries an ACL: 150-330 ms per search at 1M).
+FILTERED_POSTINGS_FACTOR: int | None = 10
 #: Tables without BM25 statistics: query words found in this many chunks or more are left out.
 FTS_MAX_DF = 1000
 #: With a filter: how many index tuples an iterative scan may visit before giving up.
@@ -228,25 +233,20 @@ def _dense_sql(
     ).format(pk=pk, vec=vec, t=t, where=where, lim=lim)
 
 
-def _bm25_sql(
-    t: sql.Composable, m: FieldMapping, ix: bm25.Bm25Index, where: sql.Composable | None, cand: int
-) -> sql.Composed:
-    """BM25 scores of the chunks matching the query terms: (doc, s), best first, top `cand`.
-
-    Per query term: its idf (document frequency summed from the df deltas), then its postings,
-    summing each chunk's term weights. Unfiltered, only a term's MAX_POSTINGS_PER_TERM postings of
-    highest impact are read (exact whenever no query term is in more chunks than that); with a filter,
-    or on statistics without the impact index, all of them."""
+def _bm25_scored(ix: bm25.Bm25Index, postings: int | None) -> sql.Composed:
+    """(doc, s): BM25 scores of the chunks among each query term's best `postings` (None: all of
+    them), unordered. Per query term: its idf (document frequency summed from the df deltas), then its
+    postings best impact first, summing each chunk's term weights."""
     if ix.has_df:
         df = sql.SQL("(SELECT coalesce(sum(d0.d), 0) AS df FROM {} AS d0 WHERE d0.term = q.term)").format(ix.df)
     else:
         df = sql.SQL("(SELECT count(*) AS df FROM {} AS p0 WHERE p0.term = q.term)").format(ix.postings)
     read: sql.Composable
-    if ix.has_df and where is None:
-        read = sql.SQL("ORDER BY {} DESC LIMIT {}").format(ix.impact("p1"), sql.Literal(MAX_POSTINGS_PER_TERM))
+    if ix.has_df and postings is not None:
+        read = sql.SQL("ORDER BY {} DESC LIMIT {}").format(ix.impact("p1"), sql.Literal(int(postings)))
     else:
         read = sql.SQL("OFFSET 0")
-    scored = sql.SQL(
+    return sql.SQL(
         "SELECT p.doc, sum(w.qw * p.tf / (p.tf + w.k1n + w.k1b * p.dl)) AS s"
         " FROM (SELECT q.term, q.qtf * ln(1 + (st.n - d.df + 0.5) / (d.df + 0.5)) * ({k1} + 1) AS qw,"
         "              {k1} * (1 - {b}) AS k1n, {k1} * {b} / st.avgdl AS k1b"
@@ -262,16 +262,42 @@ def _bm25_sql(
     ).format(
         k1=_f8(ix.k1), b=_f8(ix.b), postings=ix.postings, stats=ix.stats, df=df, read=read,
     )
+
+
+def _bm25_sql(
+    t: sql.Composable, m: FieldMapping, ix: bm25.Bm25Index, where: sql.Composable | None, cand: int,
+    postings: int = MAX_POSTINGS_PER_TERM,
+) -> sql.Composed:
+    """BM25 scores of the chunks matching the query terms: (doc, s), best first, top `cand`.
+
+    Only a term's best `postings` (MAX_POSTINGS_PER_TERM) by impact are read: exact whenever no query
+    term is in more chunks than that, bounded work however large the table (statistics without the
+    impact index: all postings). With a filter, the chunks so scored are checked best first until
+    `cand` pass; when fewer pass (a narrow filter), the same again over FILTERED_POSTINGS_FACTOR times
+    as many postings per term. The deeper pass runs only then: its CTE is behind a one-time filter."""
     if where is None:
         # Ties broken by id, as the rankings built on this list do: the same chunks at the cut for any k.
-        return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC, doc LIMIT {}").format(scored, sql.Literal(cand))
-    # Best score first, then the filter checked chunk by chunk until `cand` pass: a join of every
-    # scored chunk with the table (then a sort) cost 20 ms at 100,000 chunks for a filter matching all.
+        return sql.SQL("SELECT doc, s FROM ({}) AS sc ORDER BY s DESC, doc LIMIT {}").format(
+            _bm25_scored(ix, postings), sql.Literal(cand))
+
+    def passing(scored: sql.Composable) -> sql.Composed:
+        # Best score first, then the filter checked chunk by chunk until `cand` pass: a join of every
+        # scored chunk with the table (then a sort) cost 20 ms at 100,000 chunks for a filter matching all.
+        return sql.SQL(
+            "SELECT sc.doc, sc.s FROM (SELECT doc, s FROM ({scored}) AS x ORDER BY s DESC, doc OFFSET 0) AS sc"
+            " CROSS JOIN LATERAL (SELECT 1 FROM {t} AS c WHERE c.{pk} = sc.doc{where}) AS f"
+            " ORDER BY sc.s DESC, sc.doc LIMIT {cand}"
+        ).format(scored=scored, t=t, pk=sql.Identifier(m.primary_key), where=where, cand=sql.Literal(cand))
+
+    deep = postings * FILTERED_POSTINGS_FACTOR if FILTERED_POSTINGS_FACTOR else None
+    if not ix.has_df or deep == postings:
+        return passing(_bm25_scored(ix, deep))
     return sql.SQL(
-        "SELECT sc.doc, sc.s FROM (SELECT doc, s FROM ({scored}) AS x ORDER BY s DESC, doc OFFSET 0) AS sc"
-        " CROSS JOIN LATERAL (SELECT 1 FROM {t} AS c WHERE c.{pk} = sc.doc{where}) AS f"
-        " ORDER BY sc.s DESC, sc.doc LIMIT {cand}"
-    ).format(scored=scored, t=t, pk=sql.Identifier(m.primary_key), where=where, cand=sql.Literal(cand))
+        "SELECT doc, s FROM (WITH lx1 AS MATERIALIZED ({first}), lx2 AS MATERIALIZED ({second})"
+        " SELECT doc, s FROM lx1 WHERE (SELECT count(*) FROM lx1) >= {cand}"
+        " UNION ALL SELECT doc, s FROM lx2 WHERE (SELECT count(*) FROM lx1) < {cand}) AS lx"
+    ).format(first=passing(_bm25_scored(ix, postings)), second=passing(_bm25_scored(ix, deep)),
+             cand=sql.Literal(cand))
 
 
 def _fts_sql(table: TableRef, m: FieldMapping, where: sql.Composable | None, cand: int) -> sql.Composed:
@@ -418,9 +444,11 @@ def build_query(
     bm25_index: bm25.Bm25Index | None,
     acl: tuple[sql.Composable, dict[str, Any]] | None = None,
     index: VectorIndex = vector_index.FLOAT32,
+    postings_per_term: int | None = None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """The one statement of a search, with its parameters except %(qvec)s and %(qtext)s.
     `index`: the table's HNSW index (vector_index.detect), whose expression the dense ranking orders by.
+    `postings_per_term`: BM25 postings an unfiltered lexical ranking reads per term (MAX_POSTINGS_PER_TERM).
 
     k and the candidate count are literals (bounded integers), so that a cached generic plan still
     knows its LIMITs and keeps using the HNSW index."""
@@ -448,7 +476,8 @@ def build_query(
             lexical = sql.SQL(
                 "WITH q AS (SELECT u.lexeme AS term, cardinality(u.positions) AS qtf"
                 " FROM unnest(to_tsvector({cfg}::regconfig, %(qtext)s)) AS u) {body}"
-            ).format(cfg=sql.Literal(bm25_index.config), body=_bm25_sql(t, mapping, bm25_index, lex_where, params["cand"]))
+            ).format(cfg=sql.Literal(bm25_index.config), body=_bm25_sql(t, mapping, bm25_index, lex_where, params["cand"],
+                                                        postings_per_term or MAX_POSTINGS_PER_TERM))
         else:
             lexical = _fts_sql(table, mapping, lex_where, params["cand"])
             params.update(tbl_schema=table.schema, tbl_name=table.name)
@@ -482,23 +511,24 @@ def _statement(
     bm25_index: bm25.Bm25Index | None,
     acl: tuple[sql.Composable, dict[str, Any]] | None,
     index: VectorIndex,
+    postings_per_term: int | None = None,
 ) -> tuple[sql.Composed | str, dict[str, Any]]:
     """build_query's statement and parameters; unfiltered ones rendered once per shape."""
     if filter is not None or acl is not None:
         return build_query(
             table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols,
-            bm25_index=bm25_index, acl=acl, index=index,
+            bm25_index=bm25_index, acl=acl, index=index, postings_per_term=postings_per_term,
         )
     cols = None if attribute_cols is None else tuple(attribute_cols.items())
     # The module's tunables are read at build time, so they are part of the shape (tests and
     # benchmarks set them).
     tunables = (RRF_K, DENSE_WEIGHT, FEEDBACK_WEIGHT, HYBRID_CANDIDATES, MAX_POSTINGS_PER_TERM, FTS_MAX_DF)
-    key = (table, mapping, k, search_type, cols, bm25_index, index, tunables)
+    key = (table, mapping, k, search_type, cols, bm25_index, index, tunables, postings_per_term)
     hit = _STATEMENTS.get(key)
     if hit is None:
         stmt, params = build_query(
             table, mapping, k=k, search_type=search_type, filter=None, attribute_cols=attribute_cols,
-            bm25_index=bm25_index, index=index,
+            bm25_index=bm25_index, index=index, postings_per_term=postings_per_term,
         )
         if len(_STATEMENTS) >= STATEMENT_CACHE_SIZE:
             _STATEMENTS.clear()
@@ -549,11 +579,13 @@ def search(
     query_coverage: float | None = None,
     acl: tuple[sql.Composable, dict[str, Any]] | None = None,
     ef_search_default: int | None = None,
+    postings_per_term: int | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks for a query. HYBRID also needs `query_text`.
 
     `ef_search`: exactly this hnsw.ef_search (benchmarks); `ef_search_default`: a knowledge base's own
     unfiltered depth (its tag pgkb:efSearch) in place of pgkb's, filtered searches going twice as deep.
+    `postings_per_term`: a knowledge base's BM25 postings read per query term (pgkb:bm25PostingsPerTerm).
 
     `acl`: the visibility predicate of `filters.acl_predicate` (MANAGED knowledge bases), applied
     inside the statement like a filter, so pages are full and nothing hidden is ever ranked.
@@ -571,7 +603,8 @@ def search(
         ix = _bm25_index(conn, table) if search_type != "SEMANTIC" else None
         try:
             return _run(conn, table, mapping, qvec, query_text, k, filter, search_type, attribute_cols, ef_search, ix,
-                        acl=acl, dtrust=fusion.dense_trust(query_coverage), ef_search_default=ef_search_default)
+                        acl=acl, dtrust=fusion.dense_trust(query_coverage), ef_search_default=ef_search_default,
+                        postings_per_term=postings_per_term)
         except psycopg.errors.UndefinedTable:
             if ix is None or attempt:
                 raise
@@ -594,11 +627,12 @@ def _run(
     acl: tuple[sql.Composable, dict[str, Any]] | None = None,
     dtrust: float = 1.0,
     ef_search_default: int | None = None,
+    postings_per_term: int | None = None,
 ) -> list[SearchHit]:
     index = _vector_index(conn, table, mapping) if search_type != "LEXICAL" else vector_index.FLOAT32
     stmt, params = _statement(
         conn, table, mapping, k=k, search_type=search_type, filter=filter, attribute_cols=attribute_cols,
-        bm25_index=ix, acl=acl, index=index,
+        bm25_index=ix, acl=acl, index=index, postings_per_term=postings_per_term,
     )
     filtered = filter is not None or acl is not None
     params["qvec"] = qvec

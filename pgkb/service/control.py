@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pgkb import kb_tags
 from pgkb.errors import ModelNotAvailableError, ValidationError
 from pgkb.retrieval.bm25 import install_bm25, uninstall_bm25
 from pgkb.service import shapes
@@ -19,13 +20,7 @@ from pgkb.service.managed import (
 from pgkb.service.tags import MAX_TAGS
 from pgkb.store import catalog, ddl
 from pgkb.store.acl import drop_acl, enable_acl
-from pgkb.store.vector_index import (
-    VECTOR_INDEX_TAG,
-    VectorIndexKind,
-    build_from_tags,
-    check_kind,
-    ef_search_from_tags,
-)
+from pgkb.store.vector_index import VECTOR_INDEX_TAG, VectorIndexKind, check_kind
 from pgkb.store.vector_table import FieldMapping, TableRef, ensure_table
 
 _NAME = re.compile(r"^([0-9a-zA-Z][_-]?){1,100}$")
@@ -136,8 +131,7 @@ class ControlPlane(Collaborator):
         mode = check_user_context_mode(userContextModeForRetrieval, trustedIdentitySources)
         model_id, dims = self._embedding(knowledgeBaseConfiguration)
         index_kind = self._vector_index(knowledgeBaseConfiguration, tags)
-        build = build_from_tags(tags)  # pgkb:hnswM / pgkb:hnswEfConstruction, for a table pgkb creates
-        ef_search_from_tags(tags)  # pgkb:efSearch: refused now if malformed, read at each search
+        build = kb_tags.check(tags)  # pgkb's own tags; the HNSW build of a table pgkb creates
         self._check_model_available(model_id)
         kb_id = catalog.new_id()
         managed = knowledgeBaseConfiguration.get("type") == "MANAGED"

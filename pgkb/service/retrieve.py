@@ -166,7 +166,7 @@ class RetrieveOps(Collaborator):
             hits = search(
                 conn, kb.table, kb.mapping, query_embedding=vector, query_text=text, k=min(want, MAX_RESULTS),
                 filter=flt, search_type=search_type, attribute_cols=kb.attribute_cols, query_coverage=coverage,
-                acl=acl, ef_search_default=kb.ef_search,
+                acl=acl, ef_search_default=kb.ef_search, postings_per_term=kb.bm25_postings,
             )
         if reranker is not None:
             hits = reranker.rerank(text, hits)

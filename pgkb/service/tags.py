@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pgkb import kb_tags
 from pgkb.errors import ValidationError
 from pgkb.service.base import Collaborator
 from pgkb.store import catalog
-from pgkb.store.vector_index import build_from_tags, ef_search_from_tags
 
 _KB_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]*:[0-9]{0,12}:knowledge-base/([0-9A-Za-z]{10})$")
 MAX_TAGS = 50  # per resource, as AWS
@@ -33,9 +33,8 @@ class TagOps(Collaborator):
             tags = catalog.update_tags(conn, kb_id, add, remove)
             if len(tags) > MAX_TAGS:  # rolled back with the transaction
                 raise ValidationError(f"a resource has at most {MAX_TAGS} tags; this would make {len(tags)}")
-            build_from_tags(tags)  # pgkb's own tags keep their form (rolled back too)
-            ef_search_from_tags(tags)
-        self.forget(kb_id)  # pgkb:efSearch is read with the knowledge base: seen at once
+            kb_tags.check(tags)  # pgkb's own tags keep their form (rolled back too)
+        self.forget(kb_id)  # the search tags are read with the knowledge base: seen at once
         return tags
 
     def tag_resource(self, *, resourceArn: str, tags: dict[str, str]) -> dict[str, Any]:

@@ -35,13 +35,6 @@ VECTOR_INDEX_TAG = "pgkb:vectorIndex"
 #: Binary-quantized index: hamming-nearest candidates read per query before the exact re-ranking
 #: (at least this many, and at least 10 x k; docs/scaling.md has recall per count).
 BINARY_CANDIDATES = 200
-#: CreateKnowledgeBase tags that tune the HNSW graph of a table pgkb creates (read once, when the
-#: table is made; an existing table keeps its index): links per node and the build's candidate list.
-M_TAG = "pgkb:hnswM"
-EF_CONSTRUCTION_TAG = "pgkb:hnswEfConstruction"
-#: The tag that sets a knowledge base's search depth (hnsw.ef_search; filtered searches go twice
-#: as deep), read at every search, so TagResource changes it.
-EF_SEARCH_TAG = "pgkb:efSearch"
 
 
 @dataclass(frozen=True)
@@ -63,31 +56,6 @@ class HnswBuild:
 
     m: int | None = None
     ef_construction: int | None = None
-
-
-def _int_tag(tags: dict[str, str], key: str, lo: int, hi: int) -> int | None:
-    value = tags.get(key)
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text.isdigit() or not lo <= int(text) <= hi:
-        raise ValidationError(f"tag {key} {value!r} must be an integer from {lo} to {hi}")
-    return int(text)
-
-
-def build_from_tags(tags: dict[str, str] | None) -> HnswBuild:
-    """The HNSW build a knowledge base's tags ask for (pgvector's bounds: m 2-100, ef_construction
-    4-1000 and at least 2 m)."""
-    tags = tags or {}
-    m, efc = _int_tag(tags, M_TAG, 2, 100), _int_tag(tags, EF_CONSTRUCTION_TAG, 4, 1000)
-    if efc is not None and efc < 2 * (m or 16):
-        raise ValidationError(f"tag {EF_CONSTRUCTION_TAG} {efc} must be at least twice m ({m or 16})")
-    return HnswBuild(m, efc)
-
-
-def ef_search_from_tags(tags: dict[str, str] | None) -> int | None:
-    """The search depth a knowledge base's tag sets (pgvector's bounds, 1-1000); None: pgkb's rule."""
-    return _int_tag(tags or {}, EF_SEARCH_TAG, 1, 1000)
 
 
 def check_kind(value: object, where: str = "vector index") -> VectorIndexKind:
