@@ -9,6 +9,8 @@ ignored.
 
 from __future__ import annotations
 
+import re
+
 from pgkb.errors import ValidationError
 from pgkb.store.vector_index import HnswBuild
 
@@ -22,13 +24,15 @@ EF_SEARCH_TAG = "pgkb:efSearch"
 #: more reads closer to exact BM25 on large tables, at a cost in proportion (docs/scaling.md).
 BM25_POSTINGS_TAG = "pgkb:bm25PostingsPerTerm"
 
+_DIGITS = re.compile(r"[0-9]{1,12}")
+
 
 def _int_tag(tags: dict[str, str], key: str, lo: int, hi: int) -> int | None:
     value = tags.get(key)
     if value is None:
         return None
     text = str(value).strip()
-    if not text.isdigit() or not lo <= int(text) <= hi:
+    if not _DIGITS.fullmatch(text) or not lo <= int(text) <= hi:  # ASCII digits: "²".isdigit() is true
         raise ValidationError(f"tag {key} {value!r} must be an integer from {lo:,} to {hi:,}")
     return int(text)
 

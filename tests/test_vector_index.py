@@ -209,7 +209,8 @@ def test_a_tag_sets_the_bm25_postings_a_search_reads(svc: KnowledgeBaseService, 
     {M_TAG: "abc"}, {M_TAG: "1"}, {M_TAG: "101"}, {M_TAG: "16.5"}, {EF_CONSTRUCTION_TAG: "2000"},
     {M_TAG: "32", EF_CONSTRUCTION_TAG: "40"},  # pgvector: ef_construction must be at least 2 m
     {EF_SEARCH_TAG: "0"}, {EF_SEARCH_TAG: "1001"}, {EF_SEARCH_TAG: "-5"}, {EF_SEARCH_TAG: ""},
-    {BM25_POSTINGS_TAG: "9"}, {BM25_POSTINGS_TAG: "lots"},
+    {BM25_POSTINGS_TAG: "9"}, {BM25_POSTINGS_TAG: "lots"}, {EF_SEARCH_TAG: "²"}, {EF_SEARCH_TAG: "٣"},
+    {BM25_POSTINGS_TAG: "1" * 5000}, {M_TAG: "0x10"}, {M_TAG: "1e1"},
 ])
 def test_bad_hnsw_tags_are_refused(svc: KnowledgeBaseService, tags: dict[str, str]) -> None:
     name = unique("badtag")
