@@ -47,6 +47,7 @@ from psycopg import sql  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale_data  # noqa: E402
 
+from pgkb.retrieval.bm25 import install_bm25  # noqa: E402
 from pgkb.retrieval.evaluation import percentile  # noqa: E402
 from pgkb.retrieval.filters import acl_predicate  # noqa: E402
 from pgkb.retrieval.search import MAX_SCAN_TUPLES, build_query, search  # noqa: E402
@@ -59,15 +60,17 @@ TIERS = {"50%": 100, "5%": 10, "0.5%": 1}  # folders granted to each user of the
 K = 10
 
 
-def real_vectors(n: int, nq: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n real text vectors, nq query vectors) with nothing synthetic: scale_data.real_corpus (msmarco-5k,
-    pydoc topics, then docstring paragraphs of the Python installed here). Queries: half msmarco-5k's
-    real queries, half first sentences of held-out modules' docstrings."""
-    vecs, ms_q, doc_q, _ = scale_data.real_corpus(n)
+def real_vectors(n: int, nq: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """(n real text vectors, nq query vectors, their passages, the queries' texts) with nothing
+    synthetic: scale_data.real_corpus (msmarco-5k, pydoc topics, then docstring paragraphs of the
+    Python installed here). Queries: half msmarco-5k's real queries, half first sentences of held-out
+    modules' docstrings."""
+    vecs, ms_q, doc_q, passages, query_texts = scale_data.real_corpus(n)
     if len(vecs) < n:
         raise SystemExit(f"bench_acl: only {len(vecs):,} real text vectors here; use --rows {len(vecs)}")
     half = min(len(ms_q), nq // 2)
-    return vecs, np.vstack([ms_q[:half], doc_q[: nq - half]]).astype(np.float32)
+    texts = query_texts[:half] + query_texts[len(ms_q):][: nq - half]
+    return vecs, np.vstack([ms_q[:half], doc_q[: nq - half]]).astype(np.float32), passages, texts
 
 
 def vectors(n: int, nq: int, rng: np.random.Generator, synthetic_queries: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +89,9 @@ def vectors(n: int, nq: int, rng: np.random.Generator, synthetic_queries: bool =
 
 
 def build(conn, n: int, users: int, rng: np.random.Generator, vecs: np.ndarray,
-          prefix: str = "aclt") -> tuple[TableRef, list[set[int]], list[str], list[str]]:
+          prefix: str = "aclt", texts: list[str] | None = None) -> tuple[TableRef, list[set[int]], list[str], list[str]]:
+    """The MANAGED-layout table (built once, kept), its visible rows per user, user names, tiers.
+    `texts`: the chunks' real texts, with BM25 statistics (HYBRID); else placeholder texts."""
     dim = vecs.shape[1]
     names = [f"user{u:04d}@example.com" for u in range(users)]
     tier_of = [list(TIERS)[u * len(TIERS) // users] for u in range(users)]
@@ -119,7 +124,7 @@ def build(conn, n: int, users: int, rng: np.random.Generator, vecs: np.ndarray,
         t0 = time.perf_counter()
         for start in range(0, n, 5000):
             rows = [
-                ChunkRow(uuid.uuid5(NS, f"aclt{i}"), f"chunk {i}", vecs[i],
+                ChunkRow(uuid.uuid5(NS, f"aclt{i}"), texts[i] if texts else f"chunk {i}", vecs[i],
                          {"x-amz-bedrock-kb-source-uri": f"s3://b/{i}", "x-amz-bedrock-kb-data-source-id": "SYN"},
                          {}, (folder_users[folder[i]], []))
                 for i in range(start, min(n, start + 5000))
@@ -133,6 +138,8 @@ def build(conn, n: int, users: int, rng: np.random.Generator, vecs: np.ndarray,
         for stmt in vector_indexes(table, MAPPING, ef_construction=HNSW_EF_CONSTRUCTION):  # as MANAGED KBs get
             conn.execute(stmt)  # type: ignore[arg-type]
         enable_acl(conn, table)  # its GIN index
+        if texts:
+            install_bm25(conn, table, MAPPING)  # HYBRID's statistics, from the rows
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table.ident))
         print(f"indexes built in {time.perf_counter() - t0:.0f}s")
     size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s::regclass))", (str(table),)).fetchone()[0]
@@ -157,8 +164,10 @@ def fixed(conn, table: TableRef, q: np.ndarray, acl: tuple | None, ef: int, orde
     return [int(r[3]["x-amz-bedrock-kb-source-uri"].rsplit("/", 1)[1]) for r in cur.fetchall()]
 
 
-def pgkb(conn, table: TableRef, q: np.ndarray, acl: tuple | None, k: int = K) -> list[int]:
-    hits = search(conn, table, MAPPING, query_embedding=q, query_text=None, k=k, acl=acl, attribute_cols={})
+def pgkb(conn, table: TableRef, q: np.ndarray, acl: tuple | None, k: int = K, text: str | None = None) -> list[int]:
+    """pgkb's search(): SEMANTIC, or HYBRID with the query's `text`."""
+    hits = search(conn, table, MAPPING, query_embedding=q, query_text=text, k=k, acl=acl, attribute_cols={},
+                  search_type="HYBRID" if text is not None else "SEMANTIC")
     return [int((h.source_uri or "").rsplit("/", 1)[1]) for h in hits]
 
 
@@ -226,6 +235,8 @@ def main() -> None:
     ap.add_argument("--synthetic-queries", action="store_true", help="held-out synthetic vectors as queries")
     ap.add_argument("--real", action="store_true",
                     help="real text vectors only (msmarco-5k, pydoc, docstrings of this Python; embedded once, cached)")
+    ap.add_argument("--hybrid", action="store_true", help="with --real: the chunks' real texts and BM25 statistics, and"
+                    " HYBRID (a MANAGED knowledge base's default Retrieve) measured too, against unfiltered HYBRID")
     ap.add_argument("--sweep", default="", help="comma-separated ef_search values: print recall vs ef and stop")
     a = ap.parse_args()
     if not (scale_data.DATASETS / "msmarco-5k" / "corpus.jsonl").exists():
@@ -234,13 +245,20 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     conn = connect()
     rng = np.random.default_rng(14)
+    if a.hybrid and not a.real:
+        raise SystemExit("bench_acl: --hybrid needs --real (synthetic vectors have no texts)")
+    qtexts: list[str] = []
+    texts: list[str] | None = None
     if a.real:
-        vecs, qv = real_vectors(a.rows, a.queries)
+        vecs, qv, passages, qtexts = real_vectors(a.rows, a.queries)
         # Rows in a random order (the corpus comes source by source) so folders mix topics.
-        vecs = vecs[np.random.default_rng(7).permutation(len(vecs))]
+        order = np.random.default_rng(7).permutation(len(vecs))
+        vecs = vecs[order]
+        texts = [passages[i].replace("\x00", "") for i in order] if a.hybrid else None  # text cannot hold NUL
     else:
         vecs, qv = vectors(a.rows, a.queries, rng, a.synthetic_queries)
-    table, visible_rows, names, tier_of = build(conn, a.rows, a.users, rng, vecs, "aclr" if a.real else "aclt")
+    prefix = ("aclh" if a.hybrid else "aclr") if a.real else "aclt"
+    table, visible_rows, names, tier_of = build(conn, a.rows, a.users, rng, vecs, prefix, texts)
     cases: list[tuple[str, tuple[int, tuple], np.ndarray]] = []
     for tier in TIERS:
         members = [u for u, t in enumerate(tier_of) if t == tier]
@@ -248,6 +266,8 @@ def main() -> None:
             u = members[rng.integers(len(members))]
             cases.append((tier, (u, acl_predicate(lookup_principal(conn, table, names[u]))), qv[q]))
     cases_u = [(t, u, q) for t, (u, _), q in cases]
+    # The query index of each case (cases are tier-major, a.queries each), for HYBRID's query texts.
+    qtext_of = [qtexts[i % a.queries] if qtexts else "" for i in range(len(cases_u))]
     if a.sweep:
         sweep(conn, table, vecs, cases, visible_rows, [int(x) for x in a.sweep.split(",")])
         return
@@ -263,12 +283,16 @@ def main() -> None:
     lat: dict[tuple[str, str], list[float]] = {}
     rec: dict[tuple[str, str], list[float]] = {}
     for r in range(a.rounds):
-        for tier, u, q in cases_u:  # interleaved: each ACL search next to its unfiltered reference
+        for ci, (tier, u, q) in enumerate(cases_u):  # interleaved: each ACL search next to its unfiltered reference
             runs = {
                 ("unfiltered", ""): lambda q=q: pgkb(conn, table, q, None),
                 (tier, "before"): lambda q=q, u=u: fixed(conn, table, q, acl(u), 64),
                 (tier, "after"): lambda q=q, u=u: pgkb(conn, table, q, acl(u)),
             }
+            if a.hybrid:
+                qt = qtext_of[ci]
+                runs[("unfiltered", "HYBRID")] = lambda q=q, qt=qt: pgkb(conn, table, q, None, text=qt)
+                runs[(tier, "HYBRID")] = lambda q=q, u=u, qt=qt: pgkb(conn, table, q, acl(u), text=qt)
             for key, fn in runs.items():
                 t0 = time.perf_counter()
                 got = fn()
@@ -276,7 +300,8 @@ def main() -> None:
                 if r == 0:
                     visible = None if key[0] == "unfiltered" else visible_rows[u]
                     assert visible is None or set(got) <= visible, "a hidden row came back"
-                    rec.setdefault(key, []).append(len(set(got) & exact(vecs, q, visible)) / K)
+                    if key[1] != "HYBRID":  # recall against the exact vector scan: SEMANTIC's
+                        rec.setdefault(key, []).append(len(set(got) & exact(vecs, q, visible)) / K)
     base = percentile(lat[("unfiltered", "")], 50)
     # A Retrieve also embeds its query: the ratios of whole Retrieves are those of statement + embedding.
     from pgkb.embeddings import DEFAULT_MODEL_ID, get_model
@@ -299,6 +324,14 @@ def main() -> None:
             p50 = percentile(xs, 50)
             print(f"{tier:<10}{rule:<8}{statistics.mean(rec[(tier, rule)]):>10.3f}{p50:>9.2f}{percentile(xs, 95):>9.2f}"
                   f"{p50 / base:>16.2f}{(p50 + e50) / (base + e50):>20.2f}")
+    if a.hybrid:
+        hbase = percentile(lat[("unfiltered", "HYBRID")], 50)
+        print(f"HYBRID (a MANAGED knowledge base's default Retrieve; no recall: no exact HYBRID): unfiltered p50 {hbase:.2f} ms")
+        for tier in TIERS:
+            xs = lat[(tier, "HYBRID")]
+            p50 = percentile(xs, 50)
+            print(f"{tier:<10}{'HYBRID':<8}{'-':>10}{p50:>9.2f}{percentile(xs, 95):>9.2f}{p50 / hbase:>16.2f}"
+                  f"{(p50 + e50) / (hbase + e50):>20.2f}")
     print("(bars: recall@10 >= 0.99 / 0.95 / 0.95; Retrieve p50 <= 1.5x unfiltered; before = ef_search 64 relaxed_order)")
     sys.stdout.flush()
 

@@ -4,6 +4,7 @@
     python bench/bench_fusion.py --dataset DIR ...   # other BEIR folders as well
     python bench/bench_fusion.py --rounds 3          # latency rounds over each corpus's queries
     python bench/bench_fusion.py --postings-caps 1000,250,50,5   # only: nDCG per cap on BM25 postings read
+    python bench/bench_fusion.py --candidates 50,30,20,10        # only: HYBRID nDCG per candidates per ranking
 
 Per corpus (one table each in bench/out/retrieval's embedded server, schema `fusion`, default model,
 one chunk per document): SEMANTIC, LEXICAL and HYBRID through pgkb's search() with the query
@@ -156,6 +157,21 @@ def postings_caps(corpora: list[Corpus], caps: list[int]) -> None:
         S.MAX_POSTINGS_PER_TERM = default
 
 
+def candidates(corpora: list[Corpus], counts: list[int]) -> None:
+    """HYBRID nDCG@10 (linear gain) through search() with each count of candidates per ranking."""
+    default = S.HYBRID_CANDIDATES
+    print(f"\nHYBRID nDCG@10 (linear gain) by candidates taken from each ranking (pgkb: {default}; filtered:"
+          f" {S.FILTERED_HYBRID_CANDIDATES})")
+    print(f"{'candidates':>10}  " + "".join(f"{c.name:>12}" for c in corpora))
+    try:
+        for n in counts:
+            S.HYBRID_CANDIDATES = n
+            row = [c.ndcg([[d for d, _ in c.run(i, "HYBRID", k=10)] for i in range(len(c.qs))]).mean() for c in corpora]
+            print(f"{n:>10}  " + "".join(f"{x:>12.4f}" for x in row), flush=True)
+    finally:
+        S.HYBRID_CANDIDATES = default
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", action="append", default=[], help="another BEIR folder (repeatable)")
@@ -163,6 +179,8 @@ def main() -> None:
     ap.add_argument("--postings-caps", default="", help="only LEXICAL and HYBRID nDCG@10 per cap on the postings read"
                     " per query term (search.MAX_POSTINGS_PER_TERM): at 1M chunks the cap truncates far more than here,"
                     " so small caps on small corpora show what truncation costs on real text")
+    ap.add_argument("--candidates", default="", help="only HYBRID nDCG@10 per count of candidates taken from each"
+                    " ranking (search.HYBRID_CANDIDATES; FILTERED_HYBRID_CANDIDATES with a filter)")
     args = ap.parse_args()
     paths = sorted(p for p in SHARED.iterdir() if (p / "corpus.jsonl").exists()) if SHARED.is_dir() else []
     if not paths:
@@ -173,6 +191,9 @@ def main() -> None:
     corpora = [Corpus(conn, model, p) for p in paths]
     if args.postings_caps:
         postings_caps(corpora, [int(x) for x in args.postings_caps.split(",")])
+        return
+    if args.candidates:
+        candidates(corpora, [int(x) for x in args.candidates.split(",")])
         return
 
     print(f"\nper corpus, {DEFAULT_MODEL_ID}, nDCG@10 linear gain (exponential gain in brackets)")

@@ -107,10 +107,11 @@ def docstring_texts(limit: int) -> tuple[list[str], list[str]]:
     return passages, queries
 
 
-def real_corpus(n: int, datasets: Path = DATASETS) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def real_corpus(n: int, datasets: Path = DATASETS) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
     """n real text vectors with no synthetic ones: msmarco-5k + pydoc topics (real_vectors), then
     docstring paragraphs (docstring_texts) up to n; embedded once with the default model and cached.
-    Returns (passage vectors, msmarco's real query vectors, held-out docstring query vectors, passages)."""
+    Returns (passage vectors, msmarco's real query vectors, held-out docstring query vectors, passages,
+    the texts of both kinds of query: msmarco's, then the docstring ones)."""
     from pgkb.embeddings.registry import DEFAULT_MODEL_ID, get_model
 
     base, base_q, base_texts = real_vectors(datasets)
@@ -130,7 +131,8 @@ def real_corpus(n: int, datasets: Path = DATASETS) -> tuple[np.ndarray, np.ndarr
         p = np.vstack(chunks) if chunks else np.zeros((0, base.shape[1]), np.float32)
         dq = np.asarray(model.embed_queries(queries[:500]), np.float32)
         np.savez(path, p=p, q=dq)
-    return np.vstack([base, p])[:n].astype(np.float32), base_q, dq, (base_texts + texts)[:n]
+    query_texts = real_texts(datasets)[1] + queries[: len(dq)]
+    return np.vstack([base, p])[:n].astype(np.float32), base_q, dq, (base_texts + texts)[:n], query_texts
 
 
 def neighbours(x: np.ndarray, base: np.ndarray, k: int, *, exclude_self: bool = False, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,10 @@ from psycopg import sql
 from pgkb.retrieval.search import (
     EF_SEARCH,
     FILTERED_EF_SEARCH,
+    FILTERED_HYBRID_CANDIDATES,
     HALFVEC_EF_SEARCH,
+    HYBRID_CANDIDATES,
+    build_query,
     search,
     settings_statement,
     statement_settings,
@@ -77,6 +80,24 @@ def test_an_acl_search_runs_with_the_filtered_ef_search(table) -> None:
     # Transaction-local: nothing is left on the connection afterwards.
     assert conn.execute("SELECT current_setting('hnsw.ef_search')").fetchone()[0] == "40"  # pgvector's default
     assert conn.execute("SELECT current_setting('hnsw.iterative_scan')").fetchone()[0] == "off"
+
+
+def test_filtered_hybrid_takes_fewer_candidates_from_each_ranking(table) -> None:
+    """A filtered dense scan walks until its candidates pass, so filtered HYBRID takes fewer (and still k)."""
+    conn, t = table
+    acl = (sql.SQL("true"), {})
+    assert FILTERED_HYBRID_CANDIDATES < HYBRID_CANDIDATES
+
+    def cand(k: int, **kw) -> int:
+        _, params = build_query(t, M, k=k, search_type="HYBRID", filter=None, attribute_cols={}, bm25_index=None, **kw)
+        return int(params["cand"])
+
+    assert cand(5) == HYBRID_CANDIDATES
+    assert cand(5, acl=acl) == FILTERED_HYBRID_CANDIDATES
+    assert cand(60, acl=acl) == 60
+    _, params = build_query(t, M, k=5, search_type="HYBRID", filter={"equals": {"key": "a", "value": 1}},
+                            attribute_cols={}, bm25_index=None)
+    assert params["cand"] == FILTERED_HYBRID_CANDIDATES
 
 
 def test_settings_per_kind_of_statement(table) -> None:
