@@ -131,11 +131,8 @@ def test_halfvec_m_packs_eight_nodes_a_page(session_db_url: str) -> None:
     assert pages["halfvec"] < 0.55 * pages["float32"], pages
 
 
-def test_halfvec_searches_at_its_own_ef_search(
-    svc: KnowledgeBaseService, kbs: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Retrieve on a halfvec knowledge base searches its graph deeper than on float32 (these MANAGED
-    knowledge bases' searches carry the visibility predicate, so both get the filtered rule)."""
+def ef_searches_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hnsw.ef_search of every search statement run from now on (appended as they run)."""
     seen: list[str] = []
     real = search_module.statement_settings
 
@@ -145,6 +142,15 @@ def test_halfvec_searches_at_its_own_ef_search(
         return out
 
     monkeypatch.setattr(search_module, "statement_settings", spy)
+    return seen
+
+
+def test_halfvec_searches_at_its_own_ef_search(
+    svc: KnowledgeBaseService, kbs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retrieve on a halfvec knowledge base searches its graph deeper than on float32 (these MANAGED
+    knowledge bases' searches carry the visibility predicate, so both get the filtered rule)."""
+    seen = ef_searches_seen(monkeypatch)
     for label, want in (("halfvec", 2 * search_module.HALFVEC_EF_SEARCH), ("float32", search_module.FILTERED_EF_SEARCH)):
         seen.clear()
         assert retrieve(svc, kbs[label], QUERIES[0], k=5)
@@ -159,15 +165,7 @@ def test_tags_choose_a_knowledge_bases_hnsw_build_and_search_depth(
     kb_id = _fill(svc, managed_kb(svc, tags={M_TAG: "24", EF_CONSTRUCTION_TAG: "96", EF_SEARCH_TAG: "150"}))
     (_, definition), = _hnsw(svc, kb_id)  # after the first load rebuilt it
     assert "m='24', ef_construction='96'" in definition, definition
-    seen: list[str] = []
-    real = search_module.statement_settings
-
-    def spy(*args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        out = real(*args, **kwargs)
-        seen.append(dict(out)["hnsw.ef_search"])
-        return out
-
-    monkeypatch.setattr(search_module, "statement_settings", spy)
+    seen = ef_searches_seen(monkeypatch)
     assert retrieve(svc, kb_id, QUERIES[0], k=5)["retrievalResults"]
     assert seen == ["300"]  # a MANAGED knowledge base's search is filtered (its ACL): twice the tag's 150
     arn = svc.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["knowledgeBaseArn"]
