@@ -1,5 +1,6 @@
 """Filtered and ACL'd searches run with their own, deeper hnsw.ef_search (pgkb.retrieval.search
-FILTERED_EF_SEARCH), set for that statement's transaction only.
+FILTERED_EF_SEARCH), set for that statement's transaction only; unfiltered ones leave theirs on the
+connection's session, so the next one at that depth sends its statement alone.
 
 The setting is observed from inside the search statement itself: the visibility predicate passed as
 `acl` compares each row's text with `current_setting(...)`, so the row that comes back names the value
@@ -16,6 +17,7 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from pgkb.errors import ValidationError
 from pgkb.retrieval.search import (
     EF_SEARCH,
     FILTERED_EF_SEARCH,
@@ -123,3 +125,48 @@ def test_settings_per_kind_of_statement(table) -> None:
         HALFVEC_EF_SEARCH)
     assert in_transaction(statement_settings(10, filtered=True, iterative=True, kind="halfvec"))["hnsw.ef_search"] == str(
         2 * HALFVEC_EF_SEARCH)
+
+
+class StatementLog(psycopg.Connection):
+    """A connection that records the text of every statement it is asked to execute."""
+
+    sent: list[str]
+
+    def execute(self, query, params=None, **kw):  # type: ignore[no-untyped-def, override]
+        self.sent.append(query if isinstance(query, str) else query.as_string(self))
+        return super().execute(query, params, **kw)
+
+
+def test_an_unfiltered_search_leaves_its_depth_on_the_session_and_the_next_sends_one_statement(
+    session_db_url: str, table
+) -> None:
+    _, t = table
+    with StatementLog.connect(session_db_url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.sent = []
+
+        def unfiltered(vector: list[float] | None = None, **kw) -> list[str]:
+            conn.sent.clear()
+            search(conn, t, M, query_embedding=vector or [1.0, 0.0, 0.0, 0.0], query_text=None, k=5, **kw)
+            return list(conn.sent)
+
+        def session_ef() -> str:
+            return str(conn.execute("SELECT current_setting('hnsw.ef_search')").fetchone()[0])
+
+        first = unfiltered()
+        assert len(first) == 2 and "set_config('hnsw.ef_search', %s, false)" in first[0], first
+        assert session_ef() == str(EF_SEARCH)  # kept by the session (pgvector's default is 40)
+        assert len(unfiltered()) == 1  # the statement alone
+        # A filtered search still runs deeper, for its own transaction only.
+        assert seen_by_statement(conn, t, "hnsw.ef_search") == [str(FILTERED_EF_SEARCH)]
+        assert session_ef() == str(EF_SEARCH)
+        assert len(unfiltered()) == 1
+        # Another depth (a knowledge base's pgkb:efSearch) is set once, then kept.
+        assert len(unfiltered(ef_search_default=80)) == 2 and session_ef() == "80"
+        assert len(unfiltered(ef_search_default=80)) == 1
+        assert len(unfiltered()) == 2 and session_ef() == str(EF_SEARCH)
+        # A statement that fails forgets what the session had: the next search sets it again.
+        with pytest.raises(ValidationError):
+            unfiltered([1.0, 0.0, 0.0])  # 3 dimensions against the table's 4
+        assert len(unfiltered()) == 2
+        assert len(unfiltered()) == 1

@@ -6,6 +6,7 @@ import importlib
 import math
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -15,7 +16,7 @@ from psycopg import sql
 
 from pgkb.errors import ValidationError
 from pgkb.retrieval import bm25
-from pgkb.retrieval.search import search
+from pgkb.retrieval.search import SearchHit, search
 from pgkb.store.vector_table import ChunkRow, FieldMapping, TableRef, create_table, write_rows
 
 DIM = 8
@@ -299,8 +300,9 @@ def test_unfiltered_statements_are_rendered_once_per_shape(conn, monkeypatch) ->
 def test_a_search_on_an_idle_connection_is_one_round_trip(conn, session_db_url) -> None:
     """On an idle connection (a pooled one) the statement's settings and the statement go in one
     pipeline with one Sync, their implicit transaction: psycopg's transaction block would wait for
-    BEGIN's answer and for COMMIT's. Afterwards the connection is as it was (not autocommit, idle,
-    settings gone), after an error too; inside a caller's transaction the search runs in a savepoint."""
+    BEGIN's answer and for COMMIT's. An unfiltered search at the depth the session already has sends
+    the statement alone (tests/test_filtered_ef.py). Afterwards the connection is as it was (not
+    autocommit, idle), after an error too; inside a caller's transaction the search runs in a savepoint."""
     import tempfile
 
     t, m = new_table(conn, "onetrip")
@@ -309,18 +311,26 @@ def test_a_search_on_an_idle_connection_is_one_round_trip(conn, session_db_url) 
     with psycopg.connect(session_db_url) as c:
         register_vector(c)
         search(c, t, m, query_embedding=axis(3), query_text=None, k=4)  # caches the table's index kind
-        ef_before = c.execute("SHOW hnsw.ef_search").fetchone()[0]  # pgvector's default (loaded by now)
+        ef_before = c.execute("SHOW hnsw.ef_search").fetchone()[0]  # the unfiltered depth, on the session
         c.commit()
-        with tempfile.TemporaryFile("w+") as trace:
-            c.pgconn.trace(trace.fileno())
-            c.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
-            hits = search(c, t, m, query_embedding=axis(3), query_text=None, k=4)
-            c.pgconn.untrace()
-            trace.seek(0)
-            sent = [line.split("\t")[2] for line in trace.read().splitlines() if line.startswith("F\t")]
+
+        def messages(**kw: Any) -> tuple[list[str], list[SearchHit]]:
+            with tempfile.TemporaryFile("w+") as trace:
+                c.pgconn.trace(trace.fileno())
+                c.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+                hits = search(c, t, m, query_embedding=axis(3), query_text=None, k=4, **kw)
+                c.pgconn.untrace()
+                trace.seek(0)
+                return [line.split("\t")[2] for line in trace.read().splitlines() if line.startswith("F\t")], hits
+
+        sent, hits = messages()
         assert [h.id for h in hits] == expected
         assert sent.count("Sync") == 1 and "Query" not in sent  # one round trip, no simple-query BEGIN
-        assert sent.count("Execute") == 2  # the settings and the statement: no BEGIN, no COMMIT
+        assert sent.count("Execute") == 1  # the statement alone: its depth is already the session's
+        sent, hits = messages(filter={"notEquals": {"key": "nothing", "value": 1}})
+        assert [h.id for h in hits] == expected
+        assert sent.count("Sync") == 1 and "Query" not in sent
+        assert sent.count("Execute") == 2  # the filtered settings and the statement: no BEGIN, no COMMIT
         assert (c.autocommit, c.info.transaction_status) == (False, psycopg.pq.TransactionStatus.IDLE)
         with pytest.raises(ValidationError, match="could not be run"):
             search(c, t, m, query_embedding=np.ones(3), query_text=None, k=4)
