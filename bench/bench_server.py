@@ -128,6 +128,17 @@ def h2_request(path: str, signed: tuple[list[tuple[str, str]], bytes]) -> tuple[
     return pseudo + [(k, v) for k, v in headers if k != "host"], body
 
 
+def read_h1_answer(reader: Any) -> None:
+    """Read one HTTP/1.1 answer from a blocking socket file (sequential clients); a non-200 ends the run."""
+    length, status = 0, reader.readline()
+    while (line := reader.readline()) != b"\r\n":
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    reader.read(length)
+    if not status.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"Retrieve answered {status!r}")
+
+
 async def _client_h1(
     host: str, port: int, requests: list[Any], start: int, deadline: float, lat: list[float]
 ) -> int:

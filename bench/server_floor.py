@@ -121,19 +121,15 @@ def bare_client(port: int, nq: int) -> Callable[[int], float]:
 
 def http_client(port: int, requests: list[bytes]) -> Callable[[int], float]:
     """One sequential keep-alive HTTP/1.1 client replaying pre-signed Retrieve requests."""
+    from bench_server import read_h1_answer
+
     sock = _connect(port)
     reader = sock.makefile("rb")
 
     def ask(i: int) -> float:
         t0 = time.perf_counter()
         sock.sendall(requests[i % len(requests)])
-        status, length = reader.readline(), 0
-        while (line := reader.readline()) != b"\r\n":
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        reader.read(length)
-        if not status.startswith(b"HTTP/1.1 200"):
-            raise SystemExit(f"Retrieve answered {status!r}")
+        read_h1_answer(reader)
         return time.perf_counter() - t0
 
     return ask

@@ -27,7 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial, wraps
 from pathlib import Path
 from typing import Any
@@ -110,21 +111,60 @@ def build(settings: Any, out: str) -> Callable:
     return stamped_app
 
 
-def serve(data_dir: str, port: int, out: str) -> None:
-    """The server process: granian, one worker, the stamped app."""
+def serve_stamped(module: str, data_dir: str, port: int, out: str) -> None:
+    """A server process: granian, one worker, serving what `<module>.build(settings, out)` returns
+    (a bench script in this folder that wraps pgkb's app)."""
     sys.path.insert(0, str(BENCH))
     from granian.constants import HTTPModes, Interfaces
     from granian.server import Server
 
     from pgkb import config
 
-    me = importlib.import_module("server_segments")  # importable by name in granian's worker
+    me = importlib.import_module(module)  # importable by name in granian's worker
     settings = config.current().with_overrides(data_dir=data_dir)
     server = Server(
-        "server_segments:build", address="127.0.0.1", port=port, interface=Interfaces.ASGI, workers=1,
+        f"{module}:build", address="127.0.0.1", port=port, interface=Interfaces.ASGI, workers=1,
         http=HTTPModes.auto, websockets=False, log_access=False, workers_kill_timeout=60,
     )
     server.serve(target_loader=partial(me.build, settings, out), wrap_loader=False)
+
+
+@contextmanager
+def stamped_server(script: str, data_dir: str, data: Path, kb: str | None = None) -> Iterator[tuple[int, list[bytes], Path, int]]:
+    """Serve a kept bench_server data dir with `script --serve` (a bench script whose `build` wraps pgkb's
+    app); yields (its port, pre-signed HTTP/1.1 Retrieve requests for the dataset's queries, the file
+    the server writes its stamps to when it stops, which is when the block ends, its pid)."""
+    from bench_server import free_port, h1_bytes, presign, wait_port
+    from botocore.credentials import Credentials
+
+    from pgkb.config import Settings
+    from pgkb.db.embedded import ensure_embedded
+    from pgkb.server.keys import create_key
+    from pgkb.service import KnowledgeBaseService
+
+    ensure_embedded(Path(data_dir))  # a kept data dir's server was stopped with its run
+    settings = Settings(data_dir=Path(data_dir), database_url=None)
+    with KnowledgeBaseService(settings) as svc:
+        kb_id = kb or svc.list_knowledge_bases()["knowledgeBaseSummaries"][0]["knowledgeBaseId"]
+    key = create_key(settings)
+    creds = Credentials(key["accessKeyId"], key["secretAccessKey"])
+    queries = [json.loads(line)["text"] for line in (data / "queries.jsonl").open()]
+    port = free_port()
+    fd, out = tempfile.mkstemp(prefix="pgkb-stamps-", suffix=".json")
+    os.close(fd)
+    env = {**os.environ, "PGKB_DATA_DIR": data_dir}
+    with open(os.devnull, "wb") as devnull:
+        server = subprocess.Popen(
+            [sys.executable, script, "--serve", "--data-dir", data_dir, "--port", str(port), "--out", out],
+            env=env, stdout=devnull, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_port(port, server)
+        path = f"/knowledgebases/{kb_id}/retrieve"
+        yield port, [h1_bytes(path, presign("127.0.0.1", port, kb_id, q, creds, 5)) for q in queries], Path(out), server.pid
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(120)
 
 
 def segments(client: list[tuple[float, float]], records: list[list[tuple[str, float]]]) -> dict[str, list[float]]:
@@ -154,41 +194,13 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
-        serve(a.data_dir, a.port, a.out)
+        serve_stamped("server_segments", a.data_dir, a.port, a.out)
         return
 
     sys.path.insert(0, str(BENCH))
-    from bench_server import free_port, h1_bytes, presign, wait_port
-    from botocore.credentials import Credentials
+    from bench_server import read_h1_answer
 
-    from pgkb.config import Settings
-    from pgkb.db.embedded import ensure_embedded
-    from pgkb.server.keys import create_key
-    from pgkb.service import KnowledgeBaseService
-
-    ensure_embedded(Path(a.data_dir))  # a kept data dir's server was stopped with its run
-    settings = Settings(data_dir=Path(a.data_dir), database_url=None)
-    svc = KnowledgeBaseService(settings)
-    try:
-        kb_id = a.kb or svc.list_knowledge_bases()["knowledgeBaseSummaries"][0]["knowledgeBaseId"]
-    finally:
-        svc.close()
-    key = create_key(settings)
-    creds = Credentials(key["accessKeyId"], key["secretAccessKey"])
-    queries = [json.loads(line)["text"] for line in (a.data / "queries.jsonl").open()]
-    port = free_port()
-    fd, out = tempfile.mkstemp(prefix="pgkb-segments-", suffix=".json")
-    os.close(fd)
-    env = {**os.environ, "PGKB_DATA_DIR": a.data_dir}
-    with open(os.devnull, "wb") as devnull:
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "--data-dir", a.data_dir, "--port", str(port), "--out", out],
-            env=env, stdout=devnull, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_port(port, server)
-        path = f"/knowledgebases/{kb_id}/retrieve"
-        requests = [h1_bytes(path, presign("127.0.0.1", port, kb_id, q, creds, 5)) for q in queries]
+    with stamped_server(__file__, a.data_dir, a.data, a.kb) as (port, requests, out, _):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = sock.makefile("rb")
@@ -196,19 +208,10 @@ def main() -> None:
         for i in range(a.requests + 20):  # the first 20 warm the caches
             t0 = time.perf_counter()
             sock.sendall(requests[i % len(requests)])
-            length, status = 0, reader.readline()
-            while (line := reader.readline()) != b"\r\n":
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            reader.read(length)
-            if not status.startswith(b"HTTP/1.1 200"):
-                raise SystemExit(f"Retrieve answered {status!r}")
+            read_h1_answer(reader)
             if i >= 20:
                 client.append((t0, time.perf_counter()))
         sock.close()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(120)
     records = json.loads(Path(out).read_text())
     Path(out).unlink()
     latency = [1000 * (t1 - t0) for t0, t1 in client]

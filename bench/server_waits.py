@@ -23,14 +23,10 @@ import contextvars
 import importlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,22 +129,6 @@ def build(settings: Any, out: str) -> Callable:
     return stamped_app
 
 
-def serve(data_dir: str, port: int, out: str) -> None:
-    sys.path.insert(0, str(BENCH))
-    from granian.constants import HTTPModes, Interfaces
-    from granian.server import Server
-
-    from pgkb import config
-
-    me = importlib.import_module("server_waits")  # importable by name in granian's worker
-    settings = config.current().with_overrides(data_dir=data_dir)
-    server = Server(
-        "server_waits:build", address="127.0.0.1", port=port, interface=Interfaces.ASGI, workers=1,
-        http=HTTPModes.auto, websockets=False, log_access=False, workers_kill_timeout=60,
-    )
-    server.serve(target_loader=partial(me.build, settings, out), wrap_loader=False)
-
-
 def _line(label: str, values: list[float]) -> str:
     values = sorted(values)
     p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
@@ -165,43 +145,18 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    sys.path.insert(0, str(BENCH))
     if a.serve:
-        serve(a.data_dir, a.port, a.out)
+        from server_segments import serve_stamped
+
+        serve_stamped("server_waits", a.data_dir, a.port, a.out)
         return
 
-    sys.path.insert(0, str(BENCH))
-    from bench_server import free_port, h1_bytes, load, presign, summarize, wait_port
-    from botocore.credentials import Credentials
+    from bench_server import load, summarize
+    from server_segments import stamped_server
 
-    from pgkb.config import Settings
-    from pgkb.db.embedded import ensure_embedded
-    from pgkb.server.keys import create_key
-    from pgkb.service import KnowledgeBaseService
-
-    ensure_embedded(Path(a.data_dir))
-    settings = Settings(data_dir=Path(a.data_dir), database_url=None)
-    with KnowledgeBaseService(settings) as svc:
-        kb_id = svc.list_knowledge_bases()["knowledgeBaseSummaries"][0]["knowledgeBaseId"]
-    key = create_key(settings)
-    creds = Credentials(key["accessKeyId"], key["secretAccessKey"])
-    queries = [json.loads(line)["text"] for line in (a.data / "queries.jsonl").open()]
-    port = free_port()
-    fd, out = tempfile.mkstemp(prefix="pgkb-waits-", suffix=".json")
-    os.close(fd)
-    env = {**os.environ, "PGKB_DATA_DIR": a.data_dir}
-    with open(os.devnull, "wb") as devnull:
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "--data-dir", a.data_dir, "--port", str(port), "--out", out],
-            env=env, stdout=devnull, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_port(port, server)
-        path = f"/knowledgebases/{kb_id}/retrieve"
-        requests = [h1_bytes(path, presign("127.0.0.1", port, kb_id, q, creds, 5)) for q in queries]
-        window = summarize([load("127.0.0.1", port, requests, a.clients, a.seconds, server.pid, False)])
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(120)
+    with stamped_server(__file__, a.data_dir, a.data) as (port, requests, out, pid):
+        window = summarize([load("127.0.0.1", port, requests, a.clients, a.seconds, pid, False)])
     got = json.loads(Path(out).read_text())
     Path(out).unlink()
     reqs = [r for r in got["requests"] if len(r) == 4]  # Retrieve calls (warm-up window included)
