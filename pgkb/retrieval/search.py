@@ -19,7 +19,8 @@ Filtered searches (a metadata filter or an ACL) start from a deeper first batch
 (`hnsw.ef_search` FILTERED_EF_SEARCH), let pgvector's HNSW scan continue until k rows pass the filter
 (`hnsw.iterative_scan = relaxed_order`, re-sorted afterwards) and cap the scan with
 `hnsw.max_scan_tuples`, so a filter that matches nothing returns quickly. All of it is set for the
-statement's own transaction only.
+statement's own transaction only. An unfiltered search's one setting, its `hnsw.ef_search`, is left on
+an idle connection's session, so that the next one at that depth sends its statement alone (`_execute`).
 """
 
 from __future__ import annotations
