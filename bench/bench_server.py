@@ -507,6 +507,14 @@ def main() -> None:
                 for c in client_counts:
                     plan.append((name, proto, c, p, proc.pid, h2r if proto == "HTTP/2" else h1))
 
+        # Each worker process loads its model at its first Retrieve (seconds for torch): 32 connections
+        # spread over every worker of each server first, so no measured window pays a model load.
+        for name, _, _, _ in configs:
+            p, proc, _ = servers[name]
+            progress(f"warming every worker of {name}")
+            warm = [h1_bytes(path, presign("127.0.0.1", p, kb_id, q, creds, a.k)) for q in queries]
+            load("127.0.0.1", p, warm, 32, 2.0, proc.pid, False)
+
         # The cores are shared with other work, so references and load windows are interleaved in
         # rounds: each ratio compares figures taken minutes, not tens of minutes, apart.
         refs: list[tuple[float, float]] = []
