@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from pgkb.errors import ValidationError
+from pgkb.store.ddl import HNSW_M
 from pgkb.store.vector_index import HnswBuild
 
 #: Links per node of the HNSW graph of a table pgkb creates (pgvector: 2-100).
@@ -41,8 +42,8 @@ def hnsw_build(tags: dict[str, str] | None) -> HnswBuild:
     """The HNSW build the tags ask for; None fields: pgkb's defaults."""
     tags = tags or {}
     m, efc = _int_tag(tags, M_TAG, 2, 100), _int_tag(tags, EF_CONSTRUCTION_TAG, 4, 1000)
-    if efc is not None and efc < 2 * (m or 16):
-        raise ValidationError(f"tag {EF_CONSTRUCTION_TAG} {efc} must be at least twice m ({m or 16})")
+    if efc is not None and efc < 2 * (m or HNSW_M):
+        raise ValidationError(f"tag {EF_CONSTRUCTION_TAG} {efc} must be at least twice m ({m or HNSW_M})")
     return HnswBuild(m, efc)
 
 

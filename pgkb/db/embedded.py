@@ -95,10 +95,17 @@ def _clear_dead_postmaster(pgdata: Path) -> None:
         f.unlink(missing_ok=True)
 
 
+def _live_postmaster(data_dir: Path) -> int | None:
+    """The pid of the embedded server's postmaster when it is alive, else None."""
+    lines = _postmaster_pid_file(pgdata_dir(data_dir))
+    if lines and lines[0].strip().isdigit() and _alive(int(lines[0])):
+        return int(lines[0])
+    return None
+
+
 def embedded_running(data_dir: Path) -> bool:
     """Whether the embedded server of this data dir is up (started by any process)."""
-    lines = _postmaster_pid_file(pgdata_dir(data_dir))
-    return bool(lines and lines[0].strip().isdigit() and _alive(int(lines[0])))
+    return _live_postmaster(data_dir) is not None
 
 
 def stop_embedded(data_dir: Path) -> bool:
@@ -139,10 +146,10 @@ class PostmasterWatch:
                     return True
                 os.close(self._fd)
                 self._fd = None
-            lines = _postmaster_pid_file(pgdata_dir(self.data_dir))
-            if not (lines and lines[0].strip().isdigit() and _alive(int(lines[0]))):
+            pid = _live_postmaster(self.data_dir)
+            if pid is None:
                 return False
-            self._fd = _pidfd(int(lines[0]))
+            self._fd = _pidfd(pid)
             return True
 
     def close(self) -> None:
