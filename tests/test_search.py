@@ -110,6 +110,60 @@ def test_hybrid_reranks_candidates_toward_the_best_chunk(conn) -> None:
     assert [h.text for h in hyb] == ["alpha", "charlie", "bravo"]
     assert hyb[0].score == pytest.approx(1.0) and 0 < hyb[2].score < hyb[1].score < 1
 
+def test_hybrid_is_the_documented_fusion_of_the_dense_and_lexical_rankings(conn) -> None:
+    """HYBRID recomputed in Python from SEMANTIC's and LEXICAL's own top 50 and the stored vectors
+    (search._hybrid_sql's formula), on more rows than candidates. The chunks only BM25 finds lie just
+    beyond the dense top 50 but beside the first fusion's best chunk (the feedback vector), so the
+    feedback round ranks them near the top by their own vectors: without those vectors they would
+    fall out of it."""
+    t, m = new_table(conn, "fusion_ref")
+    rng = np.random.default_rng(7)
+
+    def at(cos_q: float, side: np.ndarray) -> np.ndarray:  # cosine `cos_q` to the query (axis 0)
+        return unit(cos_q * axis(0) + math.sqrt(1 - cos_q**2) * unit(side))
+
+    rows, vecs = [], {}
+
+    def add(text: str, v: np.ndarray) -> None:
+        rid = uuid.uuid4()
+        rows.append(ChunkRow(rid, text, v, md(f"{len(rows)}.txt"), {}))
+        vecs[str(rid)] = v.astype(np.float64)
+
+    for c in np.linspace(0.95, 0.5, 60):  # fillers, no query word, off in directions 2..7
+        add(" ".join(rng.choice(["alpha", "bravo", "charlie", "delta"], size=6)), at(c, np.r_[0, 0, rng.normal(size=DIM - 2)]))
+    add("zebra zebra zebra alpha", at(0.62, axis(1)))  # dense rank ~44, lexical rank 1: the first fusion's best
+    for _ in range(5):  # beyond the dense top 50, 0.99 cosine to the best
+        add("zebra bravo charlie", at(0.52, axis(1) + 0.05 * np.r_[0, 0, rng.normal(size=DIM - 2)]))
+    write(conn, t, m, rows)
+    with conn.transaction():
+        bm25.install_bm25(conn, t, m)
+    q, text = axis(0).astype(np.float64), "zebra"
+    dense = [h.id for h in search(conn, t, m, query_embedding=q, query_text=None, k=50)]
+    lexical = [h.id for h in search(conn, t, m, query_embedding=q, query_text=text, k=50, search_type="LEXICAL")]
+    only_bm25 = set(lexical) - set(dense)
+    assert len(only_bm25) == 5, "the case needs chunks that only BM25 ranks"
+
+    def dist(a: np.ndarray, b: np.ndarray) -> float:
+        return 1 - float(a @ b) / float(np.linalg.norm(a) * np.linalg.norm(b))
+
+    dr = {d: r for r, d in enumerate(dense, 1)}
+    lr = {d: r for r, d in enumerate(lexical, 1)}
+    cands = set(dr) | set(lr)
+    first = min(cands, key=lambda d: (-(1 / (10 + dr[d]) if d in dr else 0) - (1 / (10 + lr[d]) if d in lr else 0),
+                                      dr.get(d, 10**9), uuid.UUID(d)))
+    fb = vecs[first] if dist(vecs[first], q) < 1 else None
+    fr_order = sorted(cands, key=lambda d: (dist(vecs[d], q) + (dist(vecs[d], fb) if fb is not None else 0), uuid.UUID(d)))
+    fr = {d: r for r, d in enumerate(fr_order, 1) if r <= 50}
+    fused = {d: (3 / (10 + fr[d]) if d in fr else 0) + (1 / (10 + lr[d]) if d in lr else 0) for d in set(fr) | set(lr)}
+    want = sorted(fused, key=lambda d: (-fused[d], fr.get(d, 10**9), uuid.UUID(d)))[:10]
+
+    hyb = search(conn, t, m, query_embedding=q, query_text=text, k=10, search_type="HYBRID")
+    assert [h.id for h in hyb] == want
+    for h in hyb:
+        assert h.score == pytest.approx(fused[h.id] * 11 / 4, abs=1e-6)
+    assert only_bm25 <= set(want), "BM25-only chunks ranked by their vectors in the feedback round"
+
+
 
 @pytest.mark.parametrize("k", [0, 101, -1, True, 2.5])
 def test_k_out_of_range(conn, k) -> None:

@@ -217,29 +217,33 @@ def _parent_expr(alias: str, m: FieldMapping) -> sql.Composed:
 
 
 def _dense_sql(
-    t: sql.Composable, m: FieldMapping, where: sql.Composable, limit: int, index: VectorIndex = vector_index.FLOAT32
+    t: sql.Composable, m: FieldMapping, where: sql.Composable, limit: int, index: VectorIndex = vector_index.FLOAT32,
+    *, with_vector: bool = False,
 ) -> sql.Composed:
     """(id, dist) of the `limit` nearest rows by cosine distance, through the table's HNSW index: the
-    ORDER BY is the index's own expression (pgkb.store.vector_index), or PostgreSQL scans every row."""
+    ORDER BY is the index's own expression (pgkb.store.vector_index), or PostgreSQL scans every row.
+    `with_vector`: (id, v, dist), v the stored vector, read from the row the scan fetches anyway."""
     pk, vec, lim = sql.Identifier(m.primary_key), sql.Identifier(m.vector), sql.Literal(int(limit))
+    v = sql.SQL(" c.{} AS v,").format(vec) if with_vector else sql.SQL("")
     if index.kind == "halfvec":
         half = sql.SQL("halfvec({})").format(sql.Literal(index.dimensions))
         return sql.SQL(
-            "SELECT c.{pk} AS id, c.{vec}::{half} <=> %(qvec)s::{half} AS dist FROM {t} AS c"
+            "SELECT c.{pk} AS id,{v} c.{vec}::{half} <=> %(qvec)s::{half} AS dist FROM {t} AS c"
             " WHERE c.{vec} IS NOT NULL{where} ORDER BY dist LIMIT {lim}"
-        ).format(pk=pk, vec=vec, half=half, t=t, where=where, lim=lim)
+        ).format(pk=pk, v=v, vec=vec, half=half, t=t, where=where, lim=lim)
     if index.kind == "binary":
         # Hamming-nearest candidates by the index, then the exact cosine distance on the stored vectors.
         bits = sql.SQL("bit({})").format(sql.Literal(index.dimensions))
         return sql.SQL(
-            "SELECT b.id, b.v <=> %(qvec)s::vector AS dist FROM (SELECT c.{pk} AS id, c.{vec} AS v FROM {t} AS c"
+            "SELECT b.id,{bv} b.v <=> %(qvec)s::vector AS dist FROM (SELECT c.{pk} AS id, c.{vec} AS v FROM {t} AS c"
             " WHERE c.{vec} IS NOT NULL{where} ORDER BY binary_quantize(c.{vec})::{bits}"
             " <~> binary_quantize(%(qvec)s::vector)::{bits} LIMIT {cand}) AS b ORDER BY dist LIMIT {lim}"
-        ).format(pk=pk, vec=vec, bits=bits, t=t, where=where, cand=sql.Literal(index.candidates(limit)), lim=lim)
+        ).format(pk=pk, bv=sql.SQL(" b.v,") if with_vector else sql.SQL(""), vec=vec, bits=bits, t=t, where=where,
+                 cand=sql.Literal(index.candidates(limit)), lim=lim)
     return sql.SQL(
-        "SELECT c.{pk} AS id, c.{vec} <=> %(qvec)s::vector AS dist FROM {t} AS c"
+        "SELECT c.{pk} AS id,{v} c.{vec} <=> %(qvec)s::vector AS dist FROM {t} AS c"
         " WHERE c.{vec} IS NOT NULL{where} ORDER BY dist LIMIT {lim}"
-    ).format(pk=pk, vec=vec, t=t, where=where, lim=lim)
+    ).format(pk=pk, v=v, vec=vec, t=t, where=where, lim=lim)
 
 
 def _bm25_scored(ix: bm25.Bm25Index, postings: int | None) -> sql.Composed:
@@ -419,17 +423,19 @@ def _hybrid_sql(
     rrf, one = _f8(RRF_K), _f8(1.0)
     trust = sql.SQL("%(dtrust)s::float8")
     return sql.SQL(
-        "WITH dr AS MATERIALIZED (SELECT id, row_number() OVER (ORDER BY dist, id) AS r FROM ({dense}) AS d),"
+        "WITH dr AS MATERIALIZED (SELECT id, v, row_number() OVER (ORDER BY dist, id) AS r FROM ({dense}) AS d),"
         " lr AS MATERIALIZED (SELECT doc AS id, row_number() OVER (ORDER BY s DESC, doc) AS r FROM ({lexical}) AS l),"
+        # Every candidate with its vector: the dense ones carry theirs from the index scan's rows, only
+        # the lexical-only ones are looked up (at 1M chunks 0.2 ms of a 2.8 ms HYBRID, EXPLAIN ANALYZE).
+        " cd AS MATERIALIZED (SELECT id, v FROM dr UNION ALL SELECT lr.id, c.{vec} FROM lr JOIN {t} AS c"
+        "   ON c.{pk} = lr.id WHERE NOT EXISTS (SELECT 1 FROM dr WHERE dr.id = lr.id)),"
         " first AS (SELECT coalesce(dr.id, lr.id) AS id FROM dr FULL JOIN lr ON dr.id = lr.id"
         "   ORDER BY coalesce({w} * {trust} / ({rrf} + dr.r), 0) + coalesce({one} / ({rrf} + lr.r), 0) DESC,"
         "   dr.r, 1 LIMIT 1),"
-        " fb AS (SELECT c.{vec} AS v FROM first JOIN {t} AS c ON c.{pk} = first.id"
-        "   WHERE c.{vec} <=> %(qvec)s::vector < 1),"
+        " fb AS (SELECT cd.v FROM first JOIN cd ON cd.id = first.id WHERE cd.v <=> %(qvec)s::vector < 1),"
         " fr AS (SELECT cd.id, row_number() OVER ("
-        "     ORDER BY (c.{vec} <=> %(qvec)s::vector) + coalesce(c.{vec} <=> fb.v, 0), cd.id) AS r"
-        "   FROM (SELECT id FROM dr UNION SELECT id FROM lr) AS cd JOIN {t} AS c ON c.{pk} = cd.id"
-        "   LEFT JOIN fb ON true),"
+        "     ORDER BY (cd.v <=> %(qvec)s::vector) + coalesce(cd.v <=> fb.v, 0), cd.id) AS r"
+        "   FROM cd LEFT JOIN fb ON true),"
         " fused AS (SELECT coalesce(fr.id, lr.id) AS id, fr.r AS fbr,"
         "   coalesce({wf} * {trust} / ({rrf} + fr.r), 0) + coalesce({one} / ({rrf} + lr.r), 0) AS f"
         "   FROM (SELECT * FROM fr WHERE r <= {cand}) AS fr FULL JOIN lr ON fr.id = lr.id)"
@@ -496,7 +502,8 @@ def build_query(
             "SELECT doc AS id, s / (1 + s) AS score, row_number() OVER (ORDER BY s DESC, doc) AS rank FROM ({}) AS l"
         ).format(lexical)
     elif search_type == "HYBRID":
-        ranked = _hybrid_sql(t, mapping, _dense_sql(t, mapping, where, params["cand"], index), lexical, k, params["cand"])
+        dense = _dense_sql(t, mapping, where, params["cand"], index, with_vector=True)
+        ranked = _hybrid_sql(t, mapping, dense, lexical, k, params["cand"])
         params["scan"] = index.candidates(params["cand"])
     return _result_sql(t, mapping, ranked, attribute_cols), params
 
