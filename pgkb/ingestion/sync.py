@@ -251,7 +251,7 @@ class IngestionRun:
             return self._current()
         if self.on_progress:
             self.on_progress(self.progress)
-        self._compact_statistics()
+        self._maintain(stats)
         return row
 
     def _clear_queue(self) -> None:
@@ -264,14 +264,15 @@ class IngestionRun:
         except Exception as exc:
             log.warning("ingestion job %s: work queue not cleared: %s", self.job_id, str(exc).splitlines()[0])
 
-    def _compact_statistics(self) -> None:
-        """Fold the BM25 deltas this job's writes appended (queries read fewer rows); best effort."""
-        with self.catalog_db.connection() as conn:
-            st, _ = self._merged(conn)
-        if not any(st.get(k) for k in ("numberOfNewDocumentsIndexed", "numberOfModifiedDocumentsIndexed",
-                                       "numberOfDocumentsDeleted")):
+    def _maintain(self, stats: dict[str, int]) -> None:
+        """After a job that changed the table (`stats`: its final statistics, taken before its queue
+        went): fold the BM25 deltas its writes appended (queries read fewer rows), and refresh the
+        planner's statistics if the writes outgrew them; best effort."""
+        if not any(stats.get(k) for k in ("numberOfNewDocumentsIndexed", "numberOfModifiedDocumentsIndexed",
+                                          "numberOfDocumentsDeleted")):
             return
         self.writer.fold_statistics()
+        self.writer.refresh_planner_statistics()
 
     def _run(self) -> None:
         ds_id = self.ds["id"]

@@ -38,7 +38,7 @@ from pgkb.ingestion.documents import PreparedDocument
 from pgkb.kb import KnowledgeBase
 from pgkb.retrieval import bm25
 from pgkb.retrieval.bm25 import compact_bm25
-from pgkb.store import catalog, index_build
+from pgkb.store import catalog, index_build, planner_stats
 from pgkb.store.acl import RowAcl, intern, row_acl, update_row_acls
 from pgkb.store.content import store_extracted
 from pgkb.store.vector_table import ChunkRow, chunk_id, delete_rows, write_rows
@@ -279,6 +279,16 @@ class DocumentWriter:
         with self.catalog_db.connection() as conn:
             index_build.forget(conn, self.kb.id, [n for n, _ in todo])
         log.info("finished the initial load of %s in %.1f s", self.kb.table, time.monotonic() - t0)
+
+    def refresh_planner_statistics(self) -> None:
+        """ANALYZE the table when the writes outgrew its planner statistics (pgkb.store.planner_stats),
+        so no pooled connection keeps a plan made for a smaller table. Best effort, like the fold."""
+        try:
+            with self.kb.database.connection() as conn:
+                if planner_stats.refresh(conn, self.kb.table):
+                    log.info("analyzed %s: its writes outgrew the planner's statistics", self.kb.table)
+        except psycopg.Error as exc:
+            log.warning("%s not analyzed: %s", self.kb.table, str(exc).splitlines()[0])
 
     def fold_statistics(self) -> None:
         """Fold the BM25 deltas that writes appended (queries then read fewer rows). Best effort: the

@@ -326,3 +326,4 @@ def _fold_now_and_then(writer: DocumentWriter) -> None:
         due = _writes[writer.kb.id] % COMPACT_EVERY == 0
     if due:
         writer.fold_statistics()
+        writer.refresh_planner_statistics()
