@@ -498,7 +498,8 @@ def test_documents_are_read_ahead_concurrently(svc: Any, tmp_path: Path, monkeyp
 
 def test_direct_writes_fold_bm25_deltas_now_and_then(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """IngestKnowledgeBaseDocuments and DeleteKnowledgeBaseDocuments append df deltas; every
-    COMPACT_EVERY calls they are folded (here every 2nd), and stay equal to the postings."""
+    COMPACT_EVERY calls they are folded (here every 2nd), and stay equal to the postings; the same
+    calls ANALYZE the table when it outgrew its planner statistics (pgkb.store.planner_stats)."""
     from psycopg import sql
 
     from pgkb.retrieval import bm25
@@ -526,10 +527,18 @@ def test_direct_writes_fold_bm25_deltas_now_and_then(svc: Any, monkeypatch: pyte
             counts = dict(conn.execute(sql.SQL("SELECT term, count(*)::int FROM {} GROUP BY term").format(ix.postings)).fetchall())
         return len(rows), len({t for t, _ in rows}), sums, counts
 
+    def analyzed() -> Any:  # the last ANALYZE pgkb ran (autovacuum's are counted apart)
+        with resolved.database.connection() as conn:
+            row = conn.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+                               (resolved.table.schema, resolved.table.name)).fetchone()
+        return row[0] if row else None
+
     svc.ingest_knowledge_base_documents(documents=[doc(1)], **ids)
+    assert analyzed() is None
     svc.ingest_knowledge_base_documents(documents=[doc(2)], **ids)  # 2nd call: folded
     n, distinct, sums, counts = df_rows()
     assert n == distinct and sums == counts and sums["seal"] == 2
+    assert analyzed() is not None  # and the table, without column statistics until then, analyzed
     svc.ingest_knowledge_base_documents(documents=[doc(3)], **ids)  # 3rd: deltas pile up
     n, distinct, sums, counts = df_rows()
     assert n > distinct and sums == counts
